@@ -1,0 +1,29 @@
+# Two entry points that work on a fresh machine with only Python 3.11 and make.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build of torch lies on disk here; a range would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[flask,django,postgres,dask,serve,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m sdk demo
+
+test: $(STAMP)
+	$(PY) -m ruff check sdk router tests benchmarks examples
+	$(PY) -m mypy sdk router
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/sdk_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,94 @@
+"""One deadline for the whole call, with an injectable clock, and a cancel token.
+
+SLA logic never calls ``time.monotonic`` or ``time.sleep`` directly: it asks a
+:class:`Deadline`, whose clock tests replace, so budgets are exact and tests instant.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+
+
+class CancelToken:
+    """Cancel a running ``Client.generate`` from another thread.
+
+    ``token = CancelToken(); client.generate(..., cancel=token)``; later ``token.cancel()``.
+    Local backends stop at the next denoising step; remote ones cancel or abandon the job.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when cancelled (at once if already cancelled)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+
+class Deadline:
+    """An absolute point in time on ``clock``; ``None`` seconds means no deadline."""
+
+    __slots__ = ("at", "clock", "cancel")
+
+    def __init__(
+        self,
+        seconds: float | None,
+        *,
+        clock: Clock = time.monotonic,
+        cancel: CancelToken | None = None,
+        at: float | None = None,
+    ) -> None:
+        self.clock = clock
+        if at is not None:
+            self.at = at
+        else:
+            self.at = math.inf if seconds is None else clock() + seconds
+        self.cancel = cancel
+
+    @classmethod
+    def none(cls) -> Deadline:
+        return cls(None)
+
+    def remaining(self) -> float:
+        """Seconds left (``inf`` without a deadline, never negative)."""
+        return max(0.0, self.at - self.clock())
+
+    def expired(self) -> bool:
+        return self.clock() >= self.at
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.cancelled
+
+    def timeout(self, cap: float | None = None) -> float | None:
+        """A timeout for a blocking call: what is left, optionally capped; ``None`` if unbounded."""
+        left = self.remaining()
+        if cap is not None:
+            left = min(left, cap)
+        return None if math.isinf(left) else left
+
+    def child(self, seconds: float | None) -> Deadline:
+        """A deadline no later than this one."""
+        at = self.at if seconds is None else min(self.at, self.clock() + seconds)
+        return Deadline(None, clock=self.clock, cancel=self.cancel, at=at)

@@ -1,0 +1,182 @@
+"""Public value types: :class:`SLA`, :class:`GenerateRequest`, :class:`Result`."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ._errors import ValidationError
+
+if TYPE_CHECKING:  # pillow is light, but keep the import where it is needed
+    from PIL.Image import Image
+
+#: An upper bound on prompts: far past any text encoder, small enough to refuse garbage.
+MAX_PROMPT_CHARS = 10_000
+
+
+class SLA(BaseModel):
+    """What the caller needs: a result within ``deadline_s`` for at most ``max_cost_usd``.
+
+    Usage::
+
+        SLA()                                   # no deadline, no cost cap
+        SLA(deadline_s=8.0)                     # 8 s for the whole call, retries and fallbacks included
+        SLA(deadline_s=8.0, max_cost_usd=0.05)  # and at most 5 cents spent, across attempts
+        SLA(deadline_s=8.0, hedge=True)         # allow a hedged second request on a slow primary
+
+    The deadline covers the whole ``generate()`` call: every attempt, retry sleep, poll and
+    download gets only what is left. Cost already spent on failed attempts counts against
+    ``max_cost_usd``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    deadline_s: float | None = Field(default=None, description="Seconds for the whole call.")
+    max_cost_usd: float | None = Field(default=None, description="USD cap across all attempts.")
+    hedge: bool = Field(default=False, description="Allow a hedged request on a slow primary.")
+
+    @field_validator("deadline_s")
+    @classmethod
+    def _positive_deadline(cls, v: float | None) -> float | None:
+        if v is not None and (not math.isfinite(v) or v <= 0):
+            raise ValueError(f"`deadline_s` must be a positive number of seconds but is {v!r}")
+        return v
+
+    @field_validator("max_cost_usd")
+    @classmethod
+    def _non_negative_cost(cls, v: float | None) -> float | None:
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise ValueError(f"`max_cost_usd` must be a non-negative number but is {v!r}")
+        return v
+
+
+class GenerateRequest(BaseModel):
+    """One text-to-image request. ``None`` knobs mean "the backend's model-family default"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    n: int = 1
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        if not v or not v.strip():
+            raise ValueError(f"`prompt` must not be empty but is {v!r}")
+        if len(v) > MAX_PROMPT_CHARS:
+            raise ValueError(f"`prompt` must be at most {MAX_PROMPT_CHARS} characters but has {len(v)}")
+        return v
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and v < 8:
+            raise ValueError(f"`{info.field_name}` must be at least 8 pixels but is {v}")
+        return v
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int) -> int:
+        if v < 1 or v > 16:
+            raise ValueError(f"`n` must be between 1 and 16 but is {v}")
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: int | None) -> int | None:
+        if v is not None and (v < 1 or v > 1000):
+            raise ValueError(f"`steps` must be between 1 and 1000 but is {v}")
+        return v
+
+    @field_validator("guidance")
+    @classmethod
+    def _guidance(cls, v: float | None) -> float | None:
+        if v is not None and (not math.isfinite(v) or v < 0 or v > 100):
+            raise ValueError(f"`guidance` must be between 0 and 100 but is {v!r}")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        if v is not None and (v < 0 or v >= 2**63):
+            raise ValueError(f"`seed` must be between 0 and 2**63-1 but is {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _both_sizes(self) -> GenerateRequest:
+        if (self.width is None) != (self.height is None):
+            missing = "height" if self.height is None else "width"
+            raise ValueError(f"`{missing}` must be given together with the other dimension")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The knobs as the telemetry ``params`` object (DESIGN.md §4)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "n": self.n,
+            "seed": self.seed,
+            "scheduler": self.scheduler,
+        }
+
+
+class Result(BaseModel):
+    """What ``generate()`` returns: the images and how they were made."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    images: list[Any]  # list[PIL.Image.Image]; Any keeps pydantic away from Pillow internals
+    request_id: str
+    backend: str
+    latency_s: float
+    cost_usd: float
+    gpu_s: float | None = None
+    trace: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def image(self) -> Image:
+        """The first image, for the common ``n=1`` case."""
+        img: Image = self.images[0]
+        return img
+
+
+def build_request(**fields: Any) -> GenerateRequest:
+    """Validate ``fields`` into a :class:`GenerateRequest`, raising our ``ValidationError``."""
+    return _validated(GenerateRequest, fields)
+
+
+def build_sla(sla: SLA | dict[str, Any] | None) -> SLA:
+    """Accept an :class:`SLA`, a mapping or ``None`` (no constraints)."""
+    if sla is None:
+        return SLA()
+    if isinstance(sla, SLA):
+        return sla
+    if isinstance(sla, dict):
+        return _validated(SLA, sla)
+    raise ValidationError(f"`sla` must be an SLA or a mapping but is {sla!r}", field="sla", value=sla)
+
+
+def _validated(model: type[Any], fields: dict[str, Any]) -> Any:
+    import pydantic
+
+    try:
+        return model(**fields)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ())) or None
+        msg = str(err.get("msg", "invalid value"))
+        msg = msg.removeprefix("Value error, ")
+        if field and f"`{field}`" not in msg:
+            msg = f"`{field}`: {msg} (got {err.get('input')!r})"
+        raise ValidationError(msg, field=field, value=err.get("input")) from None

@@ -1,0 +1,62 @@
+"""The ``pixelroute`` command line (also ``python -m sdk``).
+
+One module per command group; each exposes ``register(subparsers)`` which adds its commands
+and sets ``func`` (taking the parsed ``argparse.Namespace``, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .._errors import PixelrouteError
+
+#: command-group modules under ``sdk.cli``; imported lazily so ``--help`` stays fast
+GROUPS = (
+    "generate",
+    "trace",
+    "models",
+    "telemetry",
+    "stats",
+    "train",
+    "route",
+    "simulate",
+    "demo",
+    "serve",
+    "scenarios",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixelroute",
+        description="Route image generation across local diffusers pipelines and remote APIs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in GROUPS:
+        try:
+            module = importlib.import_module(f"sdk.cli.{group}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"sdk.cli.{group}":
+                continue  # a command group not built into this installation
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.func(args)
+        return code
+    except PixelrouteError as exc:
+        print(f"pixelroute: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
