@@ -1,0 +1,60 @@
+"""pixelroute: one ``generate()`` over local diffusers pipelines and remote image APIs.
+
+``import sdk`` stays light: torch, diffusers and lightgbm load only when a local backend or a
+trained router model is first used.
+"""
+
+from ._client import AsyncClient, Client
+from ._config import Settings, load_settings
+from ._deadline import CancelToken, Deadline
+from ._errors import (
+    BackendError,
+    BackendUnavailable,
+    Cancelled,
+    ConfigError,
+    ContentRejected,
+    DeadlineExceeded,
+    InvalidOutput,
+    NoFeasibleBackend,
+    PixelrouteError,
+    QuotaExceeded,
+    RateLimited,
+    ServerError,
+    UnknownRequest,
+    ValidationError,
+)
+from ._types import SLA, GenerateRequest, Result
+from .backends.base import Backend, BackendOutput, Capabilities, MockBackend, Price
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SLA",
+    "AsyncClient",
+    "Backend",
+    "BackendError",
+    "BackendOutput",
+    "BackendUnavailable",
+    "Cancelled",
+    "CancelToken",
+    "Capabilities",
+    "Client",
+    "ConfigError",
+    "ContentRejected",
+    "Deadline",
+    "DeadlineExceeded",
+    "GenerateRequest",
+    "InvalidOutput",
+    "MockBackend",
+    "NoFeasibleBackend",
+    "PixelrouteError",
+    "Price",
+    "QuotaExceeded",
+    "RateLimited",
+    "Result",
+    "ServerError",
+    "Settings",
+    "UnknownRequest",
+    "ValidationError",
+    "load_settings",
+]

@@ -1,0 +1,423 @@
+"""``Client`` and ``AsyncClient``: thin sync and async drivers over :class:`~sdk._engine.Engine`.
+
+Both have the same methods (``generate``, ``report_correction``, ``trace``, ``stats``,
+``close``/``aclose``) and share everything but the loop that runs an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._config import Settings, embedded_default, load_settings
+from ._deadline import CancelToken
+from ._engine import Call, Engine, Plan
+from ._errors import ConfigError, PixelrouteError, ValidationError
+from ._health import BackendHealth, CircuitBreaker
+from ._types import SLA, GenerateRequest, Result, build_request, build_sla
+from .backends import create_backend
+from .backends.base import Backend, BackendOutput
+
+if TYPE_CHECKING:
+    from router import Router
+
+logger = logging.getLogger("pixelroute")
+
+ConfigSource = str | os.PathLike[str] | dict[str, Any] | Settings | None
+
+
+class _NullRecorder:
+    """Used when telemetry is disabled: records nothing, on purpose."""
+
+    def record(self, record: dict[str, Any]) -> bool:
+        return True
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def stats(self) -> dict[str, int]:
+        return {"enqueued": 0, "written": 0, "dropped": 0, "queue_depth": 0, "write_errors": 0}
+
+
+class BaseClient:
+    """Construction and the methods that do no generation I/O; see :class:`Client`."""
+
+    def __init__(
+        self,
+        config: ConfigSource = None,
+        *,
+        backends: list[Backend] | None = None,
+        router: Router | None = None,
+        store: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        transport: Any = None,
+        async_transport: Any = None,
+    ) -> None:
+        self.settings = _settings(config, backends)
+        self._clock = clock
+        self._closed = False
+        built = backends if backends is not None else [
+            create_backend(s, transport=transport, async_transport=async_transport, clock=clock)
+            for s in self.settings.backends
+        ]
+        if not built:
+            raise ConfigError("no backends configured: add at least one [[backends]] entry")
+        names = [b.name for b in built]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"backend names must be unique but are {names}")
+        self.backends: dict[str, Backend] = {b.name: b for b in built}
+        ex = self.settings.execution
+        self._health = {
+            b.name: BackendHealth(
+                CircuitBreaker(failures=ex.breaker_failures, cooldown_s=ex.breaker_cooldown_s, clock=clock),
+                capacity=b.settings.max_concurrency if b.settings else 1,
+            )
+            for b in built
+        }
+        self.router = router if router is not None else _build_router(self.settings)
+        self._store_url = store or self.settings.telemetry_url()
+        self.recorder, self._store = _build_recorder(self.settings, self._store_url)
+        from .telemetry import make_request_id
+
+        self._engine = Engine(
+            self.settings, self.backends, self.router, self.recorder, self._health, clock, make_request_id
+        )
+        # a cold-start client switches to a trained artifact as soon as `pixelroute train` writes it
+        self._engine.watch_artifact(self.settings.router.model if router is None else None, _build_router)
+        self._inflight_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Build a client from a TOML file (validated; nothing is loaded until first use)."""
+        return cls(load_settings(path), **kwargs)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        prompt: str,
+        sla: SLA | dict[str, Any] | None,
+        knobs: dict[str, Any],
+        backend: str | None,
+        cancel: CancelToken | None,
+    ) -> Call:
+        if self._closed:
+            raise PixelrouteError("this client is closed")
+        request = build_request(prompt=prompt, **knobs)
+        return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel)
+
+    # -- feedback and introspection ---------------------------------------------------------
+
+    def report_correction(self, request_id: str, seconds: float, verdict: str) -> None:
+        """Attach a person's correction time and verdict (accepted | edited | rejected) to a request.
+
+        Reporting twice keeps both in the history; the later report is the one the router learns from.
+        """
+        from .telemetry import validate_correction
+
+        validate_correction(seconds, verdict)
+        if self._store is None:
+            raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no request to correct")
+        self.recorder.flush()
+        self._store.add_correction(request_id, float(seconds), verdict)
+
+    def trace(self, request_id: str) -> dict[str, Any]:
+        """The stored trace of a request: decision, candidates, attempts, timings, cost, correction."""
+        from ._errors import UnknownRequest
+        from .telemetry import build_trace
+
+        if self._store is None:
+            raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no stored traces")
+        self.recorder.flush()
+        records = self._store.records_for(request_id)
+        if not records:
+            raise UnknownRequest(request_id)
+        return build_trace(records, self._store.correction_history(request_id))
+
+    def stats(self, since: Any = None) -> dict[str, Any]:
+        """Per-backend operational metrics from the store (see ``pixelroute stats``)."""
+        from .telemetry import compute_stats
+
+        if self._store is None:
+            return {}
+        self.recorder.flush()
+        out: dict[str, Any] = compute_stats(self._store.iter_records(since=since), since=since)
+        return out
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of :meth:`stats` plus the recorder's own counters."""
+        from .telemetry import prometheus_text
+
+        text: str = prometheus_text(self.stats(), recorder_stats=self.recorder.stats())
+        return text
+
+    def health(self) -> dict[str, dict[str, object]]:
+        """Live in-flight counts and circuit-breaker states per backend."""
+        return {name: h.snapshot() for name, h in self._health.items()}
+
+    def _close_common(self) -> None:
+        self._closed = True
+        self.recorder.close()
+        if self._store is not None:
+            self._store.close()
+
+
+class Client(BaseClient):
+    """The synchronous client.
+
+    ::
+
+        with Client.from_config("pixelroute.toml") as client:
+            r = client.generate("a red bicycle", sla=SLA(deadline_s=8, max_cost_usd=0.05), seed=7)
+            r.images[0].save("bike.png")
+            client.report_correction(r.request_id, seconds=42.0, verdict="edited")
+
+    ``Client()`` with no arguments is the embedded default: two tiny local pipelines (random
+    weights, noise images) and SQLite telemetry in the user cache dir.
+    """
+
+    def __init__(self, config: ConfigSource = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._dedupe: dict[str, Future[Result]] = {}
+
+    def generate(
+        self,
+        prompt: str,
+        sla: SLA | dict[str, Any] | None = None,
+        *,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        n: int = 1,
+        steps: int | None = None,
+        guidance: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
+        backend: str | None = None,
+        cancel: CancelToken | None = None,
+        dedupe: bool | None = None,
+    ) -> Result:
+        """Generate images for ``prompt`` within ``sla``; see the class docstring."""
+        knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
+                     guidance=guidance, scheduler=scheduler, seed=seed)
+        call = self._prepare(prompt, sla, knobs, backend, cancel)
+        if dedupe if dedupe is not None else self.settings.execution.dedupe:
+            return self._deduplicated(call)
+        return self._run(call)
+
+    def _run(self, call: Call) -> Result:
+        engine = self._engine
+        while True:
+            plan = engine.plan(call)
+            output, exc = self._attempt(plan)
+            result = engine.complete(call, plan, output, exc)
+            if result is not None:
+                return result
+
+    def _attempt(self, plan: Plan) -> tuple[BackendOutput | None, BaseException | None]:
+        self._engine.begin(plan)
+        try:
+            return plan.backend.generate(plan.request, plan.deadline), None
+        except Exception as exc:  # judged by the engine: mapped, recorded, maybe a fallback
+            return None, exc
+
+    def _deduplicated(self, call: Call) -> Result:
+        key = _dedupe_key(call)
+        with self._inflight_lock:
+            shared = self._dedupe.get(key)
+            owner = shared is None
+            if owner:
+                shared = self._dedupe[key] = Future()
+        assert shared is not None
+        if not owner:
+            return shared.result(timeout=call.deadline.timeout())
+        try:
+            result = self._run(call)
+            shared.set_result(result)
+            return result
+        except BaseException as exc:
+            shared.set_exception(exc)
+            raise
+        finally:
+            with self._inflight_lock:
+                self._dedupe.pop(key, None)
+
+    def resume(self, request_id: str, sla: SLA | dict[str, Any] | None = None) -> Result:
+        """Collect a remote result that finished after this client gave up on it (already paid)."""
+        from ._resume import resume_sync
+
+        return resume_sync(self, request_id, build_sla(sla))
+
+    def close(self) -> None:
+        """Flush telemetry and release every backend's resources."""
+        if self._closed:
+            return
+        for b in self.backends.values():
+            b.close()
+        self._close_common()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncClient(BaseClient):
+    """The asyncio twin of :class:`Client`; cancellation of the awaiting task stops the work.
+
+    ::
+
+        async with AsyncClient.from_config("pixelroute.toml") as client:
+            r = await client.generate("a red bicycle", sla=SLA(deadline_s=8))
+    """
+
+    def __init__(self, config: ConfigSource = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._dedupe_tasks: dict[str, asyncio.Task[Result]] = {}
+
+    async def generate(
+        self,
+        prompt: str,
+        sla: SLA | dict[str, Any] | None = None,
+        *,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        n: int = 1,
+        steps: int | None = None,
+        guidance: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
+        backend: str | None = None,
+        cancel: CancelToken | None = None,
+        dedupe: bool | None = None,
+    ) -> Result:
+        """Generate images for ``prompt`` within ``sla``; see :class:`Client`."""
+        knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
+                     guidance=guidance, scheduler=scheduler, seed=seed)
+        call = self._prepare(prompt, sla, knobs, backend, cancel)
+        if dedupe if dedupe is not None else self.settings.execution.dedupe:
+            key = _dedupe_key(call)
+            task = self._dedupe_tasks.get(key)
+            if task is None:
+                task = asyncio.ensure_future(self._run(call))
+                self._dedupe_tasks[key] = task
+                task.add_done_callback(lambda _t, k=key: self._dedupe_tasks.pop(k, None))
+            return await asyncio.shield(task)
+        return await self._run(call)
+
+    async def _run(self, call: Call) -> Result:
+        engine = self._engine
+        while True:
+            plan = engine.plan(call)
+            engine.begin(plan)
+            try:
+                output: BackendOutput | None = await plan.backend.agenerate(plan.request, plan.deadline)
+                exc: BaseException | None = None
+            except asyncio.CancelledError:
+                # record the cut-short attempt, then let cancellation propagate
+                engine.cancelled(call, plan)
+                raise
+            except Exception as err:
+                output, exc = None, err
+            result = engine.complete(call, plan, output, exc)
+            if result is not None:
+                return result
+
+    async def resume(self, request_id: str, sla: SLA | dict[str, Any] | None = None) -> Result:
+        """Async twin of :meth:`Client.resume`."""
+        from ._resume import resume_sync
+
+        return await asyncio.to_thread(resume_sync, self, request_id, build_sla(sla))
+
+    async def aclose(self) -> None:
+        """Flush telemetry and release every backend's resources."""
+        if self._closed:
+            return
+        for b in self.backends.values():
+            await b.aclose()
+        await asyncio.to_thread(self._close_common)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+# -- construction helpers --------------------------------------------------------------------
+
+
+def _settings(config: ConfigSource, backends: list[Backend] | None) -> Settings:
+    if isinstance(config, Settings):
+        return config
+    if config is None:
+        # explicit backends need no config; nothing at all means the embedded default
+        return load_settings(None) if backends is not None else embedded_default()
+    return load_settings(config)
+
+
+def _build_router(settings: Settings) -> Router:
+    from router import Router
+
+    rs = settings.router
+    kwargs = dict(
+        correction_cost_per_hour=rs.correction_cost_per_hour,
+        exploration=rs.exploration,
+        sla_confidence=rs.sla_confidence,
+        best_effort=rs.best_effort,
+        seed=rs.seed,
+    )
+    if rs.model and (Path(rs.model) / "manifest.json").exists():
+        try:
+            return Router.load(rs.model, **kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"`router.model` {rs.model!r} cannot be loaded: {exc}") from exc
+    if rs.model:
+        logger.info("router artifact %r not found; using the cold-start policy", rs.model)
+    return Router.cold_start(**kwargs)
+
+
+def _build_recorder(settings: Settings, url: str) -> tuple[Any, Any]:
+    if not settings.telemetry.enabled:
+        return _NullRecorder(), None
+    from .telemetry import Recorder, open_store
+
+    t = settings.telemetry
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    store = open_store(url)
+    recorder = Recorder(
+        store,
+        queue_size=t.queue_size,
+        on_full=t.on_full,
+        block_timeout_s=t.block_timeout_s,
+        flush_interval_s=t.flush_interval_s,
+        batch_size=t.batch_size,
+        prompt_retention=t.prompt_retention,
+    )
+    return recorder, store
+
+
+def _dedupe_key(call: Call) -> str:
+    req: GenerateRequest = call.request
+    payload = json.dumps(
+        [req.prompt, req.negative_prompt, req.params(), call.pinned], sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+__all__ = ["AsyncClient", "BaseClient", "Client", "ValidationError"]

@@ -1,0 +1,567 @@
+"""The pure engine behind ``Client`` and ``AsyncClient``: decide, plan an attempt, judge it.
+
+It does no I/O of its own (tenacity's shape: the engine decides, thin loops execute). The
+drivers call :meth:`Engine.plan` to get the next attempt, run ``backend.generate`` or
+``await backend.agenerate`` themselves, and hand the outcome to :meth:`Engine.complete`,
+which records it and returns a :class:`Result`, ``None`` (try the next candidate) or raises.
+
+One deadline covers the call: every attempt's deadline is what is left of the SLA, every
+re-decision sees only the time and money that are left, and cost already spent counts
+against ``max_cost_usd``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ._deadline import CancelToken, Deadline
+from ._errors import (
+    BackendError,
+    BackendUnavailable,
+    Cancelled,
+    ContentRejected,
+    DeadlineExceeded,
+    NoFeasibleBackend,
+    PixelrouteError,
+    ValidationError,
+    error_code,
+)
+from ._health import BackendHealth
+from ._redact import redact
+from ._types import SLA, GenerateRequest, Result
+
+if TYPE_CHECKING:
+    from router import Candidate, Decision, Router
+
+    from ._config import Settings
+    from .backends.base import Backend, BackendOutput
+
+logger = logging.getLogger("pixelroute")
+
+SCHEMA = "pixelroute.telemetry/1"
+
+
+class Recorderlike:
+    """What the engine needs from a telemetry recorder (``sdk.telemetry.Recorder``)."""
+
+    def record(self, record: dict[str, Any]) -> bool:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+@dataclass
+class Call:
+    """The state of one ``generate()`` call across its attempts."""
+
+    request_id: str
+    request: GenerateRequest
+    sla: SLA
+    deadline: Deadline
+    started: float
+    pinned: str | None = None
+    spent_usd: float = 0.0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    tried: set[str] = field(default_factory=set)
+    excluded_kinds: set[str] = field(default_factory=set)
+    last_error: PixelrouteError | None = None
+    #: per-call extras the drivers attach (hedge, cascade, gate scores)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def attempt_no(self) -> int:
+        return len(self.attempts)
+
+
+@dataclass
+class Plan:
+    """One attempt the driver should run."""
+
+    backend: Backend
+    request: GenerateRequest
+    deadline: Deadline
+    decision: Decision
+    candidate: Candidate | None
+    attempt: int
+    started: float
+    ts: datetime
+    context: dict[str, Any]
+    hedge: bool = False
+
+
+class Engine:
+    """Decision and bookkeeping for a client; shared by the sync and async drivers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backends: dict[str, Backend],
+        router: Router,
+        recorder: Recorderlike,
+        health: dict[str, BackendHealth],
+        clock: Callable[[], float],
+        make_request_id: Callable[[], str],
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.router = router
+        self.recorder = recorder
+        self.health = health
+        self.clock = clock
+        self.make_request_id = make_request_id
+        self._profiles: dict[str, Any] = {}
+        self._artifact: str | None = None
+        self._build_router: Callable[[Settings], Router] | None = None
+        self._next_artifact_check = 0.0
+
+    def watch_artifact(self, model_dir: str | None, build: Callable[[Settings], Router]) -> None:
+        """Load the artifact at ``model_dir`` once it appears (the router reloads it after that)."""
+        self._artifact = model_dir
+        self._build_router = build
+
+    def _current_router(self) -> Router:
+        if self._artifact and self.router.policy_name == "cold_start" and self._build_router is not None:
+            now = self.clock()
+            if now >= self._next_artifact_check:  # a stat at most once a second
+                self._next_artifact_check = now + 1.0
+                if os.path.exists(os.path.join(self._artifact, "manifest.json")):
+                    self.router = self._build_router(self.settings)
+                    logger.info("pixelroute: loaded router artifact %s", self._artifact)
+        else:
+            self.router.maybe_reload()
+        return self.router
+
+    # -- start -------------------------------------------------------------------------------
+
+    def start(
+        self,
+        request: GenerateRequest,
+        sla: SLA,
+        *,
+        backend: str | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Call:
+        if backend is not None and backend not in self.backends:
+            raise ValidationError(
+                f"`backend` must be one of {', '.join(sorted(self.backends))} but is {backend!r}",
+                field="backend",
+                value=backend,
+            )
+        now = self.clock()
+        return Call(
+            request_id=self.make_request_id(),
+            request=request,
+            sla=sla,
+            deadline=Deadline(sla.deadline_s, clock=self.clock, cancel=cancel),
+            started=now,
+            pinned=backend,
+        )
+
+    # -- decide ------------------------------------------------------------------------------
+
+    def plan(self, call: Call) -> Plan:
+        """Decide the next attempt with what is left, or raise why there is none."""
+        from router import RouteContext, SLASpec
+
+        if call.deadline.cancelled:
+            raise Cancelled(f"request {call.request_id} was cancelled")
+        if call.attempt_no >= self.settings.execution.max_attempts and call.last_error is not None:
+            raise call.last_error
+        if call.attempt_no and call.deadline.expired():
+            raise DeadlineExceeded(
+                f"the deadline of {call.sla.deadline_s} s passed after {call.attempt_no} attempt(s)"
+            ) from call.last_error
+
+        why_not: dict[str, str] = {}
+        pool: list[Backend] = []
+        validation_errors: list[ValidationError] = []
+        names = [call.pinned] if call.pinned else list(self.backends)
+        for name in names:
+            be = self.backends[name]
+            if name in call.tried:
+                why_not[name] = "already tried in this call"
+                continue
+            if be.kind in call.excluded_kinds:
+                why_not[name] = f"provider `{be.kind}` rejected the content; falling back to another provider"
+                continue
+            if self.health[name].breaker.state == "open":
+                why_not[name] = "circuit breaker open"
+                continue
+            try:
+                be.validate(call.request)
+            except ValidationError as exc:
+                if call.pinned:
+                    raise
+                why_not[name] = f"cannot serve the request: {exc}"
+                validation_errors.append(exc)
+                continue
+            pool.append(be)
+
+        if not pool:
+            if call.last_error is not None:
+                call.last_error.add_note(_why_not_note(why_not))
+                raise call.last_error
+            if validation_errors and len(validation_errors) == len(names):
+                raise validation_errors[0]
+            if all(r == "circuit breaker open" for r in why_not.values()):
+                msg = "every backend's circuit breaker is open: " + ", ".join(why_not)
+                self._record_refusal(call, msg, [])
+                raise BackendUnavailable(msg)
+            msg = "no backend can serve this request: " + _why_not_note(why_not)
+            self._record_refusal(call, msg, [])
+            refused = [{"backend": k, "feasible": False, "why_not": v} for k, v in why_not.items()]
+            raise NoFeasibleBackend(msg, refused)
+
+        remaining = call.deadline.remaining()
+        budget = None if call.sla.max_cost_usd is None else max(0.0, call.sla.max_cost_usd - call.spent_usd)
+        spec = SLASpec(deadline_s=None if math.isinf(remaining) else remaining, max_cost_usd=budget)
+        context = RouteContext.from_dict({"backends": {b.name: self.health[b.name].snapshot() for b in pool}})
+        router = self._current_router()
+        profiles = [self._profile(b) for b in pool]
+        decision = router.decide(self._route_request(call.request), spec, profiles, context)
+        call.notes.setdefault("excluded", {}).update(why_not)
+
+        chosen_name = decision.backend
+        if chosen_name is None and call.pinned:
+            chosen_name = self._pinned_despite_prediction(call, decision)
+        if chosen_name is None:
+            self._record_decision(call, decision, why_not)
+            cands = [c.to_dict() for c in decision.candidates] + [
+                {"backend": k, "feasible": False, "why_not": v} for k, v in why_not.items()
+            ]
+            if call.last_error is not None:
+                call.last_error.add_note("no fallback fits what is left: " + _candidates_note(cands))
+                raise call.last_error
+            msg = "no backend can meet the SLA " + _sla_text(call.sla) + ": " + _candidates_note(cands)
+            self._record_refusal(call, msg, cands, decision)
+            raise NoFeasibleBackend(msg, cands)
+
+        self._record_decision(call, decision, why_not)
+        backend = self.backends[chosen_name]
+        if not self.health[chosen_name].breaker.allow():
+            # a half-open breaker lets one probe through at a time; this request goes elsewhere
+            call.tried.add(chosen_name)
+            return self.plan(call)
+        candidate = decision.chosen
+        request = call.request
+        if candidate is not None and candidate.steps is not None and request.steps is None:
+            request = request.model_copy(update={"steps": candidate.steps})
+        snapshot = self.health[chosen_name].snapshot()
+        return Plan(
+            backend=backend,
+            request=request,
+            deadline=call.deadline.child(None),
+            decision=decision,
+            candidate=candidate,
+            attempt=call.attempt_no,
+            started=self.clock(),
+            ts=datetime.now(UTC),
+            context=snapshot,
+        )
+
+    def _pinned_despite_prediction(self, call: Call, decision: Decision) -> str | None:
+        """A pinned backend runs even when predicted late (the deadline still binds), not over budget."""
+        cand = decision.candidates[0] if decision.candidates else None
+        budget = call.sla.max_cost_usd
+        if cand is not None and budget is not None and cand.cost_usd > budget - call.spent_usd:
+            return None
+        decision.backend = call.pinned
+        decision.steps = cand.steps if cand else None
+        decision.reason = f"pinned by the caller ({decision.reason or 'predicted infeasible'})"
+        return call.pinned
+
+    # -- judge -------------------------------------------------------------------------------
+
+    def begin(self, plan: Plan) -> None:
+        self.health[plan.backend.name].enter()
+
+    def complete(
+        self, call: Call, plan: Plan, output: BackendOutput | None, exc: BaseException | None
+    ) -> Result | None:
+        """Record the attempt; return the result, ``None`` to try a fallback, or raise."""
+        health = self.health[plan.backend.name]
+        health.leave()
+        ended = self.clock()
+        latency = ended - plan.started
+        call.tried.add(plan.backend.name)
+        if output is not None:
+            cost = output.cost_usd
+            if cost is None:
+                cost = plan.backend.estimate_cost(plan.request, output.gpu_s)
+            call.spent_usd += cost
+            health.breaker.record(True)
+            record = self._attempt_record(call, plan, latency, ok=True, output=output, cost=cost)
+            self._emit(call, record)
+            return Result(
+                images=output.images,
+                request_id=call.request_id,
+                backend=plan.backend.name,
+                latency_s=ended - call.started,
+                cost_usd=call.spent_usd,
+                gpu_s=output.gpu_s,
+                trace=self.trace(call, plan.backend.name),
+            )
+
+        err = _as_pixelroute_error(exc, plan.backend.name)
+        code = error_code(err)
+        health.breaker.record(False, code)
+        cost = getattr(err, "cost_usd", None) or 0.0  # abandoned paid jobs report what they cost
+        call.spent_usd += cost
+        record = self._attempt_record(call, plan, latency, ok=False, error=err, cost=cost)
+        self._emit(call, record)
+        call.last_error = err
+        logger.info(
+            "pixelroute attempt %d on %s failed: %s (%s)",
+            plan.attempt,
+            plan.backend.name,
+            code,
+            redact(str(err)),
+        )
+        if isinstance(err, ValidationError | Cancelled):
+            raise err
+        if isinstance(err, ContentRejected):
+            if self.settings.execution.on_content_rejected == "stop" or call.pinned:
+                raise err
+            call.excluded_kinds.add(plan.backend.kind)
+        if call.deadline.expired():
+            if isinstance(err, DeadlineExceeded):
+                raise err
+            raise DeadlineExceeded(
+                f"the deadline of {call.sla.deadline_s} s passed; last attempt on "
+                f"`{plan.backend.name}` failed with {code}"
+            ) from err
+        if call.pinned:
+            raise err
+        return None
+
+    def cancelled(self, call: Call, plan: Plan) -> None:
+        """Record an attempt cut short by asyncio cancellation (the driver re-raises)."""
+        self.complete_silently(call, plan, Cancelled(f"request {call.request_id} was cancelled"))
+
+    def complete_silently(self, call: Call, plan: Plan, err: PixelrouteError) -> None:
+        health = self.health[plan.backend.name]
+        health.leave()
+        health.breaker.record(False, error_code(err))
+        call.tried.add(plan.backend.name)
+        record = self._attempt_record(call, plan, self.clock() - plan.started, ok=False, error=err, cost=0.0)
+        self._emit(call, record)
+
+    # -- records and traces ------------------------------------------------------------------
+
+    def trace(self, call: Call, backend: str | None = None) -> dict[str, Any]:
+        return {
+            "request_id": call.request_id,
+            "backend": backend,
+            "decision": call.decisions[0] if call.decisions else None,
+            "redecisions": call.decisions[1:],
+            "attempts": list(call.attempts),
+            "excluded": dict(call.notes.get("excluded", {})),
+            "latency_s": self.clock() - call.started,
+            "cost_usd": call.spent_usd,
+            "sla": call.sla.model_dump(),
+        }
+
+    def _record_decision(self, call: Call, decision: Decision, why_not: dict[str, str]) -> None:
+        d = decision.to_dict()
+        if why_not:
+            d["excluded"] = dict(why_not)
+        call.decisions.append(d)
+
+    def _attempt_record(
+        self,
+        call: Call,
+        plan: Plan,
+        latency: float,
+        *,
+        ok: bool,
+        cost: float,
+        output: BackendOutput | None = None,
+        error: PixelrouteError | None = None,
+    ) -> dict[str, Any]:
+        be = plan.backend
+        width, height = be.effective_size(plan.request)
+        params = plan.request.params()
+        params.update(width=width, height=height, steps=be.effective_steps(plan.request))
+        if params.get("guidance") is None:
+            params["guidance"] = be.capabilities.default_guidance
+        if output is not None:
+            params.update({k: v for k, v in output.params.items() if k in params and v is not None})
+        cand = plan.candidate
+        outcome: dict[str, Any] = {
+            "ok": ok,
+            "error": None if ok else error_code(error) if error else "internal_error",
+            "latency_s": round(latency, 6),
+            "queue_s": round(output.queue_s, 6) if output else None,
+            "gpu_s": None if output is None or output.gpu_s is None else round(output.gpu_s, 6),
+            "cost_usd": round(cost, 8),
+            "model": output.model if output else None,
+            "job_id": output.job_id if output else getattr(error, "job_id", None),
+            "hedge": plan.hedge,
+        }
+        if error is not None:
+            outcome["error_message"] = redact(str(error))[:500]
+        if output is not None:
+            outcome.update({k: v for k, v in output.extra.items() if k in ("retries", "gate_score")})
+        attempt_trace = {
+            "attempt": plan.attempt,
+            "backend": be.name,
+            "steps": params.get("steps"),
+            "started_s": round(plan.started - call.started, 6),
+            **outcome,
+        }
+        call.attempts.append(attempt_trace)
+        return self._base_record(
+            call,
+            attempt=plan.attempt,
+            backend=be.name,
+            params=params,
+            context=plan.context,
+            decision=_decision_record(plan.decision, cand),
+            outcome=outcome,
+            ts=plan.ts,
+        )
+
+    def _record_refusal(
+        self, call: Call, reason: str, candidates: list[dict[str, Any]], decision: Decision | None = None
+    ) -> None:
+        """A request refused before any backend ran is recorded too, with the reason."""
+        dec = _decision_record(decision, None) if decision else {"policy": None, "propensity": None}
+        dec["candidates"] = candidates
+        record = self._base_record(
+            call,
+            attempt=call.attempt_no,
+            backend=None,
+            params=call.request.params(),
+            context={},
+            decision=dec,
+            outcome={
+                "ok": False,
+                "error": "no_feasible_backend",
+                "latency_s": round(self.clock() - call.started, 6),
+                "queue_s": None,
+                "gpu_s": None,
+                "cost_usd": 0.0,
+                "refused_reason": redact(reason)[:2000],
+            },
+            ts=datetime.now(UTC),
+        )
+        self._emit(call, record)
+
+    def _base_record(
+        self,
+        call: Call,
+        *,
+        attempt: int,
+        backend: str | None,
+        params: dict[str, Any],
+        context: dict[str, Any],
+        decision: dict[str, Any],
+        outcome: dict[str, Any],
+        ts: datetime,
+    ) -> dict[str, Any]:
+        req = call.request
+        return {
+            "schema": SCHEMA,
+            "request_id": call.request_id,
+            "attempt": attempt,
+            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+            "backend": backend,
+            "prompt": req.prompt,
+            "prompt_sha256": hashlib.sha256(req.prompt.encode()).hexdigest(),
+            "negative_prompt": req.negative_prompt,
+            "params": params,
+            "sla": {"deadline_s": call.sla.deadline_s, "max_cost_usd": call.sla.max_cost_usd},
+            "context": context,
+            "decision": decision,
+            "outcome": outcome,
+            "correction": None,
+        }
+
+    def _emit(self, call: Call, record: dict[str, Any]) -> None:
+        self.recorder.record(record)
+
+    # -- conversions -------------------------------------------------------------------------
+
+    def _profile(self, backend: Backend) -> Any:
+        from router import BackendProfile
+
+        prof = self._profiles.get(backend.name)
+        if prof is None:
+            prof = self._profiles[backend.name] = BackendProfile.from_dict(backend.describe())
+        return prof
+
+    @staticmethod
+    def _route_request(request: GenerateRequest) -> Any:
+        from router import RouteRequest
+
+        return RouteRequest(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            width=request.width,
+            height=request.height,
+            n=request.n,
+            steps=request.steps,
+            guidance=request.guidance,
+            seed=request.seed,
+            scheduler=request.scheduler,
+        )
+
+
+def _decision_record(decision: Decision | None, cand: Candidate | None) -> dict[str, Any]:
+    if decision is None:
+        return {"policy": None, "router_version": None, "propensity": None, "explored": False,
+                "predicted": None}
+    d = decision.to_dict()
+    return {
+        "policy": d["policy"],
+        "router_version": d["router_version"],
+        "propensity": d["propensity"],
+        "explored": d["explored"],
+        "predicted": None
+        if cand is None
+        else {
+            "latency_p50_s": cand.latency_p50_s,
+            "latency_p95_s": cand.latency_p95_s,
+            "p_fail": cand.p_fail,
+            "correction_s": cand.correction_s,
+            "cost_usd": cand.cost_usd,
+        },
+        "reason": d["reason"],
+        "fallbacks": d["fallbacks"],
+        "candidates": d["candidates"],
+    }
+
+
+def _as_pixelroute_error(exc: BaseException | None, backend: str) -> PixelrouteError:
+    if isinstance(exc, PixelrouteError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        err: PixelrouteError = DeadlineExceeded(f"backend `{backend}` timed out")
+    else:
+        name = type(exc).__name__ if exc else "unknown"
+        err = BackendError(f"backend `{backend}` raised {name}: {redact(str(exc))}", backend=backend)
+    err.__cause__ = exc
+    return err
+
+
+def _sla_text(sla: SLA) -> str:
+    parts = []
+    if sla.deadline_s is not None:
+        parts.append(f"deadline {sla.deadline_s} s")
+    if sla.max_cost_usd is not None:
+        parts.append(f"max cost ${sla.max_cost_usd}")
+    return "(" + (", ".join(parts) or "no constraints") + ")"
+
+
+def _candidates_note(cands: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{c['backend']}: {c.get('why_not') or 'feasible'}" for c in cands)
+
+
+def _why_not_note(why_not: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in why_not.items())

@@ -1,0 +1,124 @@
+"""Per-backend health: a circuit breaker and live counters the router sees as features.
+
+Breaker states: ``closed`` (normal), ``open`` (skipped by the router until the cool-down
+passes) and ``half_open`` (one probe at a time; success closes, failure re-opens). It opens on
+``failures`` consecutive failures or when the failure rate over the last ``window`` attempts
+reaches ``failure_rate`` (with at least ``min_samples``). Content rejections and validation
+errors say nothing about a backend's health and are not counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+State = Literal["closed", "open", "half_open"]
+
+#: outcomes that are the caller's or the prompt's doing, not the backend's
+NEUTRAL_ERRORS = frozenset({"content_rejected", "validation", "cancelled"})
+
+
+class CircuitBreaker:
+    """Thread-safe breaker with an injectable clock."""
+
+    def __init__(
+        self,
+        *,
+        failures: int = 5,
+        cooldown_s: float = 30.0,
+        window: int = 20,
+        failure_rate: float = 0.5,
+        min_samples: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failures = failures
+        self.cooldown_s = cooldown_s
+        self.failure_rate = failure_rate
+        self.min_samples = min_samples
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._recent: deque[bool] = deque(maxlen=window)
+        self._consecutive = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> State:
+        with self._lock:
+            return self._state_locked()
+
+    def _state_locked(self) -> State:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self.cooldown_s:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        """May a request go to this backend now? In half-open, one probe at a time."""
+        with self._lock:
+            state = self._state_locked()
+            if state == "closed":
+                return True
+            if state == "half_open" and not self._probing:
+                self._probing = True
+                return True
+            return False
+
+    def record(self, ok: bool, error: str | None = None) -> None:
+        if not ok and error in NEUTRAL_ERRORS:
+            with self._lock:
+                self._probing = False
+            return
+        with self._lock:
+            self._probing = False
+            self._recent.append(ok)
+            if ok:
+                self._consecutive = 0
+                self._opened_at = None
+                return
+            self._consecutive += 1
+            failed = self._recent.count(False)
+            too_many = self._consecutive >= self.failures
+            too_often = len(self._recent) >= self.min_samples and failed / len(self._recent) >= self.failure_rate
+            if too_many or too_often or self._opened_at is not None:
+                # a failed half-open probe re-opens for a full cool-down
+                self._opened_at = self._clock()
+
+    @property
+    def recent_failure_rate(self) -> float:
+        with self._lock:
+            if not self._recent:
+                return 0.0
+            return self._recent.count(False) / len(self._recent)
+
+
+class BackendHealth:
+    """Live counters for one backend: in-flight requests and its breaker."""
+
+    def __init__(self, breaker: CircuitBreaker, capacity: int = 1) -> None:
+        self.breaker = breaker
+        #: requests the backend serves at once (``max_concurrency``); the rest wait in its queue
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self.in_flight = 0
+
+    def enter(self) -> int:
+        with self._lock:
+            self.in_flight += 1
+            return self.in_flight
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "in_flight": self.in_flight,
+            "queue_depth": max(0, self.in_flight - self.capacity),
+            "breaker": self.breaker.state,
+            "recent_failure_rate": round(self.breaker.recent_failure_rate, 4),
+        }
