@@ -18,12 +18,15 @@ demo: $(STAMP)
 	$(PY) -m sdk demo
 
 test: $(STAMP)
-	$(PY) -m ruff check sdk router tests benchmarks examples
+	$(PY) -m ruff check sdk router tests benchmarks
 	$(PY) -m mypy sdk router
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/sdk_overhead.py
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir build/site
 
 clean:
 	rm -rf $(VENV) build *.egg-info

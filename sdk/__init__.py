@@ -29,14 +29,13 @@ from .backends.base import Backend, BackendOutput, Capabilities, MockBackend, Pr
 __version__ = "0.1.0"
 
 __all__ = [
-    "SLA",
     "AsyncClient",
     "Backend",
     "BackendError",
     "BackendOutput",
     "BackendUnavailable",
-    "Cancelled",
     "CancelToken",
+    "Cancelled",
     "Capabilities",
     "Client",
     "ConfigError",
@@ -52,6 +51,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "Result",
+    "SLA",
     "ServerError",
     "Settings",
     "UnknownRequest",

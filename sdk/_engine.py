@@ -365,6 +365,7 @@ class Engine:
             "latency_s": self.clock() - call.started,
             "cost_usd": call.spent_usd,
             "sla": call.sla.model_dump(),
+            "seed": call.request.seed,
         }
 
     def _record_decision(self, call: Call, decision: Decision, why_not: dict[str, str]) -> None:
@@ -412,6 +413,7 @@ class Engine:
             "attempt": plan.attempt,
             "backend": be.name,
             "steps": params.get("steps"),
+            "params": params,
             "started_s": round(plan.started - call.started, 6),
             **outcome,
         }

@@ -1,0 +1,39 @@
+"""The public surface: `__all__` is exactly the public names, and `import sdk` stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import sdk
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {name for name in dir(sdk) if not name.startswith("_")}
+    modules = {"backends", "cli", "telemetry"}
+    assert sorted(sdk.__all__) == list(sdk.__all__)
+    assert set(sdk.__all__) == public - modules - {"annotations"}
+
+
+def test_import_sdk_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys, json, time; t = time.perf_counter(); import sdk; "
+        "c = sdk.Client; dt = time.perf_counter() - t; "
+        "print(json.dumps({'mods': sorted(m for m in ('torch', 'diffusers', 'lightgbm', 'transformers', "
+        "'psycopg', 'flask', 'django') if m in sys.modules), 'seconds': dt}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    assert info["mods"] == []
+
+
+def test_errors_form_one_tree() -> None:
+    for name in sdk.__all__:
+        obj = getattr(sdk, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, sdk.PixelrouteError), name
+            assert obj.__doc__, f"{name} needs a docstring saying when it is raised"
+    assert issubclass(sdk.RateLimited, sdk.BackendError)
+    assert issubclass(sdk.DeadlineExceeded, TimeoutError)
+    assert issubclass(sdk.ValidationError, ValueError)
