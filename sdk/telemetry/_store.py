@@ -1,0 +1,349 @@
+"""The store interface, shared by SQLite and PostgreSQL, and :func:`open_store` that picks one by URL.
+
+Schema (the same in both, created and migrated by :meth:`Store._migrate`)::
+
+    schema_version(version)                          one row: the applied migration
+    attempts(id, request_id, attempt, ts, backend, ok, error, record)
+        record = the full §4 JSON (unknown keys kept), its "correction" left null;
+        UNIQUE (request_id, attempt) makes re-imports and retried batches idempotent
+    corrections(id, request_id, seconds, verdict, ts)  append-only: never updated, so many
+        processes can report at once without a read-modify-write race; the latest (ts, id) wins
+    losses(id, ts, count, reason, pid)                 records the recorder had to drop
+
+``ts`` columns hold the canonical ``YYYY-MM-DDTHH:MM:SS.mmmZ`` text, which sorts in time order
+(PostgreSQL declares it ``COLLATE "C"`` so that holds there too), and one SQL text serves both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from .._errors import ConfigError, UnknownRequest, ValidationError
+from .._redact import redact
+from ._record import canonical_ts, format_ts, now_ts, parse_ts, validate_correction
+
+Row = tuple[str, int, str, str | None, bool | None, str | None, str]
+
+#: The newest schema this code writes; older stores are migrated forward on open.
+SCHEMA_VERSION = 2
+
+# One statement serves both dialects: PostgreSQL's placeholders are rewritten from "?".
+_LATEST_CORRECTION = (
+    "LEFT JOIN corrections c ON c.id = (SELECT c2.id FROM corrections c2 WHERE c2.request_id = a.request_id "
+    "ORDER BY c2.ts DESC, c2.id DESC LIMIT 1)"
+)
+SELECT_RECORDS = f"SELECT a.record, c.seconds, c.verdict, c.ts FROM attempts a {_LATEST_CORRECTION}"
+INSERT_CORRECTION_IF_KNOWN = (
+    "INSERT INTO corrections (request_id, seconds, verdict, ts) SELECT ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM attempts WHERE request_id = ?)"
+)
+# Imported records carry their correction; re-importing the same file must not duplicate it.
+INSERT_CORRECTION_IF_NEW = (
+    "INSERT INTO corrections (request_id, seconds, verdict, ts) SELECT ?, ?, ?, ? "
+    "WHERE NOT EXISTS (SELECT 1 FROM corrections WHERE request_id = ? AND ts = ? AND seconds = ? AND verdict = ?)"
+)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password masked, for error messages."""
+    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def open_store(url: str) -> Store:
+    """Open (creating or migrating) the store at ``url``.
+
+    ``sqlite:///relative/file.db``, ``sqlite:////absolute/file.db`` or ``postgresql://user@host/db``
+    (add ``?schema=NAME`` to keep the tables in their own PostgreSQL schema). Anything else is a
+    :class:`ConfigError` naming the URL (password masked).
+    """
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"`telemetry.store` must be a URL like sqlite:///pixelroute.db but is {url!r}")
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not path or path == ":memory:":
+            raise ConfigError(
+                f"`telemetry.store` {url!r} names no file; an in-memory store would lose everything at exit"
+            )
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ConfigError(
+        f"`telemetry.store` must start with sqlite:/// or postgresql:// but is {safe_url(url)!r}"
+    )
+
+
+# --------------------------------------------------------------------------- encoding rows
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN/inf (not JSON; PostgreSQL's json type refuses them) by null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return str(value)
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    try:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(record), ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return scrub(text)
+
+
+_CREDENTIAL_HINTS = ("authorization", "bearer", "api-key", "api_key", "apikey")
+
+
+def scrub(text: str) -> str:
+    """Mask secrets in a serialized record; the regex pass runs only when a credential word appears."""
+    low = text.lower()
+    if any(hint in low for hint in _CREDENTIAL_HINTS):
+        return redact(text)
+    from .._redact import _secrets  # registered secret values: a plain substring test is cheap
+
+    for secret in tuple(_secrets):
+        if secret in text:
+            return redact(text)
+    return text
+
+
+def encode(record: dict[str, Any], index: int = 0) -> tuple[Row, tuple[str, float, str, str] | None]:
+    """One record -> (attempts row, its correction or None). ``ValidationError`` names a missing key."""
+    try:
+        request_id = record["request_id"]
+        attempt = int(record["attempt"])
+        ts = canonical_ts(record["ts"])
+    except KeyError as exc:
+        raise ValidationError(
+            f"record {index}: `{exc.args[0]}` is required but missing", field=str(exc.args[0]), value=None
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"record {index}: {exc}", field="record", value=None) from None
+    if not isinstance(request_id, str) or not request_id:
+        raise ValidationError(
+            f"record {index}: `request_id` must be a non-empty string but is {request_id!r}",
+            field="request_id",
+            value=request_id,
+        )
+    correction = record.get("correction")
+    corr_row = None
+    if correction:
+        try:
+            seconds, verdict = float(correction["seconds"]), correction["verdict"]
+        except (KeyError, TypeError, ValueError):
+            raise ValidationError(
+                f"record {index}: `correction` needs `seconds` and `verdict` but is {correction!r}",
+                field="correction",
+                value=correction,
+            ) from None
+        validate_correction(seconds, verdict)
+        corr_ts = canonical_ts(correction.get("ts") or ts)
+        corr_row = (request_id, seconds, verdict, corr_ts)
+        record = {**record, "correction": None}
+    outcome = record.get("outcome") or {}
+    ok = outcome.get("ok")
+    row: Row = (
+        request_id,
+        attempt,
+        ts,
+        record.get("backend"),
+        None if ok is None else bool(ok),
+        outcome.get("error"),
+        _dumps(record),
+    )
+    return row, corr_row
+
+
+def decode(text: str, seconds: float | None, verdict: str | None, ts: str | None) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(text)
+    record["correction"] = None if verdict is None else {"seconds": seconds, "verdict": verdict, "ts": ts}
+    return record
+
+
+def ts_bound(value: datetime | str | None, field: str) -> str | None:
+    return None if value is None else format_ts(parse_ts(value, field=field))
+
+
+def where_window(since: str | None, until: str | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if since is not None:
+        clauses.append("a.ts >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("a.ts < ?")
+        params.append(until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+class Store(ABC):
+    """Where telemetry records live. Thread-safe: each thread gets its own connection."""
+
+    url: str
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._conns: list[Any] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+
+    # -- dialect hooks ---------------------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _transaction(self, conn: Any, write: bool = True) -> AbstractContextManager[Any]:
+        """A context manager yielding a cursor: inside one write transaction, or for reading."""
+
+    @abstractmethod
+    def _insert(self, cur: Any, rows: list[Row]) -> int:
+        """Insert ``rows`` (skipping ones already present); return how many were new."""
+
+    @abstractmethod
+    def iter_records(
+        self, since: datetime | str | None = None, until: datetime | str | None = None, chunk_size: int = 5000
+    ) -> Iterator[dict[str, Any]]:
+        """Every record in ``[since, until)``, ordered by ``ts``, streamed ``chunk_size`` rows at a time."""
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    # -- connections -----------------------------------------------------------------------
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise ConfigError(f"the telemetry store {safe_url(self.url)!r} is closed")
+            conn = self._connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._transaction(self._conn(), write=False) as cur:
+            cur.execute(self._sql(sql), tuple(params))
+            return list(cur.fetchall())
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        self._closed = True
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_batch(self, records: list[dict[str, Any]]) -> None:
+        """Write §4 records (one per attempt) in one transaction; all or nothing."""
+        self.insert_batch(records)
+
+    def insert_batch(self, records: list[dict[str, Any]]) -> int:
+        """Like :meth:`write_batch`, returning how many records were new (re-imports are skipped)."""
+        if not records:
+            return 0
+        encoded = [encode(r, i) for i, r in enumerate(records)]
+        rows = [row for row, _ in encoded]
+        corrections = [c for _, c in encoded if c is not None]
+        with self._transaction(self._conn()) as cur:
+            inserted = self._insert(cur, rows)
+            if corrections:
+                sql = self._sql(INSERT_CORRECTION_IF_NEW)
+                for c in dict.fromkeys(corrections):  # the attempts of one request repeat it
+                    cur.execute(sql, (*c, *c))
+        return inserted
+
+    def add_correction(self, request_id: str, seconds: float, verdict: str, ts: datetime | None = None) -> None:
+        """Append a human correction report; ``UnknownRequest`` if no attempt has ``request_id``."""
+        validate_correction(seconds, verdict)
+        stamp = format_ts(ts) if ts is not None else now_ts()
+        with self._transaction(self._conn()) as cur:
+            cur.execute(self._sql(INSERT_CORRECTION_IF_KNOWN), (request_id, float(seconds), verdict, stamp, request_id))
+            if cur.rowcount != 1:
+                raise UnknownRequest(request_id)
+
+    def record_losses(self, count: int, reason: str) -> None:
+        """Persist that ``count`` records were dropped, so ``pixelroute stats`` in another process sees it."""
+        with self._transaction(self._conn()) as cur:
+            cur.execute(
+                self._sql("INSERT INTO losses (ts, count, reason, pid) VALUES (?, ?, ?, ?)"),
+                (now_ts(), int(count), reason, os.getpid()),
+            )
+
+    # -- reading ---------------------------------------------------------------------------
+    def records_for(self, request_id: str) -> list[dict[str, Any]]:
+        """All attempts of one request in attempt order, each with the latest correction; ``[]`` if unknown."""
+        rows = self._query(f"{SELECT_RECORDS} WHERE a.request_id = ? ORDER BY a.attempt", (request_id,))
+        return [decode(*row) for row in rows]
+
+    def correction_history(self, request_id: str) -> list[dict[str, Any]]:
+        """Every correction report for ``request_id``, oldest first (the last one is in effect)."""
+        rows = self._query(
+            "SELECT seconds, verdict, ts FROM corrections WHERE request_id = ? ORDER BY ts, id", (request_id,)
+        )
+        return [{"seconds": s, "verdict": v, "ts": t} for s, v, t in rows]
+
+    def losses(self, since: datetime | str | None = None) -> dict[str, int]:
+        """Dropped-record counts by reason, from every process that wrote to this store."""
+        bound = ts_bound(since, "since")
+        where, params = (" WHERE ts >= ?", [bound]) if bound else ("", [])
+        rows = self._query(f"SELECT reason, SUM(count) FROM losses{where} GROUP BY reason", params)
+        return {reason: int(total) for reason, total in rows}
+
+    def recent_requests(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Summaries of the ``limit`` newest requests, newest first (for admin pages)."""
+        from .trace import summarize_request
+
+        if limit < 1:
+            raise ValidationError(f"`limit` must be at least 1 but is {limit}", field="limit", value=limit)
+        ids: dict[str, None] = {}
+        offset, page = 0, max(4 * limit, 64)
+        while len(ids) < limit:  # walk the ts index backwards until `limit` distinct requests are seen
+            rows = self._query(
+                "SELECT request_id FROM attempts ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?", (page, offset)
+            )
+            for (rid,) in rows:
+                ids.setdefault(rid, None)
+            if len(rows) < page:
+                break
+            offset += page
+        return [summarize_request(self.records_for(rid)) for rid in list(ids)[:limit]]
+
+    def count(self) -> int:
+        """How many attempt records the store holds."""
+        return int(self._query("SELECT COUNT(*) FROM attempts")[0][0])

@@ -1,0 +1,131 @@
+"""The default store: one SQLite file in WAL mode, batched transactions, forward migrations.
+
+WAL with ``synchronous=NORMAL``: a committed batch survives the process being killed (it is in
+the WAL file the OS holds), readers never block the writer, and a crash can never corrupt the
+file, only lose the batch that was not yet committed. Several processes may write: SQLite
+serializes them, each waiting up to ``busy_timeout`` for the lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError
+from ._store import SCHEMA_VERSION, SELECT_RECORDS, Row, Store, decode, ts_bound, where_window
+
+#: migration n brings a store from version n-1 to n; never edit one that has shipped
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE attempts (id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, attempt INTEGER NOT NULL, "
+        "ts TEXT NOT NULL, backend TEXT, ok INTEGER, record TEXT NOT NULL)",
+        "CREATE UNIQUE INDEX attempts_request ON attempts (request_id, attempt)",
+        "CREATE INDEX attempts_ts ON attempts (ts)",
+        "CREATE TABLE corrections (id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, seconds REAL NOT NULL, "
+        "verdict TEXT NOT NULL, ts TEXT NOT NULL)",
+        "CREATE INDEX corrections_request ON corrections (request_id, ts, id)",
+    ],
+    2: [
+        # the error class becomes a column so failure counts need no JSON parsing
+        "ALTER TABLE attempts ADD COLUMN error TEXT",
+        "UPDATE attempts SET error = json_extract(record, '$.outcome.error')",
+        "CREATE TABLE losses (id INTEGER PRIMARY KEY, ts TEXT NOT NULL, count INTEGER NOT NULL, "
+        "reason TEXT NOT NULL, pid INTEGER)",
+    ],
+}
+
+_INSERT = (
+    "INSERT OR IGNORE INTO attempts (request_id, attempt, ts, backend, ok, error, record) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class SQLiteStore(Store):
+    """Telemetry in one SQLite file (``sqlite:///path``)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+        super().__init__()
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        self.busy_timeout_s = busy_timeout_s
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"`telemetry.store` {self.url!r}: cannot create its folder ({exc})") from exc
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            self.close()
+            raise ConfigError(f"`telemetry.store` {self.url!r} is not a usable telemetry database: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    @contextmanager
+    def _transaction(self, conn: Any, write: bool = True) -> Iterator[Any]:
+        cur = conn.cursor()
+        try:
+            if not write:
+                yield cur
+                return
+            # IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                conn.rollback()
+                raise
+            cur.execute("COMMIT")
+        finally:
+            cur.close()
+
+    def _insert(self, cur: Any, rows: list[Row]) -> int:
+        cur.executemany(_INSERT, rows)
+        return int(cur.rowcount)
+
+    def _migrate(self) -> None:
+        with self._transaction(self._conn()) as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            version = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"`telemetry.store` {self.url!r} has schema version {version}, newer than this "
+                    f"pixelroute understands ({SCHEMA_VERSION}); upgrade pixelroute"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    cur.execute(statement)
+            if version < SCHEMA_VERSION:
+                cur.execute("DELETE FROM schema_version")
+                cur.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+    def schema_version(self) -> int:
+        return int(self._query("SELECT MAX(version) FROM schema_version")[0][0])
+
+    def iter_records(
+        self, since: datetime | str | None = None, until: datetime | str | None = None, chunk_size: int = 5000
+    ) -> Iterator[dict[str, Any]]:
+        where, params = where_window(ts_bound(since, "since"), ts_bound(until, "until"))
+        # A connection of its own: the read snapshot lives as long as the iteration, and the
+        # caller may write (e.g. corrections) from this thread meanwhile.
+        conn = self._connect()
+        try:
+            cur = conn.execute(f"{SELECT_RECORDS}{where} ORDER BY a.ts, a.id", params)
+            while rows := cur.fetchmany(chunk_size):
+                for row in rows:
+                    yield decode(*row)
+        finally:
+            conn.close()
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"`` for a healthy file."""
+        return str(self._query("PRAGMA integrity_check")[0][0])
