@@ -1,0 +1,125 @@
+"""The :class:`Router`: a predictor (cold start or trained) plus the shared decision rule."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ._types import BackendProfile, Decision, RouteContext, RouteRequest, SLASpec
+from .coldstart import ColdStartPredictor, option_priors
+from .models import MANIFEST, LgbmPredictor, TrainedModels
+from .policy import PolicyConfig, Predictions, decide, expand_options
+
+log = logging.getLogger("router")
+#: ``maybe_reload`` looks at the manifest at most this often
+RELOAD_CHECK_S = 1.0
+
+
+class Predictor(Protocol):
+    name: str
+    version: str
+
+    def predict(self, request: RouteRequest, options: Sequence[tuple[BackendProfile, int | None]],
+                context: RouteContext, priors: tuple[np.ndarray, np.ndarray] | None = None) -> Predictions: ...
+
+
+class Router:
+    """Pick a backend per request inside the SLA at the lowest expected total cost.
+
+    Usage::
+
+        r = Router.cold_start()                      # priors from profiles + the prompt classifier
+        r = Router.load("router-model")              # a trained artifact (DESIGN.md §6)
+        d = r.decide(RouteRequest("a red bicycle"), SLASpec(deadline_s=8), backends, RouteContext())
+        d.backend, d.fallbacks, d.candidates, d.propensity
+        r.maybe_reload()                             # cheap; picks up a newly written artifact
+    """
+
+    def __init__(self, predictor: Predictor, config: PolicyConfig, *, seed: int | None = None,
+                 model_dir: Path | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.predictor = predictor
+        self.config = config
+        self.model_dir = model_dir
+        self._rng = np.random.default_rng(seed)
+        self._clock = clock
+        self._last_check = clock()
+        self._manifest_key = _stat_key(model_dir / MANIFEST) if model_dir else None
+
+    @classmethod
+    def cold_start(cls, correction_cost_per_hour: float = 60.0, exploration: float = 0.02,
+                   sla_confidence: float = 0.95, best_effort: bool = False, seed: int | None = None) -> Router:
+        config = PolicyConfig(correction_cost_per_hour, exploration, sla_confidence, best_effort)
+        return cls(ColdStartPredictor(), config, seed=seed)
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike[str], correction_cost_per_hour: float = 60.0,
+             exploration: float = 0.02, sla_confidence: float = 0.95, best_effort: bool = False,
+             seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> Router:
+        """Load an artifact; ``ValueError`` names what is wrong (missing files, schema-hash mismatch)."""
+        path = Path(model_dir)
+        config = PolicyConfig(correction_cost_per_hour, exploration, sla_confidence, best_effort)
+        return cls(LgbmPredictor(TrainedModels.load(path)), config, seed=seed, model_dir=path, clock=clock)
+
+    @property
+    def version(self) -> str:
+        return self.predictor.version
+
+    @property
+    def policy_name(self) -> str:
+        return self.predictor.name
+
+    def decide(self, request: RouteRequest, sla: SLASpec, backends: Sequence[BackendProfile],
+               context: RouteContext | None = None) -> Decision:
+        ctx = context or RouteContext()
+        options = expand_options(backends)
+        priors = option_priors(request, options)
+        preds = self.predictor.predict(request, options, ctx, priors)
+        return decide(options, preds, sla, ctx, self.config, self._rng,
+                      policy_name=self.policy_name, router_version=self.version)
+
+    def predict(self, request: RouteRequest, backends: Sequence[BackendProfile],
+                context: RouteContext | None = None) -> tuple[list[tuple[BackendProfile, int | None]], Predictions]:
+        """Raw predictions per option (for evaluation and reports)."""
+        options = expand_options(backends)
+        return options, self.predictor.predict(request, options, context or RouteContext())
+
+    def maybe_reload(self) -> bool:
+        """Reload the artifact if its manifest changed on disk; at most one ``stat`` per second.
+
+        A broken or half-written artifact never replaces a working one: the error is logged and
+        the current model stays in use.
+        """
+        if self.model_dir is None:
+            return False
+        now = self._clock()
+        if now - self._last_check < RELOAD_CHECK_S:
+            return False
+        self._last_check = now
+        key = _stat_key(self.model_dir / MANIFEST)
+        if key is None or key == self._manifest_key:
+            return False
+        try:
+            models = TrainedModels.load(self.model_dir)
+        except (ValueError, OSError) as exc:
+            log.warning("router model in %s changed but cannot be loaded, keeping %s: %s",
+                        self.model_dir, self.version, exc)
+            self._manifest_key = key
+            return False
+        self.predictor = LgbmPredictor(models)
+        self._manifest_key = key
+        log.info("router reloaded model %s from %s", self.version, self.model_dir)
+        return True
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)

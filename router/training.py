@@ -1,0 +1,388 @@
+"""Offline retraining: stream §4 records, build features with the serving featurizer, fit, write.
+
+* streaming: records are featurized in chunks of ``chunk_rows`` as they arrive (any iterator of
+  dicts: a JSONL file, a telemetry store); only float arrays are kept, never the records;
+* time-based split by ``ts``: the oldest 70% train, the next 15% stop early, the newest 15% is
+  held out, its first half fits split-conformal latency offsets and its second half measures
+  coverage, calibration and correction error (the numbers in ``manifest.json``);
+* clipped inverse-propensity weights ``min(1/propensity, ips_clip)`` (normalised to mean 1) so that
+  what past routing chose does not decide what the models learn;
+* the artifact is written to a temporary directory next to ``out_dir`` and renamed into place
+  (a new directory), or its files are added under fresh names and ``manifest.json`` is replaced
+  atomically (an existing directory), so a reader never sees a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._types import BackendProfile, RouteContext, RouteRequest
+from .features import FEATURE_NAMES, N_FEATURES, candidate_matrix, schema_hash
+from .models import FORMAT_VERSION, MANIFEST, MODEL_NAMES
+
+#: errors that say nothing about how long generation takes (latency rows skip them)
+NON_LATENCY_ERRORS = frozenset({"rate_limited", "content_rejected", "server_error", "circuit_open",
+                                "quota_exceeded", "invalid_output", "validation", "no_feasible_backend"})
+#: the failure model predicts these; a timeout is the latency model's business
+FAILURE_ERRORS = NON_LATENCY_ERRORS - {"validation", "no_feasible_backend"}
+
+
+@dataclass
+class TrainParams:
+    """LightGBM settings shared by the four models (shallow trees keep the evaluator fast)."""
+
+    num_leaves: int = 15
+    max_depth: int = 5
+    learning_rate: float = 0.1
+    num_boost_round: int = 300
+    early_stopping_rounds: int = 25
+    min_data_in_leaf: int = 40
+    num_threads: int = 2
+    latency_quantile: float = 0.95
+    ips_clip: float = 20.0
+    chunk_rows: int = 50_000
+    seed: int = 0
+
+
+@dataclass
+class Dataset:
+    """Feature rows and targets, one row per logged attempt."""
+
+    x: np.ndarray
+    ts: np.ndarray          # seconds since the epoch
+    backend: np.ndarray     # backend name per row
+    latency: np.ndarray     # NaN when the row says nothing about latency
+    failed: np.ndarray      # 1.0 failed, 0.0 ok, NaN excluded (timeouts)
+    correction: np.ndarray  # NaN when unlabelled
+    weight: np.ndarray
+    backends: list[str]
+    profiles: dict[str, BackendProfile]
+    skipped: int
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def _parse_ts(ts: Any) -> float:
+    if isinstance(ts, int | float):
+        return float(ts)
+    return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+
+
+def _context(rec: dict[str, Any], backend: str) -> RouteContext:
+    ctx = rec.get("context") or {}
+    if "backends" in ctx:
+        return RouteContext.from_dict(ctx)
+    # the flat telemetry shape describes only the backend the attempt went to
+    return RouteContext.from_dict({"backends": {backend: ctx}})
+
+
+def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendProfile] = (),
+                  params: TrainParams | None = None, since: float | None = None,
+                  progress: Callable[[int], None] | None = None) -> Dataset:
+    """Featurize ``records`` (streamed in chunks) with the same code the router serves with."""
+    p = params or TrainParams()
+    given = {b.name: b for b in profiles}
+    codes: dict[str, int] = {}
+    steps_seen: dict[str, Counter[int]] = {}
+    chunks: list[np.ndarray] = []
+    buf = np.empty((p.chunk_rows, N_FEATURES))
+    used = 0
+    cols: dict[str, list[Any]] = {k: [] for k in ("ts", "backend", "latency", "failed", "correction", "prop")}
+    skipped = 0
+    for n, rec in enumerate(records, 1):
+        try:
+            backend = str(rec["backend"])
+            ts = _parse_ts(rec["ts"])
+            if since is not None and ts < since:
+                continue
+            req = RouteRequest.from_dict(str(rec.get("prompt") or ""), rec.get("params"), rec.get("negative_prompt"))
+            outcome = rec.get("outcome") or {}
+        except (KeyError, TypeError, ValueError):
+            skipped += 1
+            continue
+        if not req.prompt:
+            skipped += 1  # prompt retention "hash"/"none": nothing to featurize
+            continue
+        if backend not in codes:
+            codes[backend] = len(codes)
+            steps_seen[backend] = Counter()
+        if req.steps:
+            steps_seen[backend][int(req.steps)] += 1
+        profile = given.get(backend) or BackendProfile(name=backend)
+        # the logged steps are what ran; pass them as the option so the row shows them
+        buf[used] = candidate_matrix(req, [(profile, req.steps)], _context(rec, backend), codes)[0]
+        used += 1
+        if used == p.chunk_rows:
+            chunks.append(buf)
+            buf, used = np.empty((p.chunk_rows, N_FEATURES)), 0
+        err = outcome.get("error")
+        lat = outcome.get("latency_s")
+        cols["ts"].append(ts)
+        cols["backend"].append(backend)
+        cols["latency"].append(float(lat) if lat is not None and err not in NON_LATENCY_ERRORS else math.nan)
+        cols["failed"].append(math.nan if err == "timeout" else float(err in FAILURE_ERRORS or
+                                                                       not outcome.get("ok", err is None)))
+        corr = rec.get("correction") or {}
+        cols["correction"].append(float(corr["seconds"]) if corr.get("seconds") is not None else math.nan)
+        prop = (rec.get("decision") or {}).get("propensity")
+        cols["prop"].append(float(prop) if prop else 1.0)
+        if progress and n % 10_000 == 0:
+            progress(n)
+    chunks.append(buf[:used])
+    x = np.vstack(chunks) if chunks else np.empty((0, N_FEATURES))
+    prop = np.clip(np.asarray(cols["prop"], dtype=float), 1e-6, 1.0)
+    w = np.minimum(1.0 / prop, p.ips_clip)
+    w = w / w.mean() if len(w) else w
+    # a backend known only from telemetry is described at serve time exactly as here: a bare
+    # profile whose default steps are the ones it logged most
+    stored = {b: given.get(b) or BackendProfile(name=b, default_steps=(steps_seen[b].most_common(1)[0][0]
+                                                                       if steps_seen[b] else None))
+              for b in codes}
+    return Dataset(x, np.asarray(cols["ts"]), np.asarray(cols["backend"], dtype=object),
+                   np.asarray(cols["latency"]), np.asarray(cols["failed"]), np.asarray(cols["correction"]), w,
+                   list(codes), stored, skipped)
+
+
+def _fit(objective: dict[str, Any], x: np.ndarray, y: np.ndarray, w: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+         wv: np.ndarray, p: TrainParams, dask_client: Any = None) -> Any:
+    import lightgbm as lgb
+
+    params = {"num_leaves": p.num_leaves, "max_depth": p.max_depth, "learning_rate": p.learning_rate,
+              "min_data_in_leaf": p.min_data_in_leaf, "num_threads": p.num_threads, "verbosity": -1,
+              "seed": p.seed, "deterministic": True, "force_col_wise": True, **objective}
+    if dask_client is not None:
+        return _fit_dask(params, x, y, w, p, dask_client)
+    train_set = lgb.Dataset(x, y, weight=w, feature_name=list(FEATURE_NAMES), free_raw_data=True)
+    valid = lgb.Dataset(xv, yv, weight=wv, reference=train_set)
+    return lgb.train(params, train_set, num_boost_round=p.num_boost_round, valid_sets=[valid],
+                     callbacks=[lgb.early_stopping(p.early_stopping_rounds, verbose=False)])
+
+
+def _fit_dask(params: dict[str, Any], x: np.ndarray, y: np.ndarray, w: np.ndarray, p: TrainParams,
+              client: Any) -> Any:
+    """Train on a Dask cluster with ``lightgbm.dask`` (no early stopping there: the round count is fixed)."""
+    import dask.array as da
+    import lightgbm.dask as lgbd
+
+    n_workers = max(1, len(client.scheduler_info()["workers"]))
+    chunk = max(1, math.ceil(len(x) / n_workers))
+    dx, dy, dw = (da.from_array(a, chunks=(chunk,) + a.shape[1:]) for a in (x, y, w))
+    objective = params.pop("objective")
+    cls = lgbd.DaskLGBMClassifier if objective == "binary" else lgbd.DaskLGBMRegressor
+    params.pop("num_threads", None)
+    model = cls(client=client, objective=objective, n_estimators=min(p.num_boost_round, 100), **params)
+    model.fit(dx, dy, sample_weight=dw, feature_name=list(FEATURE_NAMES))
+    return model.booster_
+
+
+def _conformal_shift(scores: np.ndarray, level: float) -> float:
+    """Split-conformal offset: the ceil((n+1) level)/n empirical quantile of the scores."""
+    n = len(scores)
+    q = min(1.0, math.ceil((n + 1) * level) / n)
+    return float(np.quantile(scores, q, method="higher"))
+
+
+def train(
+    records: Iterable[dict[str, Any]],
+    out_dir: str | os.PathLike[str],
+    *,
+    profiles: Sequence[BackendProfile] = (),
+    params: TrainParams | None = None,
+    since: float | None = None,
+    dask_scheduler: str | Any | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train the four models on ``records`` and write the artifact to ``out_dir``; returns the manifest.
+
+    ``dask_scheduler`` is an address (``tcp://host:8786``) or a ``distributed.Client``.
+    """
+    p = params or TrainParams()
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    data = build_dataset(records, profiles, p, since, progress=lambda n: say(f"featurized {n:,} records"))
+    if len(data) < 200:
+        raise ValueError(f"training needs at least 200 usable records but got {len(data)} "
+                         f"({data.skipped} skipped as malformed or without a prompt)")
+    order = np.argsort(data.ts, kind="stable")
+    n = len(order)
+    i_tr, i_va, i_ca = order[: int(0.7 * n)], order[int(0.7 * n): int(0.85 * n)], order[int(0.85 * n):]
+    half = len(i_ca) // 2
+    i_fit, i_rep = i_ca[:half], i_ca[half:]
+    client = _dask_client(dask_scheduler)
+    boosters: dict[str, Any] = {}
+    lat_log = np.log(np.maximum(data.latency, 1e-3))
+    specs: list[tuple[str, dict[str, Any], np.ndarray]] = [
+        ("latency_p50", {"objective": "quantile", "alpha": 0.5}, lat_log),
+        ("latency_pq", {"objective": "quantile", "alpha": p.latency_quantile}, lat_log),
+        ("p_fail", {"objective": "binary"}, data.failed),
+        ("correction", {"objective": "regression"}, data.correction),
+    ]
+    for name, objective, y in specs:
+        ok = ~np.isnan(y)
+        tr, va = i_tr[ok[i_tr]], i_va[ok[i_va]]
+        if len(tr) < 50 or len(va) < 10:
+            raise ValueError(f"not enough rows with a {name!r} target: {len(tr)} train / {len(va)} validation")
+        say(f"training {name} on {len(tr):,} rows")
+        boosters[name] = _fit(objective, data.x[tr], y[tr], data.weight[tr], data.x[va], y[va], data.weight[va],
+                              p, client)
+    raw = {name: b.predict(data.x[i_ca], raw_score=True, num_threads=p.num_threads) for name, b in boosters.items()}
+    metrics, conformal = _calibrate(data, i_ca, half, lat_log, raw, p.latency_quantile)
+    version = f"lgbm-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "feature_schema_hash": schema_hash(),
+        "feature_names": list(FEATURE_NAMES),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "training_window": {"from": _iso(data.ts.min()), "to": _iso(data.ts.max())},
+        "rows": {"total": n, "train": len(i_tr), "valid": len(i_va), "calibration": len(i_fit),
+                 "report": len(i_rep), "correction_labelled": int((~np.isnan(data.correction)).sum()),
+                 "skipped": data.skipped},
+        "backends": data.backends,
+        "backend_profiles": [_profile_dict(data.profiles[b]) for b in data.backends],
+        "latency_quantile": p.latency_quantile,
+        "conformal": conformal,
+        "params": asdict(p),
+        "trees": {name: b.num_trees() for name, b in boosters.items()},
+        "metrics": metrics,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "distributed": client is not None,
+        "model_files": {name: f"{name}.{version}.txt" for name in MODEL_NAMES},
+    }
+    write_artifact(Path(out_dir), manifest, {name: b.model_to_string() for name, b in boosters.items()})
+    say(f"wrote {out_dir} ({version}) in {manifest['train_seconds']} s")
+    return manifest
+
+
+def _dask_client(scheduler: Any) -> Any:
+    if scheduler is None:
+        return None
+    if not isinstance(scheduler, str):
+        return scheduler
+    from distributed import Client
+
+    return Client(scheduler)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(float(ts), UTC).isoformat(timespec="seconds")
+
+
+def _profile_dict(b: BackendProfile) -> dict[str, Any]:
+    d = asdict(b)
+    d["step_options"] = list(b.step_options)
+    return d
+
+
+def _calibrate(data: Dataset, i_ca: np.ndarray, half: int, lat_log: np.ndarray, raw: dict[str, np.ndarray],
+               alpha: float) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Fit conformal offsets on the first half of the held-out slice; report on the second half."""
+    conformal: dict[str, dict[str, float]] = {"p50": {}, "pq": {}}
+    y = lat_log[i_ca]
+    have = ~np.isnan(y)
+    backends = data.backend[i_ca]
+    fit = np.zeros(len(i_ca), dtype=bool)
+    fit[:half] = True
+    for key, level, pred in (("p50", 0.5, raw["latency_p50"]), ("pq", alpha, raw["latency_pq"])):
+        scores = (y - pred)[have & fit]
+        conformal[key]["*"] = _conformal_shift(scores, level) if len(scores) >= 20 else 0.0
+        for b in data.backends:
+            sel = have & fit & (backends == b)
+            if sel.sum() >= 30:  # fewer rows: the pooled offset is the safer estimate
+                conformal[key][b] = _conformal_shift((y - pred)[sel], level)
+    rep = have & ~fit
+    coverage: dict[str, dict[str, float]] = {}
+    for b in [*data.backends, "*"]:
+        sel = rep & ((backends == b) if b != "*" else True)
+        if sel.sum() == 0:
+            continue
+        shift_q = np.array([conformal["pq"].get(bb, conformal["pq"]["*"]) for bb in backends[sel]])
+        shift_50 = np.array([conformal["p50"].get(bb, conformal["p50"]["*"]) for bb in backends[sel]])
+        coverage[b] = {"rows": int(sel.sum()),
+                       "p50": float(np.mean(y[sel] <= raw["latency_p50"][sel] + shift_50)),
+                       f"p{round(alpha * 100)}": float(np.mean(y[sel] <= raw["latency_pq"][sel] + shift_q))}
+    f = data.failed[i_ca][~fit]
+    pf = 1.0 / (1.0 + np.exp(-raw["p_fail"][~fit]))
+    ok = ~np.isnan(f)
+    f, pf = f[ok], pf[ok]
+    bins = []
+    edges = np.array([0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (pf >= lo) & (pf < hi if hi < 1 else pf <= hi)
+        if sel.any():
+            bins.append({"from": float(lo), "to": float(hi), "rows": int(sel.sum()),
+                         "predicted": float(pf[sel].mean()), "observed": float(f[sel].mean())})
+    c = data.correction[i_ca][~fit]
+    pc = np.maximum(raw["correction"][~fit], 0.0)
+    lab = ~np.isnan(c)
+    train_mean = float(np.nanmean(data.correction))
+    metrics = {
+        "latency_coverage": coverage,
+        "failure": {"rows": int(len(f)), "brier": float(np.mean((pf - f) ** 2)) if len(f) else None,
+                    "brier_base_rate": float(np.mean((f.mean() - f) ** 2)) if len(f) else None,
+                    "reliability": bins},
+        "correction": {"rows": int(lab.sum()),
+                       "mae_s": float(np.mean(np.abs(pc[lab] - c[lab]))) if lab.any() else None,
+                       "mae_constant_s": float(np.mean(np.abs(train_mean - c[lab]))) if lab.any() else None},
+    }
+    return metrics, conformal
+
+
+def write_artifact(out_dir: Path, manifest: dict[str, Any], model_texts: dict[str, str]) -> None:
+    """Write atomically: a new directory appears whole; an existing one switches at the manifest rename."""
+    files: dict[str, str] = manifest["model_files"]
+    body = json.dumps(manifest, indent=2, sort_keys=True)
+    if not out_dir.exists():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            for name, text in model_texts.items():
+                (tmp / files[name]).write_text(text)
+            (tmp / MANIFEST).write_text(body)
+            os.rename(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    previous = _referenced_files(out_dir)
+    for name, text in model_texts.items():
+        _write_atomic(out_dir / files[name], text)
+    _write_atomic(out_dir / MANIFEST, body)
+    # keep the previous version's files (a reader may be loading them right now); drop older ones
+    keep = set(files.values()) | previous | {MANIFEST}
+    for path in out_dir.glob("*.txt"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def _referenced_files(model_dir: Path) -> set[str]:
+    try:
+        return set(json.loads((model_dir / MANIFEST).read_text()).get("model_files", {}).values())
+    except (OSError, ValueError):
+        return set()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
