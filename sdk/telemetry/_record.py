@@ -247,3 +247,44 @@ def validate_correction(seconds: Any, verdict: Any) -> None:
             field="seconds",
             value=seconds,
         )
+
+
+def example_record(
+    request_id: str | None = None,
+    attempt: int = 0,
+    backend: str | None = "mock",
+    *,
+    prompt: str = "a red bicycle against a glass wall",
+    ts: str | None = None,
+    **outcome: Any,
+) -> dict[str, Any]:
+    """A complete §4 record for tests, demos and converters; ``outcome`` keys override the defaults."""
+    return {
+        "schema": SCHEMA,
+        "request_id": request_id or make_request_id(),
+        "attempt": attempt,
+        "ts": ts or now_ts(),
+        "backend": backend,
+        "prompt": prompt,
+        "prompt_sha256": prompt_sha256(prompt),
+        "negative_prompt": None,
+        "params": {"width": 1024, "height": 1024, "steps": 4, "guidance": 0.0, "n": 1, "seed": 7, "scheduler": None},
+        "sla": {"deadline_s": 8.0, "max_cost_usd": 0.05},
+        "context": {"in_flight": 0},
+        "decision": {
+            "policy": "lgbm",
+            "router_version": "test",
+            "propensity": 0.97,
+            "explored": False,
+            "predicted": {
+                "latency_p50_s": 1.1,
+                "latency_p95_s": 1.9,
+                "p_fail": 0.01,
+                "correction_s": 12.0,
+                "cost_usd": 0.004,
+            },
+        },
+        "outcome": {"ok": True, "error": None, "latency_s": 1.23, "queue_s": 0.05, "gpu_s": 1.1, "cost_usd": 0.0017}
+        | outcome,
+        "correction": None,
+    }

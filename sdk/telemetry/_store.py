@@ -49,7 +49,7 @@ INSERT_CORRECTION_IF_KNOWN = (
 # Imported records carry their correction; re-importing the same file must not duplicate it.
 INSERT_CORRECTION_IF_NEW = (
     "INSERT INTO corrections (request_id, seconds, verdict, ts) SELECT ?, ?, ?, ? "
-    "WHERE NOT EXISTS (SELECT 1 FROM corrections WHERE request_id = ? AND ts = ? AND seconds = ? AND verdict = ?)"
+    "WHERE NOT EXISTS (SELECT 1 FROM corrections WHERE request_id = ? AND seconds = ? AND verdict = ? AND ts = ?)"
 )
 
 
@@ -235,6 +235,34 @@ class Store(ABC):
 
     def _sql(self, sql: str) -> str:
         return sql
+
+    #: migration n brings a store from version n-1 to n; never edit one that has shipped
+    MIGRATIONS: dict[int, list[str]]
+
+    def _before_migrations(self, cur: Any) -> None:  # noqa: B027 - an optional hook, a no-op by default
+        """Dialect hook run first inside the migration transaction (e.g. take a lock)."""
+
+    def _migrate(self) -> None:
+        with self._transaction(self._conn()) as cur:
+            self._before_migrations(cur)
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            cur.execute("SELECT MAX(version) FROM schema_version")
+            version = cur.fetchone()[0] or 0
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"`telemetry.store` {safe_url(self.url)!r} has schema version {version}, newer than "
+                    f"this pixelroute understands ({SCHEMA_VERSION}); upgrade pixelroute"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in self.MIGRATIONS[step]:
+                    cur.execute(statement)
+            if version < SCHEMA_VERSION:
+                cur.execute("DELETE FROM schema_version")
+                cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
+
+    def schema_version(self) -> int:
+        """The schema version the store is at (after opening: always :data:`SCHEMA_VERSION`)."""
+        return int(self._query("SELECT MAX(version) FROM schema_version")[0][0])
 
     # -- connections -----------------------------------------------------------------------
     def _conn(self) -> Any:

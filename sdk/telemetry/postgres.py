@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._errors import ConfigError
 from .._redact import redact
-from ._store import SCHEMA_VERSION, SELECT_RECORDS, Row, Store, decode, safe_url, ts_bound, where_window
+from ._store import SELECT_RECORDS, Row, Store, decode, safe_url, ts_bound, where_window
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -51,6 +51,8 @@ _STAGE = (
 class PostgresStore(Store):
     """Telemetry in PostgreSQL (``postgresql://user@host/db[?schema=NAME]``)."""
 
+    MIGRATIONS = MIGRATIONS
+
     def __init__(self, url: str) -> None:
         super().__init__()
         try:
@@ -67,6 +69,9 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             self.close()
             raise ConfigError(f"`telemetry.store` {safe_url(url)!r}: {redact(str(exc)).strip()}") from exc
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self, autocommit: bool = True) -> Any:
         conn = self._psycopg.connect(self._conninfo, autocommit=autocommit, connect_timeout=10)
@@ -97,28 +102,11 @@ class PostgresStore(Store):
         )
         return int(cur.rowcount)
 
-    def _migrate(self) -> None:
-        with self._transaction(self._conn()) as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            if self.schema:
-                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            cur.execute("SELECT MAX(version) FROM schema_version")
-            version = cur.fetchone()[0] or 0
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"`telemetry.store` {safe_url(self.url)!r} has schema version {version}, newer than "
-                    f"this pixelroute understands ({SCHEMA_VERSION}); upgrade pixelroute"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[step]:
-                    cur.execute(statement)
-            if version < SCHEMA_VERSION:
-                cur.execute("DELETE FROM schema_version")
-                cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
-
-    def schema_version(self) -> int:
-        return int(self._query("SELECT MAX(version) FROM schema_version")[0][0])
+    def _before_migrations(self, cur: Any) -> None:
+        # two processes opening a fresh database at once must not both create the tables
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        if self.schema:
+            cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
 
     def iter_records(
         self, since: datetime | str | None = None, until: datetime | str | None = None, chunk_size: int = 5000

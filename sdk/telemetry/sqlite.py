@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
-from ._store import SCHEMA_VERSION, SELECT_RECORDS, Row, Store, decode, ts_bound, where_window
+from ._store import SELECT_RECORDS, Row, Store, decode, ts_bound, where_window
 
-#: migration n brings a store from version n-1 to n; never edit one that has shipped
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         "CREATE TABLE attempts (id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, attempt INTEGER NOT NULL, "
@@ -47,6 +46,8 @@ _INSERT = (
 class SQLiteStore(Store):
     """Telemetry in one SQLite file (``sqlite:///path``)."""
 
+    MIGRATIONS = MIGRATIONS
+
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         super().__init__()
         self.path = str(path)
@@ -61,6 +62,9 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             self.close()
             raise ConfigError(f"`telemetry.store` {self.url!r} is not a usable telemetry database: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -91,25 +95,6 @@ class SQLiteStore(Store):
     def _insert(self, cur: Any, rows: list[Row]) -> int:
         cur.executemany(_INSERT, rows)
         return int(cur.rowcount)
-
-    def _migrate(self) -> None:
-        with self._transaction(self._conn()) as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            version = cur.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"`telemetry.store` {self.url!r} has schema version {version}, newer than this "
-                    f"pixelroute understands ({SCHEMA_VERSION}); upgrade pixelroute"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[step]:
-                    cur.execute(statement)
-            if version < SCHEMA_VERSION:
-                cur.execute("DELETE FROM schema_version")
-                cur.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-
-    def schema_version(self) -> int:
-        return int(self._query("SELECT MAX(version) FROM schema_version")[0][0])
 
     def iter_records(
         self, since: datetime | str | None = None, until: datetime | str | None = None, chunk_size: int = 5000

@@ -145,7 +145,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines.append(f"TELEMETRY DROPPED: {count} records ({reason}); these are not in the numbers below")
     header = (
         f"{'backend':<18}{'requests':>9}{'success':>9}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}"
-        f"{'GPU-s/req':>10}{'$/req':>10}{'$/image':>10}{'corr s':>8}{'corr p90':>9}{'req/min':>9}"
+        f"{'GPU-s/req':>10}{'$/req':>10}{'$/image':>10}{'corr s':>8}{'corr p90':>9}{'req/min':>10}"
     )
     lines += ["", header, "-" * len(header)]
     for name, b in stats["backends"].items():
@@ -156,7 +156,7 @@ def format_stats(stats: dict[str, Any]) -> str:
             f"{_num(lat['p50'], '.2f'):>8}{_num(lat['p95'], '.2f'):>8}{_num(lat['p99'], '.2f'):>8}"
             f"{_num(b['gpu_s_per_request'], '.3f'):>10}{_num(b['cost_usd_per_request'], '.5f'):>10}"
             f"{_num(b['cost_usd_per_accepted_image'], '.5f'):>10}{_num(corr['mean'], '.1f'):>8}"
-            f"{_num(corr['p90'], '.1f'):>9}{_num(b['requests_per_minute'], '.1f'):>9}"
+            f"{_num(corr['p90'], '.1f'):>9}{_num(b['requests_per_minute'], '.1f'):>10}"
         )
         if b["failures"]:
             lines.append("    failures: " + ", ".join(f"{k} {v}" for k, v in b["failures"].items()))
