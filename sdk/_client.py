@@ -7,6 +7,7 @@ Both have the same methods (``generate``, ``report_correction``, ``trace``, ``st
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -14,18 +15,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import Settings, embedded_default, load_settings
 from ._deadline import CancelToken
-from ._engine import Call, Engine, Plan
+from ._engine import Call, Engine
 from ._errors import ConfigError, PixelrouteError, ValidationError
+from ._execution import run_async, run_sync
 from ._health import BackendHealth, CircuitBreaker
 from ._types import SLA, GenerateRequest, Result, build_request, build_sla
 from .backends import create_backend
-from .backends.base import Backend, BackendOutput
+from .backends.base import Backend
+from .gates import ContrastGate, Gate
 
 if TYPE_CHECKING:
     from router import Router
@@ -64,8 +67,11 @@ class BaseClient:
         clock: Callable[[], float] = time.monotonic,
         transport: Any = None,
         async_transport: Any = None,
+        gate: Gate | None = None,
     ) -> None:
         self.settings = _settings(config, backends)
+        #: the cascade's quality gate; ``ContrastGate`` unless you pass your own (e.g. ``ClipScoreGate``)
+        self.gate: Gate = gate or ContrastGate()
         self._clock = clock
         self._closed = False
         built = backends if backends is not None else [
@@ -117,6 +123,10 @@ class BaseClient:
             raise PixelrouteError("this client is closed")
         request = build_request(prompt=prompt, **knobs)
         return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel)
+
+    def _gate_for(self, cascade: bool | None) -> Gate | None:
+        on = self.settings.execution.cascade if cascade is None else cascade
+        return self.gate if on else None
 
     # -- feedback and introspection ---------------------------------------------------------
 
@@ -191,6 +201,7 @@ class Client(BaseClient):
     def __init__(self, config: ConfigSource = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self._dedupe: dict[str, Future[Result]] = {}
+        self._executor: ThreadPoolExecutor | None = None
 
     def generate(
         self,
@@ -208,32 +219,33 @@ class Client(BaseClient):
         backend: str | None = None,
         cancel: CancelToken | None = None,
         dedupe: bool | None = None,
+        cascade: bool | None = None,
     ) -> Result:
-        """Generate images for ``prompt`` within ``sla``; see the class docstring."""
+        """Generate images for ``prompt`` within ``sla``; see the class docstring.
+
+        ``backend`` pins a backend by name; ``cancel`` is a :class:`CancelToken`; ``dedupe``
+        shares one execution among identical concurrent calls; ``cascade`` tries the cheap
+        candidate first and escalates when :attr:`gate` scores it below the threshold.
+        """
         knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
                      guidance=guidance, scheduler=scheduler, seed=seed)
         call = self._prepare(prompt, sla, knobs, backend, cancel)
+        gate = self._gate_for(cascade)
         if dedupe if dedupe is not None else self.settings.execution.dedupe:
-            return self._deduplicated(call)
-        return self._run(call)
+            return self._deduplicated(call, gate)
+        return self._run(call, gate)
 
-    def _run(self, call: Call) -> Result:
-        engine = self._engine
-        while True:
-            plan = engine.plan(call)
-            output, exc = self._attempt(plan)
-            result = engine.complete(call, plan, output, exc)
-            if result is not None:
-                return result
+    def _run(self, call: Call, gate: Gate | None) -> Result:
+        return run_sync(self._engine, call, self._pool(), gate, self.settings.execution.cascade_threshold)
 
-    def _attempt(self, plan: Plan) -> tuple[BackendOutput | None, BaseException | None]:
-        self._engine.begin(plan)
-        try:
-            return plan.backend.generate(plan.request, plan.deadline), None
-        except Exception as exc:  # judged by the engine: mapped, recorded, maybe a fallback
-            return None, exc
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._inflight_lock:
+            if self._executor is None:
+                # hedged attempts run here; created on first hedge, not per request
+                self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pixelroute-hedge")
+            return self._executor
 
-    def _deduplicated(self, call: Call) -> Result:
+    def _deduplicated(self, call: Call, gate: Gate | None) -> Result:
         key = _dedupe_key(call)
         with self._inflight_lock:
             shared = self._dedupe.get(key)
@@ -244,7 +256,7 @@ class Client(BaseClient):
         if not owner:
             return shared.result(timeout=call.deadline.timeout())
         try:
-            result = self._run(call)
+            result = self._run(call, gate)
             shared.set_result(result)
             return result
         except BaseException as exc:
@@ -264,6 +276,8 @@ class Client(BaseClient):
         """Flush telemetry and release every backend's resources."""
         if self._closed:
             return
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
         for b in self.backends.values():
             b.close()
         self._close_common()
@@ -304,38 +318,28 @@ class AsyncClient(BaseClient):
         backend: str | None = None,
         cancel: CancelToken | None = None,
         dedupe: bool | None = None,
+        cascade: bool | None = None,
     ) -> Result:
-        """Generate images for ``prompt`` within ``sla``; see :class:`Client`."""
+        """Generate images for ``prompt`` within ``sla``; see :meth:`Client.generate`."""
         knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
                      guidance=guidance, scheduler=scheduler, seed=seed)
         call = self._prepare(prompt, sla, knobs, backend, cancel)
+        gate = self._gate_for(cascade)
         if dedupe if dedupe is not None else self.settings.execution.dedupe:
             key = _dedupe_key(call)
             task = self._dedupe_tasks.get(key)
             if task is None:
-                task = asyncio.ensure_future(self._run(call))
+                task = asyncio.ensure_future(self._run(call, gate))
                 self._dedupe_tasks[key] = task
-                task.add_done_callback(lambda _t, k=key: self._dedupe_tasks.pop(k, None))
+                task.add_done_callback(functools.partial(self._forget_task, key))
             return await asyncio.shield(task)
-        return await self._run(call)
+        return await self._run(call, gate)
 
-    async def _run(self, call: Call) -> Result:
-        engine = self._engine
-        while True:
-            plan = engine.plan(call)
-            engine.begin(plan)
-            try:
-                output: BackendOutput | None = await plan.backend.agenerate(plan.request, plan.deadline)
-                exc: BaseException | None = None
-            except asyncio.CancelledError:
-                # record the cut-short attempt, then let cancellation propagate
-                engine.cancelled(call, plan)
-                raise
-            except Exception as err:
-                output, exc = None, err
-            result = engine.complete(call, plan, output, exc)
-            if result is not None:
-                return result
+    def _forget_task(self, key: str, _task: object) -> None:
+        self._dedupe_tasks.pop(key, None)
+
+    async def _run(self, call: Call, gate: Gate | None) -> Result:
+        return await run_async(self._engine, call, gate, self.settings.execution.cascade_threshold)
 
     async def resume(self, request_id: str, sla: SLA | dict[str, Any] | None = None) -> Result:
         """Async twin of :meth:`Client.resume`."""
@@ -374,7 +378,7 @@ def _build_router(settings: Settings) -> Router:
     from router import Router
 
     rs = settings.router
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         correction_cost_per_hour=rs.correction_cost_per_hour,
         exploration=rs.exploration,
         sla_confidence=rs.sla_confidence,

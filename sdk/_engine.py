@@ -165,8 +165,12 @@ class Engine:
 
     # -- decide ------------------------------------------------------------------------------
 
-    def plan(self, call: Call) -> Plan:
-        """Decide the next attempt with what is left, or raise why there is none."""
+    def plan(self, call: Call, *, only: set[str] | None = None, hedge: bool = False) -> Plan:
+        """Decide the next attempt with what is left, or raise why there is none.
+
+        ``only`` restricts the candidates (the cascade's escalation step); ``hedge`` marks a
+        hedged second attempt that runs beside one still in flight.
+        """
         from router import RouteContext, SLASpec
 
         if call.deadline.cancelled:
@@ -182,6 +186,8 @@ class Engine:
         pool: list[Backend] = []
         validation_errors: list[ValidationError] = []
         names = [call.pinned] if call.pinned else list(self.backends)
+        if only is not None:
+            names = [n for n in names if n in only]
         for name in names:
             be = self.backends[name]
             if name in call.tried:
@@ -204,6 +210,8 @@ class Engine:
             pool.append(be)
 
         if not pool:
+            if hedge:
+                raise NoFeasibleBackend("no second candidate for a hedge: " + _why_not_note(why_not))
             if call.last_error is not None:
                 call.last_error.add_note(_why_not_note(why_not))
                 raise call.last_error
@@ -211,10 +219,12 @@ class Engine:
                 raise validation_errors[0]
             if all(r == "circuit breaker open" for r in why_not.values()):
                 msg = "every backend's circuit breaker is open: " + ", ".join(why_not)
-                self._record_refusal(call, msg, [])
+                if not hedge:
+                    self._record_refusal(call, msg, [])
                 raise BackendUnavailable(msg)
             msg = "no backend can serve this request: " + _why_not_note(why_not)
-            self._record_refusal(call, msg, [])
+            if not hedge:
+                self._record_refusal(call, msg, [])
             refused = [{"backend": k, "feasible": False, "why_not": v} for k, v in why_not.items()]
             raise NoFeasibleBackend(msg, refused)
 
@@ -230,6 +240,9 @@ class Engine:
         chosen_name = decision.backend
         if chosen_name is None and call.pinned:
             chosen_name = self._pinned_despite_prediction(call, decision)
+        if chosen_name is None and hedge:
+            cands_note = _candidates_note([c.to_dict() for c in decision.candidates])
+            raise NoFeasibleBackend("no affordable hedge: " + cands_note)
         if chosen_name is None:
             self._record_decision(call, decision, why_not)
             cands = [c.to_dict() for c in decision.candidates] + [
@@ -239,7 +252,8 @@ class Engine:
                 call.last_error.add_note("no fallback fits what is left: " + _candidates_note(cands))
                 raise call.last_error
             msg = "no backend can meet the SLA " + _sla_text(call.sla) + ": " + _candidates_note(cands)
-            self._record_refusal(call, msg, cands, decision)
+            if not hedge:
+                self._record_refusal(call, msg, cands, decision)
             raise NoFeasibleBackend(msg, cands)
 
         self._record_decision(call, decision, why_not)
@@ -247,7 +261,7 @@ class Engine:
         if not self.health[chosen_name].breaker.allow():
             # a half-open breaker lets one probe through at a time; this request goes elsewhere
             call.tried.add(chosen_name)
-            return self.plan(call)
+            return self.plan(call, only=only, hedge=hedge)
         candidate = decision.chosen
         request = call.request
         if candidate is not None and candidate.steps is not None and request.steps is None:
@@ -256,13 +270,14 @@ class Engine:
         return Plan(
             backend=backend,
             request=request,
-            deadline=call.deadline.child(None),
+            deadline=_attempt_deadline(call.deadline),
             decision=decision,
             candidate=candidate,
             attempt=call.attempt_no,
             started=self.clock(),
             ts=datetime.now(UTC),
             context=snapshot,
+            hedge=hedge,
         )
 
     def _pinned_despite_prediction(self, call: Call, decision: Decision) -> str | None:
@@ -282,9 +297,19 @@ class Engine:
         self.health[plan.backend.name].enter()
 
     def complete(
-        self, call: Call, plan: Plan, output: BackendOutput | None, exc: BaseException | None
+        self,
+        call: Call,
+        plan: Plan,
+        output: BackendOutput | None,
+        exc: BaseException | None,
+        *,
+        judge: bool = True,
     ) -> Result | None:
-        """Record the attempt; return the result, ``None`` to try a fallback, or raise."""
+        """Record the attempt; return the result, ``None`` to try a fallback, or raise.
+
+        With ``judge=False`` (an attempt racing a hedge) a failure is recorded and ``None``
+        returned: whether the call goes on is decided once both attempts are in.
+        """
         health = self.health[plan.backend.name]
         health.leave()
         ended = self.clock()
@@ -316,6 +341,10 @@ class Engine:
         record = self._attempt_record(call, plan, latency, ok=False, error=err, cost=cost)
         self._emit(call, record)
         call.last_error = err
+        if isinstance(err, ContentRejected) and self.settings.execution.on_content_rejected == "fallback":
+            call.excluded_kinds.add(plan.backend.kind)
+        if not judge:
+            return None
         logger.info(
             "pixelroute attempt %d on %s failed: %s (%s)",
             plan.attempt,
@@ -325,10 +354,9 @@ class Engine:
         )
         if isinstance(err, ValidationError | Cancelled):
             raise err
-        if isinstance(err, ContentRejected):
-            if self.settings.execution.on_content_rejected == "stop" or call.pinned:
-                raise err
-            call.excluded_kinds.add(plan.backend.kind)
+        stop_on_rejection = self.settings.execution.on_content_rejected == "stop" or call.pinned
+        if isinstance(err, ContentRejected) and stop_on_rejection:
+            raise err
         if call.deadline.expired():
             if isinstance(err, DeadlineExceeded):
                 raise err
@@ -339,6 +367,40 @@ class Engine:
         if call.pinned:
             raise err
         return None
+
+    def plan_hedge(self, call: Call, primary: Plan) -> Plan | None:
+        """A second attempt beside a slow ``primary``, if one fits what is left once it is paid for."""
+        reserved = primary.candidate.cost_usd if primary.candidate else primary.backend.estimate_cost(primary.request)
+        call.spent_usd += reserved
+        call.tried.add(primary.backend.name)
+        try:
+            return self.plan(call, hedge=True)
+        except PixelrouteError as exc:
+            call.notes.setdefault("hedge", {})["skipped"] = str(exc)
+            return None
+        finally:
+            call.spent_usd -= reserved
+
+    def hedge_delay(self, plan: Plan) -> float | None:
+        """When to hedge: the primary's predicted latency quantile (Dean & Barroso's tail hedge)."""
+        cand = plan.candidate
+        if cand is None:
+            return None
+        delay = cand.latency_p95_s if self.settings.execution.hedge_quantile == "p95" else cand.latency_p50_s
+        return delay if delay and math.isfinite(delay) else None
+
+    def lost_race(self, call: Call, plan: Plan) -> None:
+        """Record an attempt that lost a hedge race and was cancelled or abandoned.
+
+        A local attempt is interrupted in its denoising loop and costs nothing more. A remote
+        one is cancelled where the protocol allows; otherwise it may still be billed, so its
+        estimated price is counted (over-counting beats a budget that silently overruns).
+        """
+        err = Cancelled(f"attempt on `{plan.backend.name}` lost a hedge race and was cancelled")
+        cost = 0.0 if plan.backend.local else plan.backend.estimate_cost(plan.request)
+        err.cost_usd = cost  # type: ignore[attr-defined]
+        self.complete(call, plan, None, err, judge=False)
+        call.last_error = None
 
     def cancelled(self, call: Call, plan: Plan) -> None:
         """Record an attempt cut short by asyncio cancellation (the driver re-raises)."""
@@ -366,6 +428,7 @@ class Engine:
             "cost_usd": call.spent_usd,
             "sla": call.sla.model_dump(),
             "seed": call.request.seed,
+            **{k: call.notes[k] for k in ("hedge", "cascade") if k in call.notes},
         }
 
     def _record_decision(self, call: Call, decision: Decision, why_not: dict[str, str]) -> None:
@@ -433,7 +496,9 @@ class Engine:
         self, call: Call, reason: str, candidates: list[dict[str, Any]], decision: Decision | None = None
     ) -> None:
         """A request refused before any backend ran is recorded too, with the reason."""
-        dec = _decision_record(decision, None) if decision else {"policy": None, "propensity": None}
+        dec: dict[str, Any] = (
+            _decision_record(decision, None) if decision else {"policy": None, "propensity": None}
+        )
         dec["candidates"] = candidates
         record = self._base_record(
             call,
@@ -513,6 +578,17 @@ class Engine:
             seed=request.seed,
             scheduler=request.scheduler,
         )
+
+
+def _attempt_deadline(call_deadline: Deadline) -> Deadline:
+    """The call's deadline with a cancel token of the attempt's own, linked to the call's.
+
+    Cancelling the call cancels every attempt; a hedge can cancel one attempt alone.
+    """
+    token = CancelToken()
+    if call_deadline.cancel is not None:
+        call_deadline.cancel.on_cancel(token.cancel)
+    return Deadline(None, clock=call_deadline.clock, cancel=token, at=call_deadline.at)
 
 
 def _decision_record(decision: Decision | None, cand: Candidate | None) -> dict[str, Any]:

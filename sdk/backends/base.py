@@ -107,20 +107,20 @@ class Capabilities:
                 field="n",
                 value=request.n,
             )
-        unsupported = (
+        unsupported: tuple[tuple[str, object, bool], ...] = (
             ("negative_prompt", request.negative_prompt, self.supports_negative_prompt),
             ("seed", request.seed, self.supports_seed),
             ("steps", request.steps, self.supports_steps),
             ("guidance", request.guidance, self.supports_guidance),
             ("scheduler", request.scheduler, self.supports_scheduler),
         )
-        for name, value, supported in unsupported:
-            if value is not None and not supported:
+        for knob, given, supported in unsupported:
+            if given is not None and not supported:
                 raise ValidationError(
-                    f"`{name}` cannot be honoured by backend `{backend}` but is {value!r}; "
+                    f"`{knob}` cannot be honoured by backend `{backend}` but is {given!r}; "
                     f"leave it unset or pin a backend that supports it.",
-                    field=name,
-                    value=value,
+                    field=knob,
+                    value=given,
                 )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ._common import add_config_arg, format_trace, make_client
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("generate", help="one routed generation; saves the PNG and prints the trace")
     p.add_argument("prompt")
     p.add_argument("--deadline", type=float, metavar="S", help="seconds for the whole call")

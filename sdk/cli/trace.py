@@ -9,7 +9,7 @@ from pathlib import Path
 from ._common import add_config_arg, format_trace
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("trace", help="show the metadata of a saved PNG or the stored trace of a request id")
     p.add_argument("target", help="a PNG written by pixelroute, or a request id")
     p.add_argument("--json", action="store_true", help="print JSON")
