@@ -110,7 +110,11 @@ def test_corrections_latest_wins_history_kept(store: Store) -> None:
     history = store.correction_history(rid)
     assert [(h["seconds"], h["verdict"]) for h in history] == [(30.0, "edited"), (0.0, "accepted")]
     for record in store.records_for(rid):
-        assert record["correction"] == {"seconds": 0.0, "verdict": "accepted", "ts": format_ts(t0 + timedelta(minutes=5))}
+        assert record["correction"] == {
+            "seconds": 0.0,
+            "verdict": "accepted",
+            "ts": format_ts(t0 + timedelta(minutes=5)),
+        }
 
 
 def test_correction_for_unknown_request_and_absurd_values(store: Store) -> None:
@@ -130,7 +134,10 @@ def test_correction_for_unknown_request_and_absurd_values(store: Store) -> None:
 def test_imported_correction_lands_in_history_once(store: Store) -> None:
     rid = make_request_id()
     corr = {"seconds": 12.5, "verdict": "edited", "ts": _ts(60)}
-    batch = [example_record(rid, 0, ts=_ts(0)) | {"correction": corr}, example_record(rid, 1, ts=_ts(1)) | {"correction": corr}]
+    batch = [
+        example_record(rid, 0, ts=_ts(0)) | {"correction": corr},
+        example_record(rid, 1, ts=_ts(1)) | {"correction": corr},
+    ]
     store.write_batch(batch)
     store.write_batch(batch)  # a re-import
     assert store.correction_history(rid) == [corr]
@@ -159,14 +166,24 @@ def test_recent_requests_newest_first(store: Store) -> None:
     ids = [make_request_id() for _ in range(6)]
     for i, rid in enumerate(ids):
         store.write_batch(
-            [example_record(rid, 0, "a", ts=_ts(i * 10), ok=False, error="timeout", cost_usd=0.0),
-             example_record(rid, 1, "b", ts=_ts(i * 10 + 2), cost_usd=0.04)]
+            [
+                example_record(rid, 0, "a", ts=_ts(i * 10), ok=False, error="timeout", cost_usd=0.0),
+                example_record(rid, 1, "b", ts=_ts(i * 10 + 2), cost_usd=0.04),
+            ]
         )
     recent = store.recent_requests(limit=3)
     assert [r["request_id"] for r in recent] == ids[::-1][:3]
     assert recent[0] | {"request_id": None, "ts": None} == {
-        "request_id": None, "ts": None, "backend": "b", "ok": True, "error": None, "attempts": 2,
-        "latency_s": 3.23, "cost_usd": 0.04, "prompt": recent[0]["prompt"], "correction": None,
+        "request_id": None,
+        "ts": None,
+        "backend": "b",
+        "ok": True,
+        "error": None,
+        "attempts": 2,
+        "latency_s": 3.23,
+        "cost_usd": 0.04,
+        "prompt": recent[0]["prompt"],
+        "correction": None,
     }
 
 
@@ -215,7 +232,12 @@ store.close()
 def _python(code: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PIXELROUTE_TEST_TORCH": "0"}
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -316,7 +338,8 @@ def test_postgres_migrates_a_v1_schema() -> None:
         conn.execute("INSERT INTO schema_version VALUES (1)")
         conn.execute(
             'CREATE TABLE attempts (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, request_id TEXT COLLATE "C" '
-            'NOT NULL, attempt INTEGER NOT NULL, ts TEXT COLLATE "C" NOT NULL, backend TEXT, ok BOOLEAN, record TEXT NOT NULL)'
+            'NOT NULL, attempt INTEGER NOT NULL, ts TEXT COLLATE "C" NOT NULL, backend TEXT, ok BOOLEAN, '
+            "record TEXT NOT NULL)"
         )
         conn.execute("CREATE UNIQUE INDEX attempts_request ON attempts (request_id, attempt)")
         conn.execute(

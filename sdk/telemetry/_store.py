@@ -80,9 +80,7 @@ def open_store(url: str) -> Store:
         from .postgres import PostgresStore
 
         return PostgresStore(url)
-    raise ConfigError(
-        f"`telemetry.store` must start with sqlite:/// or postgresql:// but is {safe_url(url)!r}"
-    )
+    raise ConfigError(f"`telemetry.store` must start with sqlite:/// or postgresql:// but is {safe_url(url)!r}")
 
 
 # --------------------------------------------------------------------------- encoding rows

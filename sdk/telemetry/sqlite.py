@@ -38,8 +38,7 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 _INSERT = (
-    "INSERT OR IGNORE INTO attempts (request_id, attempt, ts, backend, ok, error, record) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO attempts (request_id, attempt, ts, backend, ok, error, record) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -67,9 +66,7 @@ class SQLiteStore(Store):
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn

@@ -242,7 +242,10 @@ def prometheus_text(stats: dict[str, Any], recorder_stats: dict[str, int] | None
                 f"Telemetry records {key.replace('_', ' ')} by this process's recorder.",
                 [("", recorder_stats.get(key))],
             )
-        family("pixelroute_telemetry_queue_depth", "gauge", "Records waiting to be written.", [
-            ("", recorder_stats.get("queue_depth"))
-        ])
+        family(
+            "pixelroute_telemetry_queue_depth",
+            "gauge",
+            "Records waiting to be written.",
+            [("", recorder_stats.get("queue_depth"))],
+        )
     return "\n".join(out) + "\n"

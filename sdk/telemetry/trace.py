@@ -70,8 +70,8 @@ def build_trace(records: list[dict[str, Any]], corrections: list[dict[str, Any]]
         )
     first, final = ordered[0], _final(ordered)
     history = list(corrections or [])
-    correction = history[-1] if history else next(
-        (r["correction"] for r in reversed(ordered) if r.get("correction")), None
+    correction = (
+        history[-1] if history else next((r["correction"] for r in reversed(ordered) if r.get("correction")), None)
     )
     return {
         "request_id": first.get("request_id"),
