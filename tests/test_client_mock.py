@@ -129,7 +129,7 @@ def test_cost_already_spent_counts_against_the_cap(tmp_path: Path) -> None:
 def test_content_rejection_falls_back_to_another_provider_or_stops(tmp_path: Path) -> None:
     backends = [mock("openai-a", price=0.001, handler=failing(ContentRejected("blocked")), kind_override="openai"),
                 mock("openai-b", price=0.002, kind_override="openai"),
-                mock("other", price=0.01)]
+                mock("other", price=1.0)]
     with make_client(tmp_path, backends) as client:
         r = client.generate("x", width=64, height=64)
         assert r.backend == "other"  # same provider skipped after a rejection
