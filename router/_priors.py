@@ -7,6 +7,7 @@ points the trained model replaces, not measurements of your deployment.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._types import BackendProfile
@@ -93,3 +94,30 @@ def price_usd(profile: BackendProfile, mp: float, n: int, gpu_s: float) -> float
     if "per_gpu_second" in p:
         return float(p["per_gpu_second"]) * gpu_s
     return 0.0
+
+
+#: scenarios in the order the featurizer and the strengths use
+SCENARIOS: tuple[str, ...] = ("typography", "counting", "composition", "reflection", "anatomy")
+BASE_CORRECTION_S = 15.0
+#: assumed seconds a person spends repairing each kind of defect (redoing text is the slowest)
+SCENARIO_FIX_S: dict[str, float] = {
+    "typography": 240.0,   # retype and composite text in an editor
+    "counting": 90.0,      # inpaint or remove objects
+    "composition": 120.0,  # regenerate or rearrange several objects
+    "reflection": 60.0,    # paint over a wrong reflection
+    "anatomy": 90.0,       # fix hands and faces by inpainting
+}
+
+
+def prior_correction_s(profile: BackendProfile, scenario_probs: Sequence[float], steps: int | None) -> float:
+    """Correction seconds before telemetry: P(scenario) x (1 - declared strength) x fix time, summed.
+
+    Fewer denoising steps than the model's default leave more defects to fix (square-root penalty).
+    """
+    d_steps = default_steps(profile)
+    penalty = math.sqrt(d_steps / steps) if (steps and d_steps and steps < d_steps) else 1.0
+    strengths = profile.strengths
+    risk = 0.0
+    for s, p in zip(SCENARIOS, scenario_probs, strict=True):
+        risk += p * (1.0 - strengths.get(s, DEFAULT_STRENGTH)) * SCENARIO_FIX_S[s]
+    return BASE_CORRECTION_S + penalty * risk

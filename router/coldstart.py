@@ -1,6 +1,6 @@
 """Cold-start predictions: no telemetry yet, only profiles, presets and the prompt classifier.
 
-Correction time is the hybrid rule in numbers. A person's correction seconds for a candidate:
+Correction time is the hybrid rule in numbers (:func:`router._priors.prior_correction_s`):
 
     BASE_CORRECTION_S + sum over scenarios of P(scenario | prompt) x (1 - strength) x SCENARIO_FIX_S
 
@@ -22,14 +22,6 @@ from ._types import BackendProfile, RouteContext, RouteRequest
 from .features import SCENARIOS, scenario_probabilities
 from .policy import Predictions
 
-BASE_CORRECTION_S = 15.0
-SCENARIO_FIX_S: dict[str, float] = {
-    "typography": 240.0,   # retype and composite text in an editor
-    "counting": 90.0,      # inpaint or remove objects
-    "composition": 120.0,  # regenerate or rearrange several objects
-    "reflection": 60.0,    # paint over a wrong reflection
-    "anatomy": 90.0,       # fix hands and faces by inpainting
-}
 #: latency spread added per queued request ahead (local) and per in-flight request (remote)
 _QUEUE_FACTOR_LOCAL = 1.0
 _INFLIGHT_FACTOR_REMOTE = 0.03
@@ -58,6 +50,7 @@ class ColdStartPredictor:
                 context: RouteContext, priors: tuple[np.ndarray, np.ndarray] | None = None) -> Predictions:
         lat, price = priors or option_priors(request, options)
         probs = scenario_probabilities(request.prompt)
+        scenario_p = [probs[s] for s in SCENARIOS]
         n = len(options)
         p50, sigma, p_fail, corr = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
         for i, (profile, option) in enumerate(options):
@@ -74,10 +67,5 @@ class ColdStartPredictor:
             fail = 0.5 * (prior_fail + state.recent_failure_rate) if state.recent_failure_rate else prior_fail
             p_fail[i] = min(0.99, fail + (0.1 if state.breaker == "half_open" else 0.0))
             steps = _priors.effective_steps(profile, request.steps, option)
-            d_steps = _priors.default_steps(profile)
-            # fewer denoising steps than the model's default leave more defects to fix
-            step_penalty = (d_steps / steps) ** 0.5 if (steps and d_steps and steps < d_steps) else 1.0
-            corr[i] = BASE_CORRECTION_S + step_penalty * sum(
-                probs[s] * (1.0 - profile.strengths.get(s, _priors.DEFAULT_STRENGTH)) * SCENARIO_FIX_S[s]
-                for s in SCENARIOS)
+            corr[i] = _priors.prior_correction_s(profile, scenario_p, steps)
         return Predictions(p50, sigma, p_fail, corr, price)

@@ -32,7 +32,7 @@ from ._types import BackendProfile, BackendState, RouteContext, RouteRequest
 from .classifier import CLASSES, default_classifier
 
 #: bump when a feature's meaning changes without its name changing
-SCHEMA_VERSION = "pixelroute.features/1"
+SCHEMA_VERSION = "pixelroute.features/2"
 SCENARIOS: tuple[str, ...] = ("typography", "counting", "composition", "reflection", "anatomy")
 #: CLIP's text encoder sees 77 tokens; longer prompts lose their tail in SD-family models
 CLIP_WINDOW = 77
@@ -86,10 +86,14 @@ BACKEND_FEATURES: tuple[str, ...] = (
     "backend_code", "local", "log_price_usd", "log_prior_latency_s",
     *(f"strength_{s}" for s in SCENARIOS),
     "in_flight", "queue_depth", "breaker", "recent_failure_rate",
+    # the cold-start correction prior (declared strengths x scenario probabilities) as one number:
+    # trees learn how far each backend really is from what it declares
+    "prior_correction_s",
 )
 FEATURE_NAMES: tuple[str, ...] = PROMPT_FEATURES + REQUEST_FEATURES + BACKEND_FEATURES
 N_PROMPT = len(PROMPT_FEATURES)
 N_FEATURES = len(FEATURE_NAMES)
+_P_START = PROMPT_FEATURES.index("p_typography")
 _BREAKER = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
 
 
@@ -154,7 +158,9 @@ def candidate_matrix(
     """One feature row per (backend profile, step option). ``prices``/``prior_latencies`` may be passed
     when the caller already computed them (the policy does), so nothing is computed twice."""
     rows = np.empty((len(options), N_FEATURES), dtype=np.float64)
-    rows[:, :N_PROMPT] = prompt_vector(request.prompt, request.negative_prompt is not None)
+    prompt_block = prompt_vector(request.prompt, request.negative_prompt is not None)
+    rows[:, :N_PROMPT] = prompt_block
+    scenario_p = prompt_block[_P_START:N_PROMPT].tolist()
     codes = backend_codes or {}
     for i, (profile, option) in enumerate(options):
         steps = _priors.effective_steps(profile, request.steps, option)
@@ -168,11 +174,13 @@ def candidate_matrix(
         guidance = request.guidance if request.guidance is not None else (profile.default_guidance or 0.0)
         state: BackendState = context.get(profile.name)
         strengths = profile.strengths
+        prior_corr = _priors.prior_correction_s(profile, scenario_p, steps)
         rows[i, N_PROMPT:] = (
             mp, math.log(w / h), steps or 0.0, (steps / d_steps) if (steps and d_steps) else 1.0, guidance,
             request.n, float(request.seed is not None),
             codes.get(profile.name, -1), float(profile.local), math.log(price + 1e-4), math.log(prior),
             *(strengths.get(s, _priors.DEFAULT_STRENGTH) for s in SCENARIOS),
             state.in_flight, state.queue_depth, _BREAKER.get(state.breaker, 0.0), state.recent_failure_rate,
+            prior_corr,
         )
     return rows

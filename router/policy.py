@@ -6,8 +6,8 @@ P(fail), expected correction seconds and the price. Then:
 * ``p_on_time = P(latency <= deadline left)`` under a lognormal through those numbers;
 * feasible = ``p_on_time >= sla_confidence`` and price <= budget left and breaker not open;
 * ``expected_total_usd = price + p_fail * failure_cost + correction_s / 3600 * correction_cost_per_hour``
-  where ``failure_cost`` = the median candidate price (what a retry elsewhere costs) plus the failed
-  attempt's median latency valued at the same hourly rate (the person waited for nothing);
+  where ``failure_cost`` = the median candidate's price + correction value (what a retry elsewhere
+  costs) plus the failed attempt's median latency valued at the same hourly rate (time lost);
 * pick the feasible minimum; fallbacks = the other feasible backends (best option each) in order;
 * exploration: with probability ``exploration``, and only when the best and the alternative both
   meet the deadline and budget with slack (at 60% of what is left), pick a uniformly random
@@ -115,7 +115,9 @@ def decide(
     p95 = p50 * np.exp(1.6448536 * sigma)
     p_sla = p50 * np.exp(z_sla * sigma)  # the latency quantile the SLA asks for
     rate = config.correction_cost_per_hour / 3600.0
-    failure_cost = float(np.median(preds.price_usd)) + p50 * rate
+    # a failed attempt still leaves the person needing an image: a retry elsewhere costs a typical
+    # candidate's price and correction, and the wait for the failed attempt is time lost too
+    failure_cost = float(np.median(preds.price_usd + preds.correction_s * rate)) + p50 * rate
     expected = preds.price_usd + preds.p_fail * failure_cost + preds.correction_s * rate
     candidates: list[Candidate] = []
     feasible = np.zeros(n, dtype=bool)
