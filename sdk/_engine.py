@@ -71,6 +71,8 @@ class Call:
     tried: set[str] = field(default_factory=set)
     excluded_kinds: set[str] = field(default_factory=set)
     last_error: PixelrouteError | None = None
+    #: attempt numbers are handed out when planned: a hedge runs beside an unfinished attempt
+    planned: int = 0
     #: per-call extras the drivers attach (hedge, cascade, gate scores)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -267,13 +269,14 @@ class Engine:
         if candidate is not None and candidate.steps is not None and request.steps is None:
             request = request.model_copy(update={"steps": candidate.steps})
         snapshot = self.health[chosen_name].snapshot()
+        attempt_no, call.planned = call.planned, call.planned + 1
         return Plan(
             backend=backend,
             request=request,
             deadline=_attempt_deadline(call.deadline),
             decision=decision,
             candidate=candidate,
-            attempt=call.attempt_no,
+            attempt=attempt_no,
             started=self.clock(),
             ts=datetime.now(UTC),
             context=snapshot,
@@ -502,7 +505,7 @@ class Engine:
         dec["candidates"] = candidates
         record = self._base_record(
             call,
-            attempt=call.attempt_no,
+            attempt=call.planned,
             backend=None,
             params=call.request.params(),
             context={},
