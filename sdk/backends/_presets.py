@@ -1,0 +1,107 @@
+"""Prices and known limits of the seed systems, as defaults that configuration overrides.
+
+Every figure comes from ``../shared/data/backend_figures.md`` (BF) or ``provider_apis.md`` (PA);
+the comment on each entry names the table row. They are dated snapshots (2024–2026): prices
+change, so a config's ``price`` / ``typical_latency_s`` / ``strengths`` always win. Entries
+leave a field out where no source gave a number, rather than guessing.
+
+``strengths`` are in [0, 1] per scenario; ``counting`` and ``composition`` are GenEval
+"Counting" and "Position" scores (BF §4.1) where a row exists.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, TypeVar
+
+from .base import BackendSettings, Price
+
+Preset = dict[str, Any]
+
+PRESETS: dict[tuple[str, str], Preset] = {
+    # -- Stability REST v2beta ------------------------------------------------------------
+    # BF §1 "SD3.5 Large (Stability API) | 6.5 credits ... | 0.065"; GenEval BF §4.1 "SD3.5 Large | 0.71 | 0.73 | 0.34"
+    ("stability", "sd3.5-large"): {"price": {"per_image": 0.065}, "max_n": 1,
+                                   "strengths": {"counting": 0.73, "composition": 0.34}},
+    # BF §1 "SD3.5 Large Turbo (Stability API) | 4 credits | 0.04"
+    ("stability", "sd3.5-large-turbo"): {"price": {"per_image": 0.04}, "max_n": 1},
+    # BF §1 "SD3.5 Medium (Stability API) | 3.5 credits | 0.035"
+    ("stability", "sd3.5-medium"): {"price": {"per_image": 0.035}, "max_n": 1},
+    # PA §2 `model` row: "sd3.5-flash (2.5)" credits, 1 credit = $0.01 (BF §1)
+    ("stability", "sd3.5-flash"): {"price": {"per_image": 0.025}, "max_n": 1},
+    # BF §1 "Stable Image Core / Ultra | 3 / 8 credits | 0.03 / 0.08"
+    ("stability", "core"): {"price": {"per_image": 0.03}, "max_n": 1},
+    ("stability", "ultra"): {"price": {"per_image": 0.08}, "max_n": 1},
+    # -- Ideogram (legacy /generate) -- BF §1 "Ideogram 2.0 (V_2) ... 0.08" and the three rows below it;
+    # latency BF §2 "Ideogram (v2/v3 API) | typical | 5–15 s per image" (midpoint); max_n PA §3a num_images 1–8
+    ("ideogram", "V_2"): {"price": {"per_image": 0.08}, "typical_latency_s": 10.0, "max_n": 8},
+    ("ideogram", "V_2_TURBO"): {"price": {"per_image": 0.05}, "typical_latency_s": 10.0, "max_n": 8},
+    ("ideogram", "V_2A"): {"price": {"per_image": 0.04}, "typical_latency_s": 10.0, "max_n": 8},
+    ("ideogram", "V_2A_TURBO"): {"price": {"per_image": 0.025}, "typical_latency_s": 10.0, "max_n": 8},
+    # -- OpenAI -- BF §1 "gpt-image-1 | low/medium/high 1024²" rows; latency BF §6 "gpt-image-1 ... 20–60 s typical"
+    # GenEval BF §4.1 "GPT-4o image (gpt-image-1) | 0.84 | 0.85 | 0.75"
+    ("openai", "gpt-image-1"): {"price": {"per_image": 0.042}, "typical_latency_s": 40.0, "max_n": 10,
+                                "strengths": {"counting": 0.85, "composition": 0.75}},
+    ("openai", "gpt-image-1:low"): {"price": {"per_image": 0.011}},
+    ("openai", "gpt-image-1:medium"): {"price": {"per_image": 0.042}},
+    ("openai", "gpt-image-1:high"): {"price": {"per_image": 0.167}},
+    # BF §1 "gpt-image-1-mini | low / medium / high 1024² | 0.0022 / 0.0084 / 0.0333"
+    ("openai", "gpt-image-1-mini"): {"price": {"per_image": 0.0084}, "max_n": 10},
+    ("openai", "gpt-image-1-mini:low"): {"price": {"per_image": 0.0022}},
+    ("openai", "gpt-image-1-mini:high"): {"price": {"per_image": 0.0333}},
+    # BF §1 "DALL·E 3 | standard 1024² ... 0.04 / ... HD 1024² 0.08"; PA §1 `n`: dall-e-3 only 1
+    # GenEval BF §4.1 "DALL·E 3 | 0.67 | 0.47 | 0.43"
+    ("openai", "dall-e-3"): {"price": {"per_image": 0.04}, "max_n": 1,
+                             "strengths": {"counting": 0.47, "composition": 0.43}},
+    ("openai", "dall-e-3:hd"): {"price": {"per_image": 0.08}},
+    # -- Imagen -- BF §1 "Imagen 4 Fast / Standard / Ultra | 0.02 / 0.04 / 0.06"; BF §2 "3–5 s / 8–15 s / 20–45 s"
+    # (midpoints); BF §1 "Imagen 3 (Vertex AI) | 1024² | 0.04"; max_n PA §4 sampleCount 1–4
+    ("imagen", "imagen-4.0-fast-generate-001"): {"price": {"per_image": 0.02}, "typical_latency_s": 4.0, "max_n": 4},
+    ("imagen", "imagen-4.0-generate-001"): {"price": {"per_image": 0.04}, "typical_latency_s": 11.5, "max_n": 4},
+    ("imagen", "imagen-4.0-ultra-generate-001"): {"price": {"per_image": 0.06}, "typical_latency_s": 32.5,
+                                                  "max_n": 4},
+    ("imagen", "imagen-3.0-generate-002"): {"price": {"per_image": 0.04}, "max_n": 4},
+    # -- Replicate -- BF §1 "FLUX.1 [schnell] | Replicate | 0.003", "FLUX.1 [dev] | Replicate | 0.025";
+    # latency BF §2 "FLUX.1 [dev] on Replicate ... 3.76 s per prompt" (incl. download),
+    # "FLUX.1 [schnell] on fal | 1 image | 1.27 s"; GenEval BF §4.1 "FLUX.1 [schnell] | 0.71"
+    ("replicate", "black-forest-labs/flux-schnell"): {"price": {"per_image": 0.003}, "typical_latency_s": 1.3},
+    ("replicate", "black-forest-labs/flux-dev"): {"price": {"per_image": 0.025}, "typical_latency_s": 3.76},
+}
+
+S = TypeVar("S", bound=BackendSettings)
+
+
+def preset(kind: str, model: str | None, variant: str | None = None) -> Preset | None:
+    """The preset for ``kind``/``model`` (``variant`` e.g. OpenAI's quality refines the price).
+
+    ``preset("stability", "sd3.5-large") -> {"price": {"per_image": 0.065}, "max_n": 1, ...}``
+    """
+    if model is None:
+        return None
+    base = PRESETS.get((kind, model))
+    refined = PRESETS.get((kind, f"{model}:{variant}")) if variant else None
+    if base is None and refined is None:
+        return None
+    merged = copy.deepcopy(base or {})
+    merged.update(copy.deepcopy(refined or {}))
+    return merged
+
+
+def apply_preset(kind: str, settings: S) -> S:
+    """Fill ``price``, ``typical_latency_s`` and ``strengths`` from the preset where config left them unset."""
+    found = preset(kind, settings.model, getattr(settings, "quality", None))
+    if not found:
+        return settings
+    update: dict[str, Any] = {}
+    if not settings.price.as_dict() and "price" in found:
+        update["price"] = Price(**found["price"])
+    if settings.typical_latency_s is None and "typical_latency_s" in found:
+        update["typical_latency_s"] = found["typical_latency_s"]
+    if not settings.strengths and "strengths" in found:
+        update["strengths"] = found["strengths"]
+    return settings.model_copy(update=update) if update else settings
+
+
+def preset_max_n(kind: str, model: str | None, default: int) -> int:
+    found = preset(kind, model)
+    return int(found["max_n"]) if found and "max_n" in found else default

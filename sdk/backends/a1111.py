@@ -1,0 +1,121 @@
+"""AUTOMATIC1111 stable-diffusion-webui API (also Forge and SD.Next): ``POST /sdapi/v1/txt2img``.
+
+Wire format: JSON request, synchronous; response ``{"images": [base64...], "parameters": {...},
+"info": "<JSON string>"}``; optional HTTP Basic auth (``--api-auth user:pass``, here the
+``user:pass`` string comes from ``api_key_env``). Source: AUTOMATIC1111/stable-diffusion-webui
+``modules/api/api.py`` and ``modules/api/models.py`` (the API's own schema, served at
+``/docs``), as captured in ``provider_apis.md`` §5.
+
+Mapping: every knob exists: ``width``/``height`` exact (multiples of 8), ``steps``,
+``guidance`` -> ``cfg_scale``, ``negative_prompt``, ``seed`` (-1 = random when unset),
+``scheduler`` -> ``sampler_name``, ``n`` -> ``batch_size`` (``n_iter`` 1), ``model`` ->
+``override_settings.sd_model_checkpoint``. Unset steps/guidance are left to the server and the
+effective values are read back from ``info``. Errors: the webui's ``{"error", "detail"}`` body;
+500 (e.g. ``OutOfMemoryError``) -> ServerError (retried), 401/404/422 -> BackendError.
+There is no moderation and no rate limit. Unverified: Forge / SD.Next field-level differences.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from .._deadline import Deadline
+from .._errors import BackendError, InvalidOutput
+from .._types import GenerateRequest
+from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply
+from .base import Capabilities
+
+
+class A1111Settings(RemoteSettings):
+    """``kind = "a1111"``: a self-hosted webui started with ``--api``."""
+
+    kind: Literal["a1111"] = "a1111"
+    #: holds ``user:pass`` for ``--api-auth``; unset = no auth
+    api_key_env: str | None = None
+    max_n: int = Field(default=8, ge=1, le=16)
+    max_size: int = Field(default=2048, ge=64)
+    default_size: int = Field(default=1024, ge=64)
+
+
+class A1111Backend(RemoteBackend):
+    """AUTOMATIC1111-compatible ``/sdapi/v1/txt2img``."""
+
+    kind = "a1111"
+    Settings: ClassVar[type[RemoteSettings]] = A1111Settings
+    default_base_url = "http://127.0.0.1:7860"
+    settings: A1111Settings
+
+    @classmethod
+    def capabilities_for(cls, settings: RemoteSettings) -> Capabilities:
+        assert isinstance(settings, A1111Settings)
+        return Capabilities(max_width=settings.max_size, max_height=settings.max_size, size_multiple=8,
+                            max_n=settings.max_n, default_width=settings.default_size,
+                            default_height=settings.default_size, supports_scheduler=True)
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()}
+
+    def request_body(self, request: GenerateRequest) -> dict[str, Any]:
+        """The exact JSON sent."""
+        width, height = self.effective_size(request)
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or "",
+            "width": width,
+            "height": height,
+            "seed": -1 if request.seed is None else request.seed,
+            "batch_size": request.n,
+            "n_iter": 1,
+            "send_images": True,
+            "save_images": False,
+        }
+        if request.steps is not None:
+            body["steps"] = request.steps
+        if request.guidance is not None:
+            body["cfg_scale"] = request.guidance
+        if request.scheduler is not None:
+            body["sampler_name"] = request.scheduler
+        if self.settings.model:
+            body["override_settings"] = {"sd_model_checkpoint": self.settings.model}
+        return body
+
+    def protocol(self, request: GenerateRequest, deadline: Deadline) -> Protocol:
+        reply = yield Call("POST", "/sdapi/v1/txt2img", json=self.request_body(request))
+        assert reply is not None
+        data = reply.json()
+        encoded = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(encoded, list) or not encoded:
+            raise self.error(InvalidOutput, "response has no `images`", reply)
+        # scripts such as X/Y plot put a grid first; the last `n` are the requested images
+        images = [self.decode_b64_image(text) for text in encoded[-request.n:]]
+        info = _info(data.get("info"))
+        params = {"steps": info.get("steps"), "guidance": info.get("cfg_scale"), "seed": info.get("seed"),
+                  "scheduler": info.get("sampler_name"), "seeds": info.get("all_seeds")}
+        process_s = _float(reply.headers.get("x-process-time"))
+        return self.output(images, params=params, gpu_s=process_s)
+
+    def error_for(self, reply: Reply) -> BackendError:
+        return self.generic_error(reply, self.provider_message(reply))
+
+
+def _info(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,140 @@
+"""Google Imagen through ``:predict``: the Gemini Developer API or Vertex AI.
+
+Wire format: ``POST {base_url}/v1beta/models/{model}:predict`` with ``x-goog-api-key`` (Gemini
+API), or ``POST https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/
+{location}/publishers/google/models/{model}:predict`` with ``Authorization: Bearer <token>``
+(Vertex; the token comes from ``api_key_env``). Body ``{"instances": [{"prompt"}], "parameters":
+{...}}``; response ``predictions[].bytesBase64Encoded`` or ``raiFilteredReason``. Sources:
+https://ai.google.dev/gemini-api/docs/imagen and
+https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/imagen-api, as captured in
+``provider_apis.md`` §4 (google-genai ``models.py`` request/response converters).
+
+Mapping: size -> ``aspectRatio`` (1:1, 3:4, 4:3, 9:16, 16:9; nearest in |log(w/h)| within
+``aspect_tolerance``, else refused); ``n`` -> ``sampleCount`` (1..4); ``guidance`` ->
+``guidanceScale``; ``negative_prompt`` -> ``negativePrompt`` and ``seed`` -> ``seed`` (with
+``addWatermark: false``) on Vertex only: the Gemini API refuses them, so do we. No steps.
+``includeRaiReason`` is always sent so filtered images say so. Errors: a ``raiFilteredReason``,
+fewer images than asked, no ``predictions`` or an ``IMAGE_SAFETY`` finish reason ->
+ContentRejected; 429 ``RESOURCE_EXHAUSTED`` -> RateLimited. Unverified in the reference: whether
+the Gemini API still serves Imagen (google-genai disabled it on 2026-08-21), the 400 text for an
+RAI-blocked prompt, and Retry-After headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from .._deadline import Deadline
+from .._errors import BackendError, ConfigError, ContentRejected, InvalidOutput
+from .._types import GenerateRequest
+from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect
+from .base import Capabilities
+
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1, 1), "3:4": (3, 4), "4:3": (4, 3), "9:16": (9, 16), "16:9": (16, 9),
+}
+
+
+class ImagenSettings(RemoteSettings):
+    """``kind = "imagen"``. Set ``vertex_project`` (and ``vertex_location``) to use Vertex AI."""
+
+    kind: Literal["imagen"] = "imagen"
+    model: str | None = "imagen-4.0-generate-001"
+    api_key_env: str | None = "GEMINI_API_KEY"
+    vertex_project: str | None = None
+    vertex_location: str = "us-central1"
+    #: Imagen 4: 1K | 2K (not on -fast)
+    image_size: Literal["1K", "2K"] | None = None
+    person_generation: Literal["dont_allow", "allow_adult", "allow_all"] | None = None
+    safety_setting: str | None = None
+    output_mime_type: Literal["image/png", "image/jpeg"] = "image/png"
+
+
+class ImagenBackend(RemoteBackend):
+    """Imagen ``:predict``."""
+
+    kind = "imagen"
+    Settings: ClassVar[type[RemoteSettings]] = ImagenSettings
+    default_base_url = "https://generativelanguage.googleapis.com"
+    settings: ImagenSettings
+
+    def __init__(self, settings: RemoteSettings, **kw: Any) -> None:
+        assert isinstance(settings, ImagenSettings)
+        if settings.vertex_project and settings.base_url is None:
+            loc = settings.vertex_location
+            host = "aiplatform.googleapis.com" if loc == "global" else f"{loc}-aiplatform.googleapis.com"
+            settings = settings.model_copy(update={"base_url": f"https://{host}"})
+        super().__init__(settings, **kw)
+
+    @classmethod
+    def capabilities_for(cls, settings: RemoteSettings) -> Capabilities:
+        vertex = bool(getattr(settings, "vertex_project", None))
+        return Capabilities(max_width=16384, max_height=16384, size_multiple=1, max_n=4,
+                            supports_negative_prompt=vertex, supports_seed=vertex, supports_steps=False,
+                            supports_guidance=True, supports_scheduler=False)
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        if self.settings.vertex_project:
+            return {"Authorization": f"Bearer {key}"}
+        return {"x-goog-api-key": key}
+
+    def validate(self, request: GenerateRequest) -> None:
+        super().validate(request)
+        self.request_body(request)
+
+    def path(self) -> str:
+        s = self.settings
+        if not s.model:
+            raise ConfigError(f"backend `{self.name}` (imagen) needs a `model`")
+        if s.vertex_project:
+            return (f"/v1/projects/{s.vertex_project}/locations/{s.vertex_location}"
+                    f"/publishers/google/models/{s.model}:predict")
+        return f"/v1beta/models/{s.model}:predict"
+
+    def request_body(self, request: GenerateRequest) -> dict[str, Any]:
+        """The exact JSON sent."""
+        s = self.settings
+        width, height = self.effective_size(request)
+        params: dict[str, Any] = {
+            "sampleCount": request.n,
+            "aspectRatio": nearest_aspect(width, height, ASPECT_RATIOS, s.aspect_tolerance, self.name),
+            "includeRaiReason": True,
+            "outputOptions": {"mimeType": s.output_mime_type},
+        }
+        if request.guidance is not None:
+            params["guidanceScale"] = request.guidance
+        if request.negative_prompt is not None:
+            params["negativePrompt"] = request.negative_prompt
+        if request.seed is not None:
+            params["seed"] = request.seed
+            params["addWatermark"] = False  # Vertex ignores `seed` while the watermark is on
+        if s.image_size is not None:
+            params["sampleImageSize"] = s.image_size
+        if s.person_generation is not None:
+            params["personGeneration"] = s.person_generation
+        if s.safety_setting is not None:
+            params["safetySetting"] = s.safety_setting
+        return {"instances": [{"prompt": request.prompt}], "parameters": params}
+
+    def protocol(self, request: GenerateRequest, deadline: Deadline) -> Protocol:
+        body = self.request_body(request)
+        reply = yield Call("POST", self.path(), json=body)
+        assert reply is not None
+        data = reply.json()
+        if not isinstance(data, dict):
+            raise self.error(InvalidOutput, "response JSON is not an object", reply)
+        if "IMAGE_SAFETY" in {str(c.get("finishReason")) for c in data.get("candidates") or [] if isinstance(c, dict)}:
+            raise self.error(ContentRejected, "output blocked by the safety filter (IMAGE_SAFETY)", reply)
+        predictions = [p for p in data.get("predictions") or []
+                       if isinstance(p, dict) and p.get("contentType") != "Positive Prompt"]
+        reasons = [str(p["raiFilteredReason"]) for p in predictions if p.get("raiFilteredReason")]
+        images = [self.decode_b64_image(p["bytesBase64Encoded"]) for p in predictions
+                  if p.get("bytesBase64Encoded")]
+        if reasons or len(images) < request.n:
+            why = reasons[0][:200] if reasons else f"{len(images)} of {request.n} images returned"
+            raise self.error(ContentRejected, f"images filtered by the safety system: {why}", reply)
+        return self.output(images, params={"aspect_ratio": body["parameters"]["aspectRatio"],
+                                                    "guidance": request.guidance, "seed": request.seed})
+
+    def error_for(self, reply: Reply) -> BackendError:
+        return self.generic_error(reply, self.provider_message(reply))

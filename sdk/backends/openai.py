@@ -1,0 +1,151 @@
+"""OpenAI Images API (and any OpenAI-compatible server through ``base_url``).
+
+Wire format: ``POST {base_url}/images/generations``, JSON body, ``Authorization: Bearer``.
+Source: https://platform.openai.com/docs/api-reference/images/create, as captured in
+``provider_apis.md`` §1 (openai-python ``types/image_generate_params.py``, ``_base_client.py``).
+
+Mapping: ``width``x``height`` must be one of the model's sizes (no other size is sent);
+``n`` -> ``n``; steps, guidance, seed and negative prompt do not exist in this API and are
+refused. Responses: ``data[].b64_json`` or ``data[].url`` (dall-e with ``response_format=url``,
+downloaded from allowed hosts). Errors: 400 ``moderation_blocked`` / ``content_policy_violation``
+-> ContentRejected; 400 ``billing_hard_limit_reached`` and 429 ``insufficient_quota`` ->
+QuotaExceeded; other 429 -> RateLimited (``retry-after-ms`` / ``retry-after``).
+Unverified in the reference: ``rate_limit_exceeded`` as the 429 code (we branch on the status).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from .._deadline import Deadline
+from .._errors import BackendError, ContentRejected, InvalidOutput, QuotaExceeded
+from .._types import GenerateRequest
+from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply
+from ._presets import preset_max_n
+from .base import Capabilities
+
+#: sizes per model family (provider_apis.md §1 `size` row)
+GPT_IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
+DALLE3_SIZES = ((1024, 1024), (1792, 1024), (1024, 1792))
+DALLE2_SIZES = ((256, 256), (512, 512), (1024, 1024))
+
+CONTENT_CODES = {"moderation_blocked", "content_policy_violation"}
+QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
+
+
+class OpenAISettings(RemoteSettings):
+    """``kind = "openai"``: OpenAI images or an OpenAI-compatible server."""
+
+    kind: Literal["openai"] = "openai"
+    model: str | None = "gpt-image-1"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    #: GPT image models: low | medium | high | auto; dall-e-3: standard | hd
+    quality: str | None = None
+    #: dall-e only: b64_json (default here, nothing to download) or url
+    response_format: Literal["b64_json", "url"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    moderation: Literal["low", "auto"] | None = None
+    style: Literal["vivid", "natural"] | None = None
+    organization: str | None = None
+    #: sizes a compatible server accepts, as "WxH"; empty = the model family's documented sizes
+    sizes: list[str] = Field(default_factory=list)
+    max_n: int | None = Field(default=None, ge=1, le=16)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, value: list[str]) -> list[str]:
+        for text in value:
+            width, sep, height = text.lower().partition("x")
+            if not (sep and width.isdigit() and height.isdigit()):
+                raise ValueError(f"`sizes` entries must look like '1024x1024' but one is {text!r}")
+        return value
+
+
+class OpenAIBackend(RemoteBackend):
+    """OpenAI ``/images/generations``."""
+
+    kind = "openai"
+    Settings: ClassVar[type[RemoteSettings]] = OpenAISettings
+    default_base_url = "https://api.openai.com/v1"
+    # dall-e result URLs live on Azure blob storage (provider_apis.md §1: URLs expire after 60 min)
+    default_download_hosts = ("*.blob.core.windows.net",)
+    settings: OpenAISettings
+
+    @classmethod
+    def capabilities_for(cls, settings: RemoteSettings) -> Capabilities:
+        assert isinstance(settings, OpenAISettings)
+        model = settings.model or ""
+        if settings.sizes:
+            sizes = tuple(_parse_size(s) for s in settings.sizes)
+        elif model.startswith("dall-e-3"):
+            sizes = DALLE3_SIZES
+        elif model.startswith("dall-e-2"):
+            sizes = DALLE2_SIZES
+        else:
+            sizes = GPT_IMAGE_SIZES
+        max_n = settings.max_n or preset_max_n("openai", model, 10)
+        return Capabilities(
+            max_width=max(w for w, _ in sizes), max_height=max(h for _, h in sizes), size_multiple=1,
+            max_n=max_n, default_width=1024, default_height=1024,
+            supports_negative_prompt=False, supports_seed=False, supports_steps=False,
+            supports_guidance=False, supports_scheduler=False, allowed_sizes=sizes,
+        )
+
+    def protocol(self, request: GenerateRequest, deadline: Deadline) -> Protocol:
+        body = self.request_body(request)
+        reply = yield Call("POST", "/images/generations", json=body, headers=self._headers())
+        assert reply is not None
+        data = reply.json()
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise self.error(InvalidOutput, "response has no `data` list", reply)
+        if not items:
+            raise self.error(ContentRejected, "the provider returned no images (filtered)", reply)
+        images = []
+        for item in items:
+            if isinstance(item, dict) and item.get("b64_json"):
+                images.append(self.decode_b64_image(item["b64_json"]))
+            elif isinstance(item, dict) and isinstance(item.get("url"), str):
+                got = yield Call("GET", item["url"], download=True)
+                assert got is not None
+                images.append(self.decode_image(got.body))
+            else:
+                raise self.error(InvalidOutput, "a `data` item has neither `b64_json` nor `url`", reply)
+        params = {"size": body["size"], **{k: data[k] for k in ("quality", "output_format") if k in data}}
+        return self.output(images, params=params, extra={"request_id": reply.headers.get("x-request-id")})
+
+    def request_body(self, request: GenerateRequest) -> dict[str, Any]:
+        """The exact JSON sent (after :meth:`validate`)."""
+        s = self.settings
+        width, height = self.effective_size(request)
+        body: dict[str, Any] = {"model": s.model, "prompt": request.prompt, "n": request.n,
+                                "size": f"{width}x{height}"}
+        is_dalle = (s.model or "").startswith("dall-e")
+        if is_dalle:
+            body["response_format"] = s.response_format or "b64_json"
+        for name in ("quality", "output_format", "moderation", "style"):
+            value = getattr(s, name)
+            if value is not None:
+                body[name] = value
+        return body
+
+    def _headers(self) -> dict[str, str]:
+        return {"OpenAI-Organization": self.settings.organization} if self.settings.organization else {}
+
+    def error_for(self, reply: Reply) -> BackendError:
+        message = self.provider_message(reply)
+        data = reply.json_or_none()
+        err = data.get("error") if isinstance(data, dict) else None
+        code = str(err.get("code") or err.get("type") or "") if isinstance(err, dict) else ""
+        if code in CONTENT_CODES:
+            return self.error(ContentRejected, message, reply)
+        if code in QUOTA_CODES:
+            return self.error(QuotaExceeded, message, reply)
+        return self.generic_error(reply, message)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)

@@ -1,0 +1,227 @@
+"""Replicate predictions: the create -> poll -> result job protocol, with cancel and resume.
+
+Wire format: ``POST {base_url}/v1/models/{owner}/{name}/predictions`` (or ``/v1/predictions``
+with ``version``), JSON ``{"input": {...}}``, ``Authorization: Bearer``; poll
+``GET /v1/predictions/{id}`` until ``status`` is ``succeeded | failed | canceled | aborted``;
+``POST /v1/predictions/{id}/cancel``; ``output`` is a result URL or a list of them (downloaded
+from ``replicate.delivery`` only). Sources: https://replicate.com/docs/reference/http and
+https://replicate.com/docs/topics/predictions/create-a-prediction, as captured in
+``provider_apis.md`` §6 (replicate-python ``prediction.py``, ``client.py``).
+
+Inputs are model-specific, so the mapping is configuration: ``inputs`` names the model's input
+for each of our knobs (``aspect_ratio``/``width``/``height``, ``n``, ``seed``, ``steps``,
+``guidance``, ``negative_prompt``); a knob with no name is refused. The size rule is the same
+nearest-ratio rule as the other aspect-ratio providers (``aspect_ratios``), or exact
+``width``/``height`` inputs when configured. Defaults fit ``black-forest-labs/flux-schnell``,
+whose input names are **unverified** in the reference (check the model's API tab).
+
+Paying once: the create POST is never retried (a retried create can start a second paid job);
+the job id is in :attr:`BackendOutput.job_id`, and on a timeout or cancel it rides on the
+exception (``exc.job_id``) after a best-effort cancel (``on_abandon = "cancel"``, the default,
+bounded by ``cancel_grace_s``) or is left running for :meth:`ReplicateBackend.resume`
+(``on_abandon = "keep"``). Unverified: 402 on exhausted credit, the ``Cancel-After`` duration
+syntax (sent only with ``server_deadline = true``), the text of NSFW failures (matched loosely).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from .._deadline import Deadline
+from .._errors import BackendError, ContentRejected, InvalidOutput, PixelrouteError, ValidationError
+from .._types import GenerateRequest
+from ._http import Call, Pause, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect
+from .base import BackendOutput, Capabilities
+
+TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SAFETY_WORDS = ("nsfw", "safety", "sensitive", "content policy", "flagged", "moderation")
+DEFAULT_RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
+
+
+class ReplicateSettings(RemoteSettings):
+    """``kind = "replicate"``. ``model`` is ``owner/name``; ``version`` pins a version id."""
+
+    kind: Literal["replicate"] = "replicate"
+    model: str | None = "black-forest-labs/flux-schnell"
+    version: str | None = None
+    api_key_env: str | None = "REPLICATE_API_TOKEN"
+    #: our knob -> the model's input name; knobs not listed are refused
+    inputs: dict[str, str] = Field(default_factory=lambda: {
+        "aspect_ratio": "aspect_ratio", "n": "num_outputs", "seed": "seed", "steps": "num_inference_steps"})
+    aspect_ratios: list[str] = Field(default_factory=lambda: list(DEFAULT_RATIOS))
+    #: fixed inputs sent with every prediction
+    extra_input: dict[str, Any] = Field(default_factory=lambda: {"output_format": "png"})
+    max_n: int = Field(default=4, ge=1, le=16)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    #: ``Prefer: wait=N`` on create (0 = return at once and poll)
+    prefer_wait_s: int = Field(default=0, ge=0, le=60)
+    on_abandon: Literal["cancel", "keep"] = "cancel"
+    #: time allowed to a cancel sent after the deadline passed
+    cancel_grace_s: float = Field(default=0.08, gt=0, le=5)
+    #: also send ``Cancel-After`` so the server stops the job at the deadline (unverified syntax)
+    server_deadline: bool = False
+
+
+class ReplicateBackend(RemoteBackend):
+    """Replicate predictions (official models by name, or any version id)."""
+
+    kind = "replicate"
+    Settings: ClassVar[type[RemoteSettings]] = ReplicateSettings
+    default_base_url = "https://api.replicate.com"
+    default_download_hosts = ("replicate.delivery", "*.replicate.delivery")
+    settings: ReplicateSettings
+
+    @classmethod
+    def capabilities_for(cls, settings: RemoteSettings) -> Capabilities:
+        assert isinstance(settings, ReplicateSettings)
+        names = settings.inputs
+        exact = "width" in names and "height" in names
+        return Capabilities(max_width=4096 if exact else 16384, max_height=4096 if exact else 16384,
+                            size_multiple=8 if exact else 1, max_n=settings.max_n if "n" in names else 1,
+                            supports_negative_prompt="negative_prompt" in names, supports_seed="seed" in names,
+                            supports_steps="steps" in names, supports_guidance="guidance" in names)
+
+    def validate(self, request: GenerateRequest) -> None:
+        super().validate(request)
+        self.request_body(request)
+
+    def request_body(self, request: GenerateRequest) -> dict[str, Any]:
+        """The exact JSON of the create call."""
+        s = self.settings
+        names = s.inputs
+        model_input: dict[str, Any] = {"prompt": request.prompt, **s.extra_input}
+        width, height = self.effective_size(request)
+        if "width" in names and "height" in names:
+            model_input[names["width"]] = width
+            model_input[names["height"]] = height
+        elif "aspect_ratio" in names:
+            ratios = {r: _ratio(r) for r in s.aspect_ratios}
+            model_input[names["aspect_ratio"]] = nearest_aspect(width, height, ratios, s.aspect_tolerance, self.name)
+        elif request.width is not None:
+            raise ValidationError(f"`width` cannot be honoured by backend `{self.name}` (no size input "
+                                  f"configured) but is {request.width}.", field="width", value=request.width)
+        knobs = {"n": request.n if "n" in names else None, "seed": request.seed, "steps": request.steps,
+                 "guidance": request.guidance, "negative_prompt": request.negative_prompt}
+        for knob, value in knobs.items():
+            if value is not None and knob in names:
+                model_input[names[knob]] = value
+        body: dict[str, Any] = {"input": model_input}
+        if s.version:
+            body["version"] = s.version
+        return body
+
+    def create_path(self) -> str:
+        s = self.settings
+        if s.version:
+            return "/v1/predictions"
+        owner, _, name = (s.model or "").partition("/")
+        if not owner or not name:
+            raise ValidationError(f"`model` must be 'owner/name' for backend `{self.name}` but is {s.model!r}",
+                                  field="model", value=s.model)
+        return f"/v1/models/{owner}/{name}/predictions"
+
+    def protocol(self, request: GenerateRequest, deadline: Deadline) -> Protocol:
+        s = self.settings
+        headers: dict[str, str] = {}
+        left = deadline.timeout()
+        if s.prefer_wait_s:
+            wait = s.prefer_wait_s if left is None else max(1, min(s.prefer_wait_s, int(left)))
+            headers["Prefer"] = f"wait={wait}"
+        if s.server_deadline and left is not None and s.on_abandon == "cancel":
+            headers["Cancel-After"] = f"{max(1, math.ceil(left))}s"
+        # never retried: a second create could start (and bill) a second job
+        reply = yield Call("POST", self.create_path(), json=self.request_body(request), headers=headers,
+                           retry=False)
+        assert reply is not None
+        job = self._prediction(reply)
+        return (yield from self._follow(job, reply))
+
+    def _follow(self, job: dict[str, Any], reply: Reply) -> Protocol:
+        job_id = str(job["id"])
+        try:
+            while job.get("status") not in TERMINAL:
+                yield Pause(self.settings.poll_interval_s)
+                polled = yield Call("GET", f"/v1/predictions/{job_id}")
+                assert polled is not None
+                reply, job = polled, self._prediction(polled)
+        except PixelrouteError as exc:
+            exc.job_id = job_id  # type: ignore[attr-defined]  # the engine records it for resume
+            if self.settings.on_abandon == "cancel":
+                yield Call("POST", f"/v1/predictions/{job_id}/cancel", grace_s=self.settings.cancel_grace_s)
+            raise
+        return (yield from self._collect(job, reply))
+
+    def _collect(self, job: dict[str, Any], reply: Reply) -> Protocol:
+        job_id = str(job["id"])
+        status = job.get("status")
+        if status != "succeeded":
+            text = str(job.get("error") or f"prediction {status}")
+            cls = ContentRejected if any(w in text.lower() for w in _SAFETY_WORDS) else BackendError
+            exc = self.error(cls, f"prediction {job_id} {status}: {text[:300]}", reply)
+            exc.job_id = job_id  # type: ignore[attr-defined]
+            raise exc
+        output = job.get("output")
+        urls = [output] if isinstance(output, str) else output if isinstance(output, list) else []
+        if not urls:
+            raise self.error(ContentRejected, f"prediction {job_id} succeeded with no output", reply)
+        images = []
+        for url in urls:
+            if not isinstance(url, str):
+                raise self.error(InvalidOutput, f"prediction {job_id} output is not a URL", reply)
+            got = yield Call("GET", url, download=True)
+            assert got is not None
+            images.append(self.decode_image(got.body))
+        metrics = job.get("metrics")
+        predict_s = metrics.get("predict_time") if isinstance(metrics, dict) else None
+        if not isinstance(predict_s, int | float):
+            predict_s = None
+        return self.output(images, job_id=job_id, gpu_s=predict_s,
+                           params={"input": job.get("input") if isinstance(job.get("input"), dict) else None})
+
+    def _prediction(self, reply: Reply) -> dict[str, Any]:
+        job = reply.json()
+        if not isinstance(job, dict) or not _JOB_ID.match(str(job.get("id", ""))):
+            raise self.error(InvalidOutput, "response is not a prediction object with an `id`", reply)
+        return job
+
+    # -- jobs that outlive a call ---------------------------------------------------------------
+
+    def resume(self, job_id: str, deadline: Deadline) -> BackendOutput:
+        """Collect job ``job_id`` (polling until ``deadline``), e.g. after a timed-out call."""
+        return self._drive(self._resume(job_id), deadline)
+
+    async def aresume(self, job_id: str, deadline: Deadline) -> BackendOutput:
+        return await self._adrive(self._resume(job_id), deadline)
+
+    def _resume(self, job_id: str) -> Protocol:
+        if not _JOB_ID.match(job_id):
+            raise ValidationError(f"`job_id` is not a Replicate prediction id: {job_id[:80]!r}",
+                                  field="job_id", value=job_id)
+        reply = yield Call("GET", f"/v1/predictions/{job_id}")
+        assert reply is not None
+        return (yield from self._follow(self._prediction(reply), reply))
+
+    def cancel_job(self, job_id: str) -> None:
+        """Cancel prediction ``job_id`` (a finished one cannot be cancelled; that is not an error)."""
+        if not _JOB_ID.match(job_id):
+            raise ValidationError(f"`job_id` is not a Replicate prediction id: {job_id[:80]!r}",
+                                  field="job_id", value=job_id)
+        grace = Deadline(min(self.settings.timeout_s, 10.0), clock=self._clock)
+        self._exchange_once(Call("POST", f"/v1/predictions/{job_id}/cancel"), grace)
+
+    def error_for(self, reply: Reply) -> BackendError:
+        return self.generic_error(reply, self.provider_message(reply))
+
+
+def _ratio(text: str) -> tuple[int, int]:
+    width, _, height = text.partition(":")
+    try:
+        return int(width), int(height)
+    except ValueError:
+        raise ValidationError(f"`aspect_ratios` entries must look like '16:9' but one is {text!r}",
+                              field="aspect_ratios", value=text) from None

@@ -1,0 +1,148 @@
+"""Stability AI REST v2beta: Stable Image Ultra / Core and SD3.5 (``/stable-image/generate/*``).
+
+Wire format: ``POST {base_url}/v2beta/stable-image/generate/{sd3|core|ultra}``, multipart/form-data
+(required even without a file), ``authorization: Bearer``, ``accept: image/*`` (raw bytes, metadata
+in ``finish-reason`` / ``seed`` headers) or ``accept: application/json`` (``{image, finish_reason,
+seed}``). Source: https://platform.stability.ai/docs/api-reference, as captured in
+``provider_apis.md`` §2.
+
+Mapping: size -> ``aspect_ratio`` (nearest ratio in |log(w/h)| within ``aspect_tolerance``, else
+refused; the provider chooses the pixel count, about 1 MP); ``negative_prompt``, ``seed``
+(1..4294967294: Stability reads 0 as "random", so seed 0 is refused rather than silently
+randomised); ``guidance`` -> ``cfg_scale`` (1..10, SD3.5 models only); ``model`` for sd3.5-*.
+No ``steps`` and one image per call (``n`` = 1). Errors: ``finish_reason: CONTENT_FILTERED``
+(a 200 with a blurred image) and 403 ``content_moderation`` -> ContentRejected; 402 ->
+QuotaExceeded; 429 -> RateLimited, with a 60 s ``retry_after`` when no header says otherwise
+(the documented 60-second lock-out). Unverified in the reference: the 402 body, ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from .._deadline import Deadline
+from .._errors import BackendError, ContentRejected, InvalidOutput, RateLimited, ValidationError
+from .._types import GenerateRequest
+from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect, retry_after
+from .base import Capabilities
+
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1, 1), "16:9": (16, 9), "9:16": (9, 16), "21:9": (21, 9), "9:21": (9, 21),
+    "3:2": (3, 2), "2:3": (2, 3), "5:4": (5, 4), "4:5": (4, 5),
+}
+MAX_SEED = 4_294_967_294
+#: the documented lock-out after a 429 ("timed out for 60 seconds")
+RATE_LIMIT_LOCKOUT_S = 60.0
+
+
+class StabilitySettings(RemoteSettings):
+    """``kind = "stability"``; ``model``: sd3.5-large, sd3.5-large-turbo, sd3.5-medium, sd3.5-flash, core, ultra."""
+
+    kind: Literal["stability"] = "stability"
+    model: str | None = "sd3.5-large"
+    api_key_env: str | None = "STABILITY_API_KEY"
+    #: ``image``: raw bytes (no base64 overhead); ``json``: base64 in a JSON body
+    accept: Literal["image", "json"] = "image"
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    style_preset: str | None = None
+
+
+class StabilityBackend(RemoteBackend):
+    """Stability v2beta Stable Image generation."""
+
+    kind = "stability"
+    Settings: ClassVar[type[RemoteSettings]] = StabilitySettings
+    default_base_url = "https://api.stability.ai"
+    settings: StabilitySettings
+
+    @classmethod
+    def capabilities_for(cls, settings: RemoteSettings) -> Capabilities:
+        sd3 = _endpoint(settings.model) == "sd3"
+        return Capabilities(max_width=16384, max_height=16384, size_multiple=1, max_n=1,
+                            supports_negative_prompt=True, supports_seed=True, supports_steps=False,
+                            supports_guidance=sd3, supports_scheduler=False)
+
+    def validate(self, request: GenerateRequest) -> None:
+        super().validate(request)
+        if request.seed is not None and not 1 <= request.seed <= MAX_SEED:
+            raise ValidationError(f"`seed` must be between 1 and {MAX_SEED} for backend `{self.name}` "
+                                  f"(Stability reads 0 as random) but is {request.seed}.",
+                                  field="seed", value=request.seed)
+        if request.guidance is not None and not 1 <= request.guidance <= 10:
+            raise ValidationError(f"`guidance` must be between 1 and 10 (cfg_scale) for backend `{self.name}` "
+                                  f"but is {request.guidance}.", field="guidance", value=request.guidance)
+        self.form_fields(request)  # the size rule refuses before anything is sent
+
+    def form_fields(self, request: GenerateRequest) -> dict[str, str]:
+        """The exact multipart fields sent."""
+        s = self.settings
+        width, height = self.effective_size(request)
+        fields = {"prompt": request.prompt, "output_format": s.output_format,
+                  "aspect_ratio": nearest_aspect(width, height, ASPECT_RATIOS, s.aspect_tolerance, self.name)}
+        if _endpoint(s.model) == "sd3" and s.model:
+            fields["model"] = s.model
+        if request.negative_prompt is not None:
+            fields["negative_prompt"] = request.negative_prompt
+        if request.seed is not None:
+            fields["seed"] = str(request.seed)
+        if request.guidance is not None:
+            fields["cfg_scale"] = _number(request.guidance)
+        if s.style_preset is not None:
+            fields["style_preset"] = s.style_preset
+        return fields
+
+    def protocol(self, request: GenerateRequest, deadline: Deadline) -> Protocol:
+        fields = self.form_fields(request)
+        accept = "application/json" if self.settings.accept == "json" else "image/*"
+        path = f"/v2beta/stable-image/generate/{_endpoint(self.settings.model)}"
+        reply = yield Call("POST", path, form=fields, headers={"accept": accept})
+        assert reply is not None
+        if reply.headers.get("content-type", "").startswith("application/json"):
+            data = reply.json()
+            if not isinstance(data, dict):
+                raise self.error(InvalidOutput, "response JSON is not an object", reply)
+            finish, seed, image_field = data.get("finish_reason"), data.get("seed"), data.get("image")
+            self._check_finish(finish, reply)
+            image = self.decode_b64_image(image_field)
+        else:
+            finish, seed = reply.headers.get("finish-reason"), reply.headers.get("seed")
+            self._check_finish(finish, reply)
+            image = self.decode_image(reply.body)
+        params: dict[str, Any] = {"aspect_ratio": fields["aspect_ratio"], "seed": _int_or_none(seed),
+                                  "guidance": request.guidance}
+        return self.output([image], params=params)
+
+    def _check_finish(self, finish: Any, reply: Reply) -> None:
+        if finish == "CONTENT_FILTERED":
+            raise self.error(ContentRejected, "output filtered by the content policy (CONTENT_FILTERED)", reply)
+        if finish not in (None, "SUCCESS"):
+            raise self.error(InvalidOutput, f"unexpected finish_reason {str(finish)[:40]!r}", reply)
+
+    def error_for(self, reply: Reply) -> BackendError:
+        message = self.provider_message(reply)
+        data = reply.json_or_none()
+        name = data.get("name") if isinstance(data, dict) else None
+        if reply.status == 403 and name == "content_moderation":
+            return self.error(ContentRejected, message, reply)
+        if reply.status == 429:
+            wait = retry_after(reply)
+            return self.error(RateLimited, message or "rate limited", reply,
+                              retry_after=RATE_LIMIT_LOCKOUT_S if wait is None else wait)
+        return self.generic_error(reply, message)
+
+
+def _endpoint(model: str | None) -> str:
+    if model in ("core", "ultra"):
+        return model
+    return "sd3"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

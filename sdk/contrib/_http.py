@@ -1,0 +1,322 @@
+"""What the Flask, Django and gateway endpoints share: request parsing, error bodies, image encoding.
+
+Framework-free on purpose: each integration turns its request into ``(body, headers)``, calls
+these functions and turns ``(status, body)`` back into its own response type.
+
+Error bodies follow OpenAI's shape so every client sees one format::
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "sla.deadline_s",
+               "code": "validation"}}
+
+Status codes: ``ValidationError`` and ``ContentRejected`` 400, auth 401/403, ``UnknownRequest``
+404, ``NoFeasibleBackend`` 422 (the body lists the candidates and why each failed the SLA),
+``RateLimited`` 429, ``ConfigError`` 500, other backend errors 502, ``BackendUnavailable``
+and ``Cancelled`` 503, ``DeadlineExceeded`` 504.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import (
+    BackendUnavailable,
+    Cancelled,
+    ConfigError,
+    ContentRejected,
+    DeadlineExceeded,
+    NoFeasibleBackend,
+    PixelrouteError,
+    QuotaExceeded,
+    RateLimited,
+    UnknownRequest,
+    ValidationError,
+)
+from .._redact import redact
+
+DEADLINE_HEADER = "X-Pixelroute-Deadline"
+MAX_COST_HEADER = "X-Pixelroute-Max-Cost"
+REQUEST_ID_HEADER = "X-Pixelroute-Request-Id"
+
+#: body keys that map straight onto ``generate()`` keyword arguments
+KNOBS = ("negative_prompt", "width", "height", "n", "steps", "guidance", "scheduler", "seed")
+GENERATE_KEYS = frozenset({"prompt", "sla", "backend", "response_format", *KNOBS})
+RESPONSE_FORMATS = ("b64_json", "png")
+#: the actions an auth hook is asked about
+ACTIONS = ("generate", "feedback", "trace", "metrics")
+
+
+@dataclass
+class GenerateCall:
+    """A validated ``POST /generate`` body: what to pass to ``generate()`` and how to answer."""
+
+    prompt: str
+    sla: dict[str, Any]
+    knobs: dict[str, Any] = field(default_factory=dict)
+    backend: str | None = None
+    response_format: str = "b64_json"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"sla": self.sla, "backend": self.backend, **self.knobs}
+
+
+class HTTPError(PixelrouteError):
+    """An error that only exists at the HTTP layer (auth, unsupported media type)."""
+
+    def __init__(self, status: int, message: str, *, type_: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.code = code
+        self.param = param
+
+
+def unauthorized(message: str = "authentication required") -> HTTPError:
+    return HTTPError(401, message, type_="authentication_error", code="unauthorized")
+
+
+def forbidden(action: str) -> HTTPError:
+    return HTTPError(
+        403, f"not allowed to `{action}`", type_="permission_error", code="forbidden", param=None
+    )
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Decode a request body; a clear 400 naming ``body`` when it is not JSON."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError("`body` must be UTF-8 encoded JSON", field="body", value=None) from None
+    if not raw.strip():
+        raise ValidationError("`body` must be a JSON object but is empty", field="body", value="")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"`body` must be valid JSON but is not: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            field="body",
+            value=raw[:80],
+        ) from None
+
+
+def parse_generate(body: Any, headers: Any, accept: str | None = None) -> GenerateCall:
+    """Validate a generate body; the SLA comes from ``body["sla"]`` or, key by key, from the headers.
+
+    A key in the body's ``sla`` beats the header of the same meaning. ``response_format`` beats
+    ``Accept`` (``image/png`` asks for PNG); the default is base64 JSON.
+    """
+    if not isinstance(body, dict):
+        raise ValidationError(
+            f"`body` must be a JSON object but is {type(body).__name__}", field="body", value=body
+        )
+    unknown = sorted(set(body) - GENERATE_KEYS)
+    if unknown:
+        raise ValidationError(
+            f"`{unknown[0]}` is not a known field; known: {', '.join(sorted(GENERATE_KEYS))}",
+            field=unknown[0],
+            value=body[unknown[0]],
+        )
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise ValidationError(f"`prompt` must be a string but is {prompt!r}", field="prompt", value=prompt)
+    sla = sla_from(body.get("sla"), headers)
+    backend = body.get("backend")
+    if backend is not None and not isinstance(backend, str):
+        raise ValidationError(
+            f"`backend` must be a string but is {backend!r}", field="backend", value=backend
+        )
+    fmt = body.get("response_format")
+    if fmt is None:
+        fmt = "png" if accept and "image/png" in accept and "application/json" not in accept else "b64_json"
+    if fmt not in RESPONSE_FORMATS:
+        raise ValidationError(
+            f"`response_format` must be one of {', '.join(RESPONSE_FORMATS)} but is {fmt!r}",
+            field="response_format",
+            value=fmt,
+        )
+    knobs = {k: body[k] for k in KNOBS if k in body}
+    for name, value in knobs.items():
+        # JSON true/false are ints to Python; a boolean where a number belongs is a mistake
+        if isinstance(value, bool) and name != "negative_prompt":
+            raise ValidationError(f"`{name}` must be a number but is {value!r}", field=name, value=value)
+    if fmt == "png" and int(knobs.get("n", 1) or 1) > 1:
+        raise ValidationError(
+            "`response_format` png returns one image; ask for b64_json when `n` > 1",
+            field="response_format",
+            value=fmt,
+        )
+    return GenerateCall(prompt=prompt, sla=sla, knobs=knobs, backend=backend, response_format=fmt)
+
+
+def sla_from(body_sla: Any, headers: Any) -> dict[str, Any]:
+    """The SLA mapping from the body's ``sla`` object and the ``X-Pixelroute-*`` headers."""
+    if body_sla is None:
+        body_sla = {}
+    if not isinstance(body_sla, dict):
+        raise ValidationError(f"`sla` must be an object but is {body_sla!r}", field="sla", value=body_sla)
+    sla: dict[str, Any] = {}
+    for key, header in (("deadline_s", DEADLINE_HEADER), ("max_cost_usd", MAX_COST_HEADER)):
+        raw = _header(headers, header)
+        if raw is not None:
+            sla[key] = _header_number(header, raw)
+    for key, value in body_sla.items():
+        if isinstance(value, bool) and key != "hedge":
+            raise ValidationError(
+                f"`sla.{key}` must be a number but is {value!r}", field=f"sla.{key}", value=value
+            )
+        sla[key] = value
+    from .._types import build_sla
+
+    try:
+        build_sla(sla)
+    except ValidationError as exc:
+        name = exc.field or "sla"
+        raise ValidationError(
+            str(exc).replace(f"`{name}`", f"`sla.{name}`"), field=f"sla.{name}", value=exc.value
+        ) from None
+    return sla
+
+
+def _header(headers: Any, name: str) -> str | None:
+    # any mapping-like with .get: werkzeug Headers, Django's request.headers, Starlette Headers
+    value: str | None = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower())
+    return value
+
+
+def _header_number(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError(
+            f"`{name}` header must be a number but is {raw!r}", field=name, value=raw
+        ) from None
+    if not math.isfinite(value):
+        raise ValidationError(
+            f"`{name}` header must be a finite number but is {raw!r}", field=name, value=raw
+        )
+    return value
+
+
+def parse_feedback(body: Any) -> tuple[float, str]:
+    """``{"seconds": 42.0, "verdict": "edited"}`` -> ``(42.0, "edited")``; the client checks values."""
+    if not isinstance(body, dict):
+        raise ValidationError(
+            f"`body` must be a JSON object but is {type(body).__name__}", field="body", value=body
+        )
+    unknown = sorted(set(body) - {"seconds", "verdict"})
+    if unknown:
+        raise ValidationError(
+            f"`{unknown[0]}` is not a known field; known: seconds, verdict",
+            field=unknown[0],
+            value=body[unknown[0]],
+        )
+    for key in ("seconds", "verdict"):
+        if key not in body:
+            raise ValidationError(f"`{key}` is required", field=key, value=None)
+    seconds, verdict = body["seconds"], body["verdict"]
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ValidationError(
+            f"`seconds` must be a number but is {seconds!r}", field="seconds", value=seconds
+        )
+    if not isinstance(verdict, str):
+        raise ValidationError(
+            f"`verdict` must be a string but is {verdict!r}", field="verdict", value=verdict
+        )
+    return float(seconds), verdict
+
+
+def png_bytes(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def result_json(result: Any) -> dict[str, Any]:
+    """The JSON answer to a generation: OpenAI's ``created``/``data`` plus pixelroute's own fields."""
+    return {
+        "created": _now(),
+        "data": [{"b64_json": base64.b64encode(png_bytes(img)).decode("ascii")} for img in result.images],
+        "request_id": result.request_id,
+        "backend": result.backend,
+        "cost_usd": result.cost_usd,
+        "latency_s": result.latency_s,
+    }
+
+
+def result_headers(result: Any) -> dict[str, str]:
+    return {
+        REQUEST_ID_HEADER: result.request_id,
+        "X-Pixelroute-Backend": result.backend,
+        "X-Pixelroute-Cost-Usd": f"{result.cost_usd:.6f}",
+    }
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time())
+
+
+def error_response(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """``(status, body, headers)`` for any exception; unexpected ones become an opaque 500."""
+    headers: dict[str, str] = {}
+    param: str | None = None
+    extra: dict[str, Any] = {}
+    if isinstance(exc, HTTPError):
+        status, type_, code, param = exc.status, exc.type, exc.code, exc.param
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(exc, ValidationError):
+        status, type_, code, param = 400, "invalid_request_error", exc.error_code, exc.field
+    elif isinstance(exc, ContentRejected):
+        status, type_, code = 400, "invalid_request_error", exc.error_code
+    elif isinstance(exc, UnknownRequest):
+        status, type_, code, param = 404, "not_found_error", exc.error_code, "request_id"
+    elif isinstance(exc, NoFeasibleBackend):
+        status, type_, code, param = 422, "invalid_request_error", exc.error_code, "sla"
+        extra["candidates"] = exc.candidates
+    elif isinstance(exc, RateLimited):
+        status, type_, code = 429, "rate_limit_error", exc.error_code
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    elif isinstance(exc, ConfigError):
+        status, type_, code = 500, "server_error", exc.error_code
+    elif isinstance(exc, BackendUnavailable | Cancelled):
+        status, type_, code = 503, "server_error", exc.error_code
+    elif isinstance(exc, DeadlineExceeded):
+        status, type_, code, param = 504, "timeout_error", exc.error_code, "sla.deadline_s"
+    elif isinstance(exc, QuotaExceeded | PixelrouteError):
+        status, type_, code = 502, "upstream_error", exc.error_code
+    else:
+        # never echo an unexpected exception: it may carry internals; the server log has it
+        return 500, _body("internal error", "server_error", None, "internal_error"), headers
+    body = _body(redact(str(exc)), type_, param, code)
+    body["error"].update(json.loads(json.dumps(extra, default=str)))
+    return status, body, headers
+
+
+def _body(message: str, type_: str, param: str | None, code: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def load_callable(path: str, setting: str) -> Any:
+    """Import ``"package.module:name"`` or ``"package.module.name"``; ``ConfigError`` naming ``setting``."""
+    import importlib
+
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"`{setting}` must name an importable callable but is {path!r}: {exc}") from None
+    if not callable(target):
+        raise ConfigError(f"`{setting}` must name a callable but {path!r} is {type(target).__name__}")
+    return target

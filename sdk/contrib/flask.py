@@ -1,0 +1,270 @@
+"""The Flask extension: one lazily built :class:`~sdk.Client` per app, and an optional blueprint.
+
+::
+
+    from flask import Flask
+    from sdk.contrib.flask import Pixelroute
+
+    pixelroute = Pixelroute()          # module level, no app yet (app-factory friendly)
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["PIXELROUTE_CONFIG"] = "pixelroute.toml"     # or PIXELROUTE_SETTINGS = {...}
+        pixelroute.init_app(app, auth=lambda request, action: request.headers.get("X-Key") == KEY)
+        return app
+
+    # in a view:  pixelroute.client.generate("a red bicycle", sla={"deadline_s": 8})
+
+Config keys: ``PIXELROUTE_CONFIG`` (a TOML path), ``PIXELROUTE_SETTINGS`` (a mapping), and the
+settings sections as keys of their own (``PIXELROUTE_TELEMETRY``, ``PIXELROUTE_ROUTER``,
+``PIXELROUTE_EXECUTION``, ``PIXELROUTE_BACKENDS``, ``PIXELROUTE_CACHE_DIR``), which override the
+file's. ``PIXELROUTE_BLUEPRINT`` (default ``True``) and ``PIXELROUTE_URL_PREFIX`` (default
+``/pixelroute``) control the endpoints; ``PIXELROUTE_AUTH`` may name the auth hook as
+``"module:function"``. Everything is validated by the same settings model at ``init_app`` time;
+a bad key raises ``ConfigError`` naming it.
+
+The auth hook is ``auth(request, action) -> bool`` with ``action`` one of ``generate``,
+``feedback``, ``trace``, ``metrics``. Without a hook every endpoint answers 401: an endpoint that
+spends money or reveals prompts is closed until the app says who may use it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._config import Settings, load_settings
+from .._errors import ConfigError, PixelrouteError
+from . import _http
+
+if TYPE_CHECKING:
+    from flask import Blueprint, Flask, Request, Response
+
+    from .._client import Client
+
+AuthHook = Callable[["Request", str], bool]
+ClientFactory = Callable[[Settings], "Client"]
+
+EXTENSION_KEY = "pixelroute"
+#: extension options read from app.config; every other PIXELROUTE_* key must be a settings field
+_OPTIONS = {
+    "PIXELROUTE_CONFIG",
+    "PIXELROUTE_SETTINGS",
+    "PIXELROUTE_BLUEPRINT",
+    "PIXELROUTE_URL_PREFIX",
+    "PIXELROUTE_AUTH",
+}
+
+
+def deny_all(request: Request, action: str) -> bool:
+    """The default auth hook: refuse everything until the app supplies its own."""
+    raise _http.unauthorized(
+        f"authentication required to `{action}`: no auth hook configured (pass `auth=` to init_app)"
+    )
+
+
+class _State:
+    """Per-app state in ``app.extensions["pixelroute"]``: settings, hook, the client once built."""
+
+    def __init__(self, settings: Settings, auth: AuthHook, factory: ClientFactory | None) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.factory = factory
+        self.lock = threading.Lock()
+        self.client: Client | None = None
+        self.closed = False
+
+    def get_client(self) -> Client:
+        if self.client is None:
+            with self.lock:
+                if self.closed:
+                    raise PixelrouteError("the pixelroute client of this app has been closed")
+                if self.client is None:
+                    if self.factory is not None:
+                        self.client = self.factory(self.settings)
+                    else:
+                        from .._client import Client
+
+                        self.client = Client(self.settings)
+        return self.client
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            client, self.client = self.client, None
+        if client is not None:
+            client.close()
+
+
+class Pixelroute:
+    """The extension object; holds no app (state lives in ``app.extensions``)."""
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        auth: AuthHook | None = None,
+        client_factory: ClientFactory | None = None,
+    ) -> None:
+        self._auth = auth
+        self._client_factory = client_factory
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(
+        self, app: Flask, *, auth: AuthHook | None = None, client_factory: ClientFactory | None = None
+    ) -> None:
+        """Validate the app's settings and register the blueprint; the client is built on first use."""
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigError(f"pixelroute is already initialised on app {app.name!r}")
+        settings = settings_from_config(app.config)
+        hook = auth or self._auth or _configured_auth(app.config) or deny_all
+        state = _State(settings, hook, client_factory or self._client_factory)
+        app.extensions[EXTENSION_KEY] = state
+        # one client per app for the life of the process; closed at interpreter exit, not per request
+        atexit.register(state.close)
+        if app.config.get("PIXELROUTE_BLUEPRINT", True):
+            app.register_blueprint(
+                make_blueprint(), url_prefix=app.config.get("PIXELROUTE_URL_PREFIX", "/pixelroute")
+            )
+
+    @property
+    def client(self) -> Client:
+        """The current app's client (built on first access)."""
+        from flask import current_app
+
+        return get_state(current_app).get_client()
+
+    def close(self, app: Flask) -> None:
+        """Close ``app``'s client now (tests, graceful shutdown hooks); it cannot be reused after."""
+        get_state(app).close()
+
+
+def get_state(app: Flask) -> _State:
+    try:
+        state: _State = app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise ConfigError(f"pixelroute is not initialised on app {app.name!r}: call init_app(app)") from None
+    return state
+
+
+def settings_from_config(config: Any) -> Settings:
+    """``app.config`` -> validated :class:`Settings`; errors name the ``PIXELROUTE_*`` key."""
+    import tomllib
+    from pathlib import Path
+
+    data: dict[str, Any] = {}
+    path = config.get("PIXELROUTE_CONFIG")
+    if path is not None:
+        try:
+            with Path(path).open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"`PIXELROUTE_CONFIG` names {str(path)!r}, which does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"`PIXELROUTE_CONFIG` file {str(path)!r} cannot be read: {exc}") from None
+    mapping = config.get("PIXELROUTE_SETTINGS")
+    if mapping is not None:
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"`PIXELROUTE_SETTINGS` must be a mapping but is {mapping!r}")
+        data.update({k.lower(): v for k, v in mapping.items()})
+    for key in config:
+        if not key.startswith("PIXELROUTE_") or key in _OPTIONS:
+            continue
+        field = key.removeprefix("PIXELROUTE_").lower()
+        if field not in Settings.model_fields:
+            known = sorted(_OPTIONS | {f"PIXELROUTE_{f.upper()}" for f in Settings.model_fields})
+            raise ConfigError(f"`{key}` is not a known setting (misspelt?); known: {', '.join(known)}")
+        data[field] = config[key]
+    try:
+        return load_settings(data)
+    except ConfigError as exc:
+        raise ConfigError(f"Flask config (PIXELROUTE_*): {exc}") from None
+
+
+def _configured_auth(config: Any) -> AuthHook | None:
+    target = config.get("PIXELROUTE_AUTH")
+    if target is None or callable(target):
+        return target
+    hook: AuthHook = _http.load_callable(str(target), "PIXELROUTE_AUTH")
+    return hook
+
+
+# -- the blueprint -------------------------------------------------------------------------------
+
+
+def make_blueprint() -> Blueprint:
+    """A fresh blueprint with the four endpoints (one per app, so apps never share state)."""
+    from flask import Blueprint, current_app, request
+
+    bp = Blueprint("pixelroute", __name__)
+
+    def authorize(action: str) -> _State:
+        state = get_state(current_app)
+        if not state.auth(request, action):
+            raise _http.forbidden(action)
+        return state
+
+    def json_body() -> Any:
+        if not request.is_json:
+            raise _http.ValidationError(
+                f"`Content-Type` must be application/json but is {request.content_type!r}",
+                field="Content-Type",
+                value=request.content_type,
+            )
+        return _http.parse_json(request.get_data(cache=False))
+
+    @bp.post("/generate")
+    def generate() -> Response:
+        state = authorize("generate")
+        call = _http.parse_generate(json_body(), request.headers, request.headers.get("Accept"))
+        result = state.get_client().generate(call.prompt, **call.kwargs())
+        headers = _http.result_headers(result)
+        if call.response_format == "png":
+            return current_app.response_class(
+                _http.png_bytes(result.images[0]), mimetype="image/png", headers=headers
+            )
+        return _json(_http.result_json(result), 200, headers)
+
+    @bp.post("/feedback/<request_id>")
+    def feedback(request_id: str) -> Response:
+        state = authorize("feedback")
+        seconds, verdict = _http.parse_feedback(json_body())
+        state.get_client().report_correction(request_id, seconds, verdict)
+        return _json({"request_id": request_id, "seconds": seconds, "verdict": verdict}, 200)
+
+    @bp.get("/trace/<request_id>")
+    def trace(request_id: str) -> Response:
+        state = authorize("trace")
+        return _json(state.get_client().trace(request_id), 200)
+
+    @bp.get("/metrics")
+    def metrics() -> Response:
+        state = authorize("metrics")
+        return current_app.response_class(
+            state.get_client().metrics_text(), mimetype="text/plain; version=0.0.4"
+        )
+
+    @bp.errorhandler(PixelrouteError)
+    def on_error(exc: PixelrouteError) -> Response:
+        status, body, headers = _http.error_response(exc)
+        if status >= 500:
+            current_app.logger.error("pixelroute request failed: %s", _http.redact(str(exc)))
+        return _json(body, status, headers)
+
+    return bp
+
+
+def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    from flask import current_app
+
+    response: Response = current_app.json.response(body)  # type: ignore[assignment]
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+__all__ = ["Pixelroute", "deny_all", "get_state", "make_blueprint", "settings_from_config"]

@@ -1,0 +1,255 @@
+"""The Flask extension through Flask's test client: every endpoint, auth, bad input, config errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from PIL import Image
+
+from sdk import ConfigError
+from sdk.contrib.flask import Pixelroute, get_state
+
+KEY = "let-me-in"
+
+
+def key_auth(request: Any, action: str) -> bool:
+    return bool(request.headers.get("X-Key") == KEY)
+
+
+def settings(tmp_path: Path, **backend: Any) -> dict[str, Any]:
+    return {
+        "telemetry": {"store": f"sqlite:///{tmp_path / 'flask.db'}"},
+        "backends": [{"name": "mock-a", "kind": "mock", **backend}, {"name": "mock-b", "kind": "mock"}],
+    }
+
+
+def make_app(tmp_path: Path, ext: Pixelroute | None = None, **config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config["PIXELROUTE_SETTINGS"] = settings(tmp_path)
+    app.config.update(config)
+    (ext or Pixelroute()).init_app(app, auth=key_auth)
+    return app
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = make_app(tmp_path)
+    yield app
+    get_state(app).close()
+
+
+def post(client: Any, path: str, json: Any = None, **kw: Any) -> Any:
+    headers = {"X-Key": KEY, **kw.pop("headers", {})}
+    return client.post(path, json=json, headers=headers, **kw)
+
+
+def test_generate_returns_base64_png_and_request_id(app: Flask) -> None:
+    r = post(
+        app.test_client(),
+        "/pixelroute/generate",
+        {"prompt": "a red bicycle", "width": 64, "height": 64, "seed": 3, "sla": {"deadline_s": 5}},
+    )
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    img = Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))
+    assert img.size == (64, 64)
+    assert body["backend"] in {"mock-a", "mock-b"}
+    assert r.headers["X-Pixelroute-Request-Id"] == body["request_id"]
+
+
+def test_generate_png_by_accept_header_and_pinned_backend(app: Flask) -> None:
+    r = post(
+        app.test_client(),
+        "/pixelroute/generate",
+        {"prompt": "a cat", "backend": "mock-b"},
+        headers={"Accept": "image/png"},
+    )
+    assert r.status_code == 200
+    assert r.mimetype == "image/png"
+    assert r.headers["X-Pixelroute-Backend"] == "mock-b"
+    assert Image.open(io.BytesIO(r.data)).format == "PNG"
+
+
+def test_feedback_then_trace_then_metrics(app: Flask) -> None:
+    c = app.test_client()
+    rid = post(c, "/pixelroute/generate", {"prompt": "a cat"}).get_json()["request_id"]
+    r = post(c, f"/pixelroute/feedback/{rid}", {"seconds": 42.5, "verdict": "edited"})
+    assert r.status_code == 200, r.get_json()
+    trace = c.get(f"/pixelroute/trace/{rid}", headers={"X-Key": KEY}).get_json()
+    assert trace["request_id"] == rid
+    assert trace["correction"]["seconds"] == 42.5
+    metrics = c.get("/pixelroute/metrics", headers={"X-Key": KEY})
+    assert metrics.status_code == 200
+    assert "pixelroute_requests" in metrics.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/pixelroute/generate"),
+        ("post", "/pixelroute/feedback/x"),
+        ("get", "/pixelroute/trace/x"),
+        ("get", "/pixelroute/metrics"),
+    ],
+)
+def test_default_hook_refuses_every_endpoint(tmp_path: Path, method: str, path: str) -> None:
+    app = Flask(__name__)
+    app.config["PIXELROUTE_SETTINGS"] = settings(tmp_path)
+    Pixelroute(app)
+    r = getattr(app.test_client(), method)(path, json={"prompt": "x"})
+    assert r.status_code == 401
+    assert r.get_json()["error"]["code"] == "unauthorized"
+    assert get_state(app).client is None  # refused before any client was built
+
+
+def test_hook_saying_no_gives_403(app: Flask) -> None:
+    r = app.test_client().post("/pixelroute/generate", json={"prompt": "x"}, headers={"X-Key": "wrong"})
+    assert r.status_code == 403
+    assert r.get_json()["error"]["type"] == "permission_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "param", "fragment"),
+    [
+        (
+            {"prompt": "x", "sla": {"deadline_s": -1}},
+            {},
+            "sla.deadline_s",
+            "`sla.deadline_s` must be positive",
+        ),
+        ({"prompt": "x", "sla": {"max_cost_usd": "lots"}}, {}, "sla.max_cost_usd", "sla.max_cost_usd"),
+        ({"prompt": "x"}, {"X-Pixelroute-Deadline": "soon"}, "X-Pixelroute-Deadline", "soon"),
+        ({"prompt": "x"}, {"X-Pixelroute-Max-Cost": "-2"}, "sla.max_cost_usd", "-2"),
+        ({"prompt": "x", "width": 1001, "height": 64}, {}, "width", "multiple of"),
+        ({"prompt": ""}, {}, "prompt", "must not be empty"),
+        ({"prompt": "x", "colour": "red"}, {}, "colour", "not a known field"),
+        ({"prompt": "x", "n": 2, "response_format": "png"}, {}, "response_format", "b64_json"),
+        (["prompt"], {}, "body", "JSON object"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(
+    app: Flask, body: Any, headers: dict[str, str], param: str, fragment: str
+) -> None:
+    r = post(app.test_client(), "/pixelroute/generate", body, headers=headers)
+    assert r.status_code == 400, r.get_json()
+    err = r.get_json()["error"]
+    assert err["param"] == param
+    assert fragment.replace(" be positive", "") in err["message"]
+
+
+def test_malformed_json_and_wrong_content_type(app: Flask) -> None:
+    c = app.test_client()
+    r = c.post(
+        "/pixelroute/generate", data="{not json", headers={"X-Key": KEY, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.get_json()["error"]["param"] == "body"
+    r = c.post("/pixelroute/generate", data="prompt=x", headers={"X-Key": KEY})
+    assert r.status_code == 400
+    assert r.get_json()["error"]["param"] == "Content-Type"
+
+
+def test_feedback_errors(app: Flask) -> None:
+    c = app.test_client()
+    assert post(c, "/pixelroute/feedback/nope", {"seconds": 1, "verdict": "accepted"}).status_code == 404
+    rid = post(c, "/pixelroute/generate", {"prompt": "a cat"}).get_json()["request_id"]
+    r = post(c, f"/pixelroute/feedback/{rid}", {"seconds": -3, "verdict": "edited"})
+    assert r.status_code == 400
+    assert r.get_json()["error"]["param"] == "seconds"
+    r = post(c, f"/pixelroute/feedback/{rid}", {"seconds": 3, "verdict": "meh"})
+    assert r.get_json()["error"]["param"] == "verdict"
+    r = post(c, f"/pixelroute/feedback/{rid}", {"verdict": "edited"})
+    assert (r.status_code, r.get_json()["error"]["param"]) == (400, "seconds")
+
+
+def test_trace_of_unknown_request_is_404(app: Flask) -> None:
+    r = app.test_client().get("/pixelroute/trace/does-not-exist", headers={"X-Key": KEY})
+    assert r.status_code == 404
+    assert r.get_json()["error"]["code"] == "unknown_request"
+
+
+def test_backend_failures_map_to_status_codes(tmp_path: Path) -> None:
+    app = Flask(__name__)
+    app.config["PIXELROUTE_SETTINGS"] = {
+        "telemetry": {"store": f"sqlite:///{tmp_path / 'f.db'}"},
+        "execution": {"max_attempts": 1},
+        "backends": [
+            {"name": "broken", "kind": "mock", "failure": "content_rejected"},
+            {"name": "slow", "kind": "mock", "delay_s": 2.0},
+        ],
+    }
+    Pixelroute(app, auth=key_auth)
+    c = app.test_client()
+    try:
+        r = post(c, "/pixelroute/generate", {"prompt": "x", "backend": "broken"})
+        assert (r.status_code, r.get_json()["error"]["code"]) == (400, "content_rejected")
+        r = post(c, "/pixelroute/generate", {"prompt": "x", "backend": "slow", "sla": {"deadline_s": 0.05}})
+        assert r.status_code in (422, 504), r.get_json()
+    finally:
+        get_state(app).close()
+
+
+def test_one_client_per_app_and_app_factory(tmp_path: Path) -> None:
+    ext = Pixelroute()
+    a = make_app(tmp_path / "a", ext)
+    b = make_app(tmp_path / "b", ext)
+    try:
+        with a.app_context():
+            first = ext.client
+            assert ext.client is first  # built once, reused across requests
+        with b.app_context():
+            assert ext.client is not first
+        post(a.test_client(), "/pixelroute/generate", {"prompt": "x"})
+        assert get_state(a).client is first
+    finally:
+        ext.close(a)
+        ext.close(b)
+    assert first._closed
+
+
+def test_config_file_and_section_keys(tmp_path: Path) -> None:
+    toml = tmp_path / "pixelroute.toml"
+    toml.write_text('[router]\nexploration = 0.0\n\n[[backends]]\nname = "m"\nkind = "mock"\n')
+    app = Flask(__name__)
+    app.config.update(
+        PIXELROUTE_CONFIG=str(toml),
+        PIXELROUTE_ROUTER={"exploration": 0.1},
+        PIXELROUTE_TELEMETRY={"store": f"sqlite:///{tmp_path / 'x.db'}"},
+        PIXELROUTE_BLUEPRINT=False,
+    )
+    Pixelroute(app)
+    s = get_state(app).settings
+    assert s.router.exploration == 0.1  # a section key overrides the file
+    assert [b.name for b in s.backends] == ["m"]
+    assert "pixelroute.generate" not in app.view_functions
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({"PIXELROUTE_ROUTERR": {}}, "`PIXELROUTE_ROUTERR` is not a known setting"),
+        ({"PIXELROUTE_ROUTER": {"exploration": 3}}, "router.exploration"),
+        ({"PIXELROUTE_CONFIG": "/nonexistent/p.toml"}, "`PIXELROUTE_CONFIG`"),
+        ({"PIXELROUTE_SETTINGS": [1]}, "`PIXELROUTE_SETTINGS` must be a mapping"),
+        ({"PIXELROUTE_AUTH": "no.such.module:hook"}, "`PIXELROUTE_AUTH`"),
+    ],
+)
+def test_bad_config_raises_config_error_naming_the_key(config: dict[str, Any], fragment: str) -> None:
+    app = Flask(__name__)
+    app.config.update(config)
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        Pixelroute(app)
+
+
+def test_auth_hook_from_config_string(tmp_path: Path) -> None:
+    app = make_app(tmp_path, PIXELROUTE_AUTH=f"{__name__}:key_auth")
+    try:
+        assert get_state(app).auth is key_auth
+    finally:
+        get_state(app).close()
