@@ -49,6 +49,7 @@ from .._errors import (
     BackendError,
     Cancelled,
     ConfigError,
+    ContentRejected,
     DeadlineExceeded,
     InvalidOutput,
     PixelrouteError,
@@ -282,6 +283,16 @@ class RemoteBackend(Backend):
         if status >= 500 or status == 408:
             return self.error(ServerError, message or "server error", reply)
         return self.error(BackendError, message or "request refused", reply)
+
+    def result_list(self, reply: Reply, key: str = "data") -> tuple[dict[str, Any], list[Any]]:
+        """The JSON object and its non-empty result list; an empty list is a silent moderation refusal."""
+        data = reply.json()
+        items = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(items, list):
+            raise self.error(InvalidOutput, f"response has no `{key}` list", reply)
+        if not items:
+            raise self.error(ContentRejected, "the provider returned no images (filtered)", reply)
+        return data, items
 
     def decode_image(self, data: bytes) -> Any:
         """A verified, fully loaded PIL image, or :class:`InvalidOutput`."""

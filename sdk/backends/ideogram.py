@@ -94,12 +94,7 @@ class IdeogramBackend(RemoteBackend):
         body = self.request_body(request)
         reply = yield Call("POST", "/generate", json=body)
         assert reply is not None
-        data = reply.json()
-        items = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(items, list):
-            raise self.error(InvalidOutput, "response has no `data` list", reply)
-        if not items:
-            raise self.error(ContentRejected, "the provider returned no images", reply)
+        _, items = self.result_list(reply)
         if any(not isinstance(i, dict) or i.get("is_image_safe") is False for i in items):
             # an unsafe image has no pixels at its url; a partial batch is not what was asked for
             raise self.error(ContentRejected, "output failed the safety check (is_image_safe: false)", reply)

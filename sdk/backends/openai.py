@@ -97,12 +97,7 @@ class OpenAIBackend(RemoteBackend):
         body = self.request_body(request)
         reply = yield Call("POST", "/images/generations", json=body, headers=self._headers())
         assert reply is not None
-        data = reply.json()
-        items = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(items, list):
-            raise self.error(InvalidOutput, "response has no `data` list", reply)
-        if not items:
-            raise self.error(ContentRejected, "the provider returned no images (filtered)", reply)
+        data, items = self.result_list(reply)
         images = []
         for item in items:
             if isinstance(item, dict) and item.get("b64_json"):
@@ -113,7 +108,8 @@ class OpenAIBackend(RemoteBackend):
                 images.append(self.decode_image(got.body))
             else:
                 raise self.error(InvalidOutput, "a `data` item has neither `b64_json` nor `url`", reply)
-        params = {"size": body["size"], **{k: data[k] for k in ("quality", "output_format") if k in data}}
+        params: dict[str, Any] = {"size": body["size"]}
+        params.update({k: data[k] for k in ("quality", "output_format") if k in data})
         return self.output(images, params=params, extra={"request_id": reply.headers.get("x-request-id")})
 
     def request_body(self, request: GenerateRequest) -> dict[str, Any]:

@@ -18,8 +18,8 @@ normally. ``server.always(...)`` installs a fault for every request. Faults: :fu
 from __future__ import annotations
 
 from ._server import (
-    Fault,
     FakeServer,
+    Fault,
     Recorded,
     Response,
     body,

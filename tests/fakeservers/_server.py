@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import random
 import re
@@ -159,10 +160,8 @@ class FakeServer:
         with self._lock:
             conns = list(self._connections)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._httpd.server_close()
         self._thread.join()
 
@@ -221,10 +220,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.server_owner._connections.add(self.connection)
 
     def finish(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass
         with self.server_owner._lock:
             self.server_owner._connections.discard(self.connection)
 
