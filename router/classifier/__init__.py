@@ -38,8 +38,9 @@ def ngram_buckets(prompt: str) -> np.ndarray:
     toks = tokens(prompt)
     grams = toks + [a + " " + b for a, b in zip(toks, toks[1:], strict=False)]
     grams.append("<bias-free>")  # keeps the array non-empty for an all-punctuation prompt
-    # presence, not counts: a set drops repeated n-grams before hashing
-    ids = {zlib.crc32(g.encode()) % N_BUCKETS for g in set(grams)}
+    # presence, not counts: a set drops repeated n-grams; sorted, because set order follows the
+    # per-process string hash and float32 sums in a different order differ in the last bits
+    ids = sorted({zlib.crc32(g.encode()) % N_BUCKETS for g in grams})
     return np.fromiter(ids, dtype=np.int64, count=len(ids))
 
 

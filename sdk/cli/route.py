@@ -1,0 +1,98 @@
+"""``pixelroute route``: what-if decisions for a JSONL of requests, without generating (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError, ValidationError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("route", help="the decisions the router would make, without generating")
+    p.add_argument("--config", metavar="F", required=True, help="pixelroute TOML config (backends, [router])")
+    p.add_argument("--model", metavar="DIR", help="router artifact (default: the config's; none = cold start)")
+    p.add_argument("--requests", metavar="FILE.jsonl", required=True,
+                   help='lines {"request_id", "prompt", "params", "sla", "context"}')
+    p.add_argument("--out", metavar="FILE.jsonl", required=True)
+    p.set_defaults(func=run)
+
+
+def backend_profiles(settings: Any) -> list[Any]:
+    """Router profiles for the configured backends (nothing is loaded or connected)."""
+    try:
+        from .._client import backend_profiles as from_client  # the client's own conversion, when present
+    except ImportError:
+        from router import BackendProfile
+
+        from ..backends import create_backend
+
+        return [BackendProfile.from_dict(create_backend(b).describe()) for b in settings.backends]
+    profiles: list[Any] = from_client(settings)
+    return profiles
+
+
+def decision_line(request_id: Any, decision: Any) -> dict[str, Any]:
+    """One §5 output line."""
+    return {
+        "request_id": request_id,
+        "backend": decision.backend,
+        "steps": decision.steps,
+        "fallbacks": [c.backend for c in decision.fallbacks],
+        "propensity": decision.propensity,
+        "explored": decision.explored,
+        "candidates": [{"backend": c.backend, "steps": c.steps, "feasible": c.feasible,
+                        "latency_p50_s": c.latency_p50_s, "latency_p95_s": c.latency_p95_s,
+                        "p_on_time": c.p_on_time, "p_fail": c.p_fail, "correction_s": c.correction_s,
+                        "cost_usd": c.cost_usd, "expected_total_usd": c.expected_total_usd, "why_not": c.why_not}
+                       for c in decision.candidates],
+        "reason": decision.reason,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from router import RouteContext, Router, RouteRequest, SLASpec
+
+    from .._config import load_settings
+
+    settings = load_settings(args.config)
+    rs = settings.router
+    model = args.model or rs.model
+    policy = {"correction_cost_per_hour": rs.correction_cost_per_hour, "exploration": rs.exploration,
+              "sla_confidence": rs.sla_confidence, "best_effort": rs.best_effort, "seed": rs.seed}
+    if model and Path(model).exists():
+        try:
+            router = Router.load(model, **policy)
+        except ValueError as exc:
+            raise ConfigError(f"`--model` {model!r}: {exc}") from exc
+    elif args.model:
+        raise ConfigError(f"`--model` directory {args.model!r} does not exist")
+    else:
+        router = Router.cold_start(**policy)
+    profiles = backend_profiles(settings)
+    if not profiles:
+        raise ConfigError(f"{args.config} configures no [[backends]] to route between")
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(args.requests) as src, tmp.open("w") as dst:
+            for number, line in enumerate(src, 1):
+                if not line.strip():
+                    continue
+                try:
+                    req = json.loads(line)
+                    sla = req.get("sla") or {}
+                    request = RouteRequest.from_dict(req["prompt"], req.get("params"), req.get("negative_prompt"))
+                    spec = SLASpec(sla.get("deadline_s"), sla.get("max_cost_usd"))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise ValidationError(f"`--requests` line {number}: {type(exc).__name__}: {exc}",
+                                          field=f"line {number}") from None
+                decision = router.decide(request, spec, profiles, RouteContext.from_dict(req.get("context")))
+                dst.write(json.dumps(decision_line(req.get("request_id"), decision)) + "\n")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return 0
