@@ -1,0 +1,147 @@
+"""Router core: feature schema, classifier, policy rules (feasibility, exploration, cold start)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import router
+from router import BackendProfile, BackendState, RouteContext, Router, RouteRequest, SLASpec
+from router.features import FEATURE_NAMES, N_FEATURES, candidate_matrix, prompt_vector, schema_hash
+from router.policy import PolicyConfig, Predictions, decide, expand_options
+
+ROUTER_DIR = Path(router.__file__).parent
+
+FAST = BackendProfile(name="fast", kind="diffusers", local=True, price={"per_gpu_second": 0.0014},
+                      default_steps=4, step_options=(4, 8), typical_latency_s=1.0,
+                      strengths={"typography": 0.1, "counting": 0.4, "composition": 0.3})
+TYPO = BackendProfile(name="typo", kind="ideogram", price={"per_image": 0.04}, typical_latency_s=9.0,
+                      strengths={"typography": 0.95, "counting": 0.7, "composition": 0.7})
+SLOW = BackendProfile(name="slow", kind="openai", price={"per_image": 0.04}, typical_latency_s=30.0)
+
+
+def test_exports_are_sorted_and_complete() -> None:
+    assert router.__all__ == sorted(router.__all__)
+    assert set(router.__all__) == {"Router", "Decision", "Candidate", "RouteRequest", "SLASpec", "BackendProfile",
+                                   "BackendState", "RouteContext", "train", "simulate"}
+
+
+def test_feature_schema_is_stable() -> None:
+    # a changed name, order or version must change the hash that artifacts are tied to
+    assert len(FEATURE_NAMES) == N_FEATURES == len(set(FEATURE_NAMES))
+    assert schema_hash() == schema_hash()
+    assert FEATURE_NAMES[:3] == ("prompt_chars", "prompt_words", "prompt_tokens_est")
+    assert schema_hash() == "424cc6dd9a2f26ce", "feature schema changed: bump SCHEMA_VERSION and retrain"
+
+
+def test_featurize_matches_between_serve_and_train_shapes() -> None:
+    req = RouteRequest('a sign that says "OPEN" behind two cats', width=512, height=768, steps=None)
+    rows = candidate_matrix(req, expand_options([FAST, TYPO]), RouteContext({"fast": BackendState(queue_depth=2)}),
+                            {"fast": 0, "typo": 1})
+    assert rows.shape == (3, N_FEATURES) and np.isfinite(rows).all()
+    col = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    assert rows[0, col["steps"]] == 4 and rows[1, col["steps"]] == 8
+    assert rows[0, col["queue_depth"]] == 2 and rows[2, col["queue_depth"]] == 0
+    assert rows[0, col["quoted_spans"]] == 1 and rows[0, col["number_words"]] == 1
+    assert rows[0, col["megapixels"]] == pytest.approx(512 * 768 / 1e6)
+    assert rows[0, col["p_typography"]] > 0.8
+
+
+def test_long_prompt_flags_the_clip_window() -> None:
+    vec = prompt_vector(" ".join(["word"] * 80))
+    assert vec[FEATURE_NAMES.index("prompt_over_clip_window")] == 1.0
+
+
+def _preds(p50: list[float], price: list[float], corr: list[float], p_fail: float = 0.01) -> Predictions:
+    n = len(p50)
+    return Predictions(np.array(p50), np.full(n, 0.2), np.full(n, p_fail), np.array(corr), np.array(price))
+
+
+def test_never_picks_infeasible_when_a_feasible_exists() -> None:
+    rng = np.random.default_rng(0)
+    options = expand_options([FAST, TYPO, SLOW])
+    cfg = PolicyConfig(exploration=0.0)
+    for _ in range(300):
+        n = len(options)
+        preds = _preds(list(rng.uniform(0.5, 40, n)), list(rng.uniform(0, 0.1, n)), list(rng.uniform(0, 300, n)))
+        sla = SLASpec(deadline_s=float(rng.uniform(1, 40)), max_cost_usd=float(rng.uniform(0.005, 0.1)))
+        d = decide(options, preds, sla, RouteContext(), cfg, rng, policy_name="t", router_version="t")
+        feasible = [c for c in d.candidates if c.feasible]
+        if feasible:
+            assert d.chosen is not None and d.chosen.feasible
+            assert d.chosen.expected_total_usd == min(c.expected_total_usd for c in feasible)
+            assert all(f.feasible for f in d.fallbacks) and d.backend not in [f.backend for f in d.fallbacks]
+        else:
+            assert d.backend is None and all(c.why_not for c in d.candidates)
+
+
+def test_open_breaker_and_budget_are_reasons() -> None:
+    r = Router.cold_start(exploration=0.0)
+    ctx = RouteContext({"fast": BackendState(breaker="open")})
+    d = r.decide(RouteRequest("a cat"), SLASpec(deadline_s=5.0, max_cost_usd=0.01), [FAST, TYPO], ctx)
+    assert d.backend is None
+    reasons = {c.backend: c.why_not for c in d.candidates}
+    assert "breaker" in reasons["fast"] and "price" in reasons["typo"] and "P(on time)" in reasons["typo"]
+    best = Router.cold_start(exploration=0.0, best_effort=True)
+    assert best.decide(RouteRequest("a cat"), SLASpec(deadline_s=5.0, max_cost_usd=0.01), [FAST, TYPO], ctx
+                       ).backend == "typo"
+
+
+def test_exploration_only_with_slack_and_propensities_sum_to_one() -> None:
+    options = expand_options([FAST, TYPO, SLOW])
+    preds = _preds([1.0, 2.0, 5.0, 10.0], [0.001, 0.002, 0.04, 0.04], [20, 20, 25, 30])
+    cfg = PolicyConfig(exploration=0.3)
+    rng = np.random.default_rng(1)
+    roomy = SLASpec(deadline_s=60.0, max_cost_usd=1.0)
+    chosen: dict[tuple[str | None, int | None], list[float]] = {}
+    for _ in range(2000):
+        d = decide(options, preds, roomy, RouteContext(), cfg, rng, policy_name="t", router_version="t")
+        chosen.setdefault((d.backend, d.steps), []).append(d.propensity)
+    # every option's logged propensity is exact: distinct choices' propensities sum to 1
+    assert sum(v[0] for v in chosen.values()) == pytest.approx(1.0)
+    for props in chosen.values():
+        assert len(set(props)) == 1
+    assert len(chosen) == 4 and chosen[("fast", 4)][0] == pytest.approx(0.7)
+    # tight deadline: no slack, so never explore
+    tight = SLASpec(deadline_s=2.2, max_cost_usd=1.0)
+    for _ in range(300):
+        d = decide(options, preds, tight, RouteContext(), cfg, rng, policy_name="t", router_version="t")
+        assert not d.explored and d.propensity == 1.0
+
+
+def test_cold_start_hybrid_rule() -> None:
+    r = Router.cold_start(exploration=0.0)
+    sla = SLASpec(deadline_s=30.0, max_cost_usd=0.1)
+    simple = r.decide(RouteRequest("a watercolor painting of a fox"), sla, [FAST, TYPO])
+    text = r.decide(RouteRequest('a neon sign that says "OPEN 24 HOURS" in a shop window'), sla, [FAST, TYPO])
+    assert simple.backend == "fast" and text.backend == "typo"
+    assert r.policy_name == "cold_start" and r.version == "cold-start"
+
+
+def test_classifier_beats_majority_on_held_out(shared_dir: Path) -> None:
+    from router.classifier import CLASSES, default_classifier
+    from router.classifier.train import auc, load_examples
+
+    clf = default_classifier()
+    held = [(t, lab) for t, lab, h in load_examples(shared_dir) if h]
+    probs = np.array([clf.predict(t) for t, _ in held])
+    labels = np.array([lab for _, lab in held])
+    for k, name in enumerate(CLASSES):
+        known = labels[:, k] >= 0
+        y, p = labels[known, k], probs[known, k]
+        majority = max(y.mean(), 1 - y.mean())
+        acc = ((p >= 0.5) == y).mean()
+        assert acc > majority + 0.05, f"{name}: accuracy {acc:.3f} vs majority {majority:.3f}"
+        assert auc(y, p) > 0.9, name
+
+
+def test_no_pickle_anywhere_in_the_router() -> None:
+    for path in ROUTER_DIR.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any(n.split(".")[0] in ("pickle", "joblib", "cloudpickle", "dill") for n in names), path
