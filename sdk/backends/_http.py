@@ -40,8 +40,15 @@ from typing import Any, ClassVar
 
 import httpx
 from pydantic import Field
-from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity import wait_exponential_jitter as _wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 from tenacity.stop import stop_base
 
 from .._deadline import Deadline
@@ -374,8 +381,10 @@ class RemoteBackend(Backend):
 
     def _retrying_kwargs(self, call: Call, deadline: Deadline, run: _Run) -> dict[str, Any]:
         attempts = 1 + (self.settings.max_retries if call.retry else 0)
-        backoff = _wait_exponential_jitter(initial=self.settings.retry_base_s, max=30.0,
-                                           jitter=self.settings.retry_base_s)
+        base = self.settings.retry_base_s
+        # wait_exponential_jitter's schedule, spelt in strategies that exist in every tenacity >= 8.2
+        # (its `initial` argument is deprecated in 9.x and `multiplier` is missing from 8.x)
+        backoff = wait_exponential(multiplier=base, max=30.0) + wait_random(0, base)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -527,7 +536,7 @@ class RemoteBackend(Backend):
         if call.form is not None:
             # an empty file part forces multipart/form-data, which Stability and Ideogram v3 require
             args["data"] = dict(call.form)
-            args["files"] = {"none": ("", b"")}
+            args["files"] = {"none": ("none", b"")}  # what `requests` sends for files={"none": ""}
         return args
 
     def _accept(self, reply: Reply) -> Reply:
@@ -570,6 +579,7 @@ class RemoteBackend(Backend):
     def _check_download(self, url: httpx.URL, resolve: Callable[[str, int], list[str]]) -> None:
         host, port = self._check_download_host(url)
         self._check_addresses(url, resolve(host, port))
+        self._check_scheme(url)
 
     async def _acheck_download(self, url: httpx.URL) -> None:
         host, port = self._check_download_host(url)
@@ -579,12 +589,14 @@ class RemoteBackend(Backend):
         except OSError as exc:
             raise self.error(InvalidOutput, f"result URL host `{host}` does not resolve") from exc
         self._check_addresses(url, [str(info[4][0]) for info in infos])
+        self._check_scheme(url)
+
+    def _check_scheme(self, url: httpx.URL) -> None:
+        if url.scheme != "https" and not (url.scheme == "http" and self.settings.allow_private_download_hosts):
+            raise self.error(InvalidOutput, f"result URL {_url_for_message(str(url))} is not https")
 
     def _check_download_host(self, url: httpx.URL) -> tuple[str, int]:
-        private_ok = self.settings.allow_private_download_hosts
         shown = _url_for_message(str(url))
-        if url.scheme != "https" and not (url.scheme == "http" and private_ok):
-            raise self.error(InvalidOutput, f"result URL {shown} is not https")
         host = url.host.lower()
         if not any(_host_matches(host, pattern) for pattern in self.allowed_hosts()):
             raise self.error(InvalidOutput, f"result URL {shown} is not on an allowed host "
