@@ -23,16 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def backend_profiles(settings: Any) -> list[Any]:
     """Router profiles for the configured backends (nothing is loaded or connected)."""
-    try:
-        from .._client import backend_profiles as from_client  # the client's own conversion, when present
-    except ImportError:
-        from router import BackendProfile
+    import importlib
 
-        from ..backends import create_backend
+    from_client = getattr(importlib.import_module("sdk._client"), "backend_profiles", None)
+    if from_client is not None:  # the client's own conversion, when it provides one
+        profiles: list[Any] = from_client(settings)
+        return profiles
+    from router import BackendProfile
 
-        return [BackendProfile.from_dict(create_backend(b).describe()) for b in settings.backends]
-    profiles: list[Any] = from_client(settings)
-    return profiles
+    from ..backends import create_backend
+
+    return [BackendProfile.from_dict(create_backend(b).describe()) for b in settings.backends]
 
 
 def decision_line(request_id: Any, decision: Any) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     rs = settings.router
     model = args.model or rs.model
-    policy = {"correction_cost_per_hour": rs.correction_cost_per_hour, "exploration": rs.exploration,
+    policy: dict[str, Any] = {"correction_cost_per_hour": rs.correction_cost_per_hour, "exploration": rs.exploration,
               "sla_confidence": rs.sla_confidence, "best_effort": rs.best_effort, "seed": rs.seed}
     if model and Path(model).exists():
         try:
