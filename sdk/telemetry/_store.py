@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from .._errors import ConfigError, UnknownRequest, ValidationError
-from .._redact import redact
+from .._redact import _secrets, redact
 from ._record import canonical_ts, format_ts, now_ts, parse_ts, validate_correction
 
 Row = tuple[str, int, str, str | None, bool | None, str | None, str]
@@ -107,24 +107,28 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# One encoder, built once: json.dumps() with non-default options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False)
+
+
 def _dumps(record: dict[str, Any]) -> str:
     try:
-        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False)
-    except ValueError:
-        text = json.dumps(_finite(record), ensure_ascii=False, separators=(",", ":"), default=_json_default)
+        text = _ENCODER.encode(record)
+    except ValueError:  # NaN or infinity somewhere
+        text = _ENCODER.encode(_finite(record))
     return scrub(text)
 
 
-_CREDENTIAL_HINTS = ("authorization", "bearer", "api-key", "api_key", "apikey")
+# Lower-casing plus three substring tests cost ~1.7 us a record, the case-insensitive regexes of
+# `redact` ~5 us: those run only when a credential word (or a registered secret) appears.
+_API_KEY = re.compile(r"api[-_ ]?key")
 
 
 def scrub(text: str) -> str:
     """Mask secrets in a serialized record; the regex pass runs only when a credential word appears."""
     low = text.lower()
-    if any(hint in low for hint in _CREDENTIAL_HINTS):
+    if "authoriz" in low or "bearer" in low or ("api" in low and _API_KEY.search(low)):
         return redact(text)
-    from .._redact import _secrets  # registered secret values: a plain substring test is cheap
-
     for secret in tuple(_secrets):
         if secret in text:
             return redact(text)

