@@ -1,0 +1,55 @@
+"""``pixelroute serve``: the OpenAI-compatible gateway (:mod:`sdk.gateway`) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .._errors import ConfigError
+
+DEFAULT_KEY_ENV = "PIXELROUTE_GATEWAY_KEY"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP gateway (POST /v1/images/generations)")
+    p.add_argument(
+        "--config", metavar="FILE", help="pixelroute TOML config (default: the embedded tiny backends)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--api-key-env",
+        default=DEFAULT_KEY_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the bearer key clients must send (default: {DEFAULT_KEY_ENV})",
+    )
+    p.add_argument(
+        "--no-auth", action="store_true", help="accept requests without a key (only on a loopback --host)"
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..gateway import create_app
+
+    api_key = os.environ.get(args.api_key_env) or None
+    if api_key is None and not args.no_auth:
+        raise ConfigError(
+            f"`{args.api_key_env}` is not set: export a key for clients to send, or pass --no-auth "
+            "to serve without one on a loopback --host"
+        )
+    if args.no_auth and args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"`--no-auth` is only allowed on a loopback `--host` but it is {args.host!r}")
+    if args.config is None:
+        print(
+            "pixelroute: no --config given: serving the embedded default (tiny pipelines, RANDOM weights)",
+            file=sys.stderr,
+        )
+    app = create_app(args.config, api_key=api_key, allow_anonymous=args.no_auth)
+    # one worker process: the client, its telemetry writer and breakers live in this process
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws="none")
+    return 0

@@ -1,0 +1,255 @@
+"""An OpenAI-compatible HTTP gateway over :class:`~sdk.AsyncClient` (``pixelroute serve``).
+
+Any language's OpenAI client can use the router::
+
+    from openai import OpenAI
+    oai = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=os.environ["PIXELROUTE_GATEWAY_KEY"])
+    img = oai.images.generate(model="auto", prompt="a red bicycle", size="1024x1024",
+                              response_format="b64_json",
+                              extra_body={"sla": {"deadline_s": 8, "max_cost_usd": 0.05}, "seed": 7})
+
+Endpoints:
+
+============================================  ====================================================
+``POST /v1/images/generations``               OpenAI's images API; ``model: "auto"`` routes, a
+                                              backend name pins; ``size`` ``"WxH"``; ``n``;
+                                              ``response_format`` ``b64_json``. Extra body keys:
+                                              ``sla``, ``seed``, ``steps``, ``guidance``,
+                                              ``negative_prompt``, ``scheduler``.
+``POST /v1/feedback/{request_id}``            ``{"seconds": 42.0, "verdict": "edited"}``
+``GET /v1/trace/{request_id}``                the stored trace
+``GET /v1/models``                            ``auto`` and every configured backend
+``GET /metrics``                              Prometheus text
+``GET /healthz``                              liveness and breaker states (no auth)
+============================================  ====================================================
+
+The SLA also comes from the ``X-Pixelroute-Deadline`` / ``X-Pixelroute-Max-Cost`` headers.
+Every request but ``/healthz`` needs ``Authorization: Bearer <key>``; with no key configured
+the gateway refuses everything unless built with ``allow_anonymous=True``. Errors have
+OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (statuses in
+:mod:`sdk.contrib._http`). ``response_format: "url"`` is refused: the gateway keeps no images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ValidationError
+from .contrib import _http
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from ._client import AsyncClient, ConfigSource
+
+logger = logging.getLogger("pixelroute.gateway")
+
+#: OpenAI parameters we accept; anything else is refused by name rather than silently ignored
+_OPENAI_KEYS = {"prompt", "model", "n", "size", "response_format", "user", "output_format"}
+_EXTENSION_KEYS = {"sla", "seed", "steps", "guidance", "negative_prompt", "scheduler"}
+#: images above this many pixels are PNG-encoded off the event loop
+_ENCODE_INLINE_PIXELS = 256 * 256
+
+
+def create_app(
+    config: ConfigSource = None,
+    *,
+    client: AsyncClient | None = None,
+    api_key: str | None = None,
+    allow_anonymous: bool = False,
+) -> Starlette:
+    """The Starlette app. It builds an :class:`AsyncClient` from ``config`` at startup (unless
+    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route
+
+    state: dict[str, Any] = {"client": client}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = state["client"] is None
+        if owned:
+            from ._client import AsyncClient
+
+            state["client"] = await asyncio.to_thread(AsyncClient, config)
+        try:
+            yield
+        finally:
+            if owned:
+                await state["client"].aclose()
+
+    def current() -> AsyncClient:
+        c: AsyncClient | None = state["client"]
+        if c is None:
+            raise _http.HTTPError(503, "the gateway is starting", type_="server_error", code="starting")
+        return c
+
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                _authorize(request, api_key, allow_anonymous)
+                return await handler(request)
+            except Exception as exc:  # every failure leaves as an OpenAI-style error body
+                return _error(exc)
+
+        return endpoint
+
+    async def generations(request: Request) -> Response:
+        client = current()
+        body = _http.parse_json(await request.body())
+        try:
+            call = _openai_call(body, request.headers, client)
+            result = await client.generate(call.prompt, **call.kwargs())
+        except ValidationError as exc:
+            if exc.field in ("width", "height"):  # the caller wrote `size`, so name `size`
+                raise ValidationError(
+                    f"`size` {body.get('size')!r} is not accepted: {exc}",
+                    field="size",
+                    value=body.get("size"),
+                ) from None
+            raise
+        if sum(w * h for w, h in (img.size for img in result.images)) > _ENCODE_INLINE_PIXELS:
+            answer = await asyncio.to_thread(_http.result_json, result)
+        else:
+            answer = _http.result_json(result)
+        return _json(answer, 200, _http.result_headers(result))
+
+    async def feedback(request: Request) -> Response:
+        client = current()
+        request_id = request.path_params["request_id"]
+        seconds, verdict = _http.parse_feedback(_http.parse_json(await request.body()))
+        await asyncio.to_thread(client.report_correction, request_id, seconds, verdict)
+        return _json({"request_id": request_id, "seconds": seconds, "verdict": verdict}, 200)
+
+    async def trace(request: Request) -> Response:
+        return _json(await asyncio.to_thread(current().trace, request.path_params["request_id"]), 200)
+
+    async def models(request: Request) -> Response:
+        names = ["auto", *current().backends]
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "pixelroute"} for n in names]
+        return _json({"object": "list", "data": data}, 200)
+
+    async def metrics(request: Request) -> Response:
+        from starlette.responses import PlainTextResponse
+
+        text = await asyncio.to_thread(current().metrics_text)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    async def healthz(request: Request) -> Response:
+        try:
+            return _json({"status": "ok", "backends": current().health()}, 200)
+        except Exception as exc:
+            return _error(exc)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        err = _http.HTTPError(
+            status,
+            f"{request.method} {request.url.path}: {exc}",
+            type_="invalid_request_error",
+            code="not_found" if status == 404 else "http_error",
+        )
+        return _error(err)
+
+    routes = [
+        Route("/v1/images/generations", guarded(generations), methods=["POST"]),
+        Route("/v1/feedback/{request_id}", guarded(feedback), methods=["POST"]),
+        Route("/v1/trace/{request_id}", guarded(trace), methods=["GET"]),
+        Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/metrics", guarded(metrics), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
+
+
+def _authorize(request: Request, api_key: str | None, allow_anonymous: bool) -> None:
+    if api_key is None:
+        if allow_anonymous:
+            return
+        raise _http.unauthorized("authentication required: the gateway has no API key configured")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _http.unauthorized("authentication required: send `Authorization: Bearer <key>`")
+    if not hmac.compare_digest(token.encode(), api_key.encode()):
+        raise _http.HTTPError(
+            401, "the API key is not valid", type_="authentication_error", code="invalid_api_key"
+        )
+
+
+def _openai_call(body: Any, headers: Any, client: AsyncClient) -> _http.GenerateCall:
+    """Translate an OpenAI images body into pixelroute's, so one parser validates both."""
+    if not isinstance(body, dict):
+        raise ValidationError(
+            f"`body` must be a JSON object but is {type(body).__name__}", field="body", value=body
+        )
+    unknown = sorted(set(body) - _OPENAI_KEYS - _EXTENSION_KEYS)
+    if unknown:
+        raise ValidationError(
+            f"`{unknown[0]}` is not supported by the pixelroute gateway; supported: "
+            f"{', '.join(sorted(_OPENAI_KEYS | _EXTENSION_KEYS))}",
+            field=unknown[0],
+            value=body[unknown[0]],
+        )
+    fmt = body.get("response_format") or "b64_json"
+    if fmt != "b64_json":
+        raise ValidationError(
+            f"`response_format` must be b64_json (the gateway keeps no images) but is {fmt!r}",
+            field="response_format",
+            value=fmt,
+        )
+    if body.get("output_format") not in (None, "png"):
+        raise ValidationError(
+            f"`output_format` must be png but is {body['output_format']!r}",
+            field="output_format",
+            value=body["output_format"],
+        )
+    inner = {k: body[k] for k in _EXTENSION_KEYS | {"prompt", "n"} if k in body}
+    model = body.get("model")
+    if model not in (None, "auto"):
+        if model not in client.backends:
+            raise ValidationError(
+                f"`model` must be auto or one of {', '.join(client.backends)} but is {model!r}",
+                field="model",
+                value=model,
+            )
+        inner["backend"] = model
+    inner.update(_size(body.get("size")))
+    return _http.parse_generate(inner, headers)
+
+
+def _size(size: Any) -> dict[str, int]:
+    if size in (None, "auto"):
+        return {}
+    if isinstance(size, str):
+        w, sep, h = size.lower().partition("x")
+        if sep and w.isdigit() and h.isdigit():
+            return {"width": int(w), "height": int(h)}
+    raise ValidationError(
+        f'`size` must be "WIDTHxHEIGHT" (e.g. "1024x1024") or auto but is {size!r}', field="size", value=size
+    )
+
+
+def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _error(exc: BaseException) -> Response:
+    status, body, headers = _http.error_response(exc)
+    if status >= 500:
+        logger.error("gateway request failed: %s", _http.redact(f"{type(exc).__name__}: {exc}"))
+    return _json(body, status, headers)
+
+
+__all__ = ["create_app"]
