@@ -1,0 +1,263 @@
+"""Scenario runs on mock local and remote backends: the report, the scores, the feedback loop, the CLI.
+
+The report is also rendered in headless Chromium (Debian's ``chromium``) and its screenshot
+checked for the report's own colours and the inlined images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from sdk import BackendOutput, Client, GenerateRequest, MockBackend, Price, ServerError
+from sdk._config import load_settings
+from sdk._deadline import Deadline
+from sdk.backends.base import BackendSettings
+from sdk.cli import main
+from sdk.scenarios import (
+    OcrScorer,
+    Progress,
+    Review,
+    ScenarioPrompt,
+    builtin_suite,
+    run_scenarios,
+    write_report,
+)
+from sdk.scenarios.suite import quoted_text
+
+MAGENTA = (255, 0, 255)
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def letterer(request: GenerateRequest, deadline: Deadline) -> BackendOutput:
+    """A 'perfect typography' backend: it paints the quoted text of the prompt, black on white."""
+    img = Image.new("RGB", (256, 128), "white")
+    text = quoted_text(request.prompt)
+    if text:
+        ImageDraw.Draw(img).text((10, 40), text, fill="black", font=_font(28))
+    else:
+        ImageDraw.Draw(img).rectangle((40, 20, 200, 100), fill=MAGENTA)
+    return BackendOutput(images=[img], gpu_s=0.5, params={"width": 256, "height": 128})
+
+
+def flaky(request: GenerateRequest, deadline: Deadline) -> BackendOutput:
+    # fail on 3 of the 10 prompts of builtin_suite().limited(2): below the circuit breaker's 50% rate
+    if request.prompt.split()[0] in ("three", "exactly", "one"):
+        raise ServerError("upstream 503")
+    return BackendOutput(images=[Image.new("RGB", (64, 64), (30, 120, 200))])
+
+
+def build_client(tmp_path: Path) -> Client:
+    def mk(name: str, handler: object, price: Price, local: bool) -> MockBackend:
+        settings = BackendSettings(name=name, kind="mock", price=price, typical_latency_s=0.5)
+        return MockBackend(name, handler, settings=settings, local=local)  # type: ignore[arg-type]
+
+    backends = [
+        mk("local-lettering", letterer, Price(per_gpu_second=0.0014), True),
+        mk("remote-solid", None, Price(per_image=0.04), False),
+        mk("remote-flaky", flaky, Price(per_image=0.02), False),
+    ]
+    cfg = load_settings({"router": {"exploration": 0.0, "seed": 1}})
+    return Client(cfg, backends=backends, store=f"sqlite:///{tmp_path / 'telemetry.db'}")
+
+
+def test_run_covers_every_scenario_and_backend_and_logs_through_the_client(tmp_path: Path) -> None:
+    suite = builtin_suite().limited(2)
+    stream = io.StringIO()
+    reviewed: list[str] = []
+
+    def reviewer(sample, image) -> Review | None:  # type: ignore[no-untyped-def]
+        reviewed.append(sample.backend)
+        return Review("edited", 30.0) if sample.backend == "remote-solid" else None
+
+    with build_client(tmp_path) as client:
+        result = run_scenarios(client, suite, seeds=2, base_seed=5, scorers={}, reviewer=reviewer,
+                               progress=Progress(1, stream))
+        assert len(result.samples) == 5 * 2 * 2 * 3
+        assert {(s.scenario, s.backend) for s in result.samples} == {
+            (sc, b) for sc in ["typography", "occlusion", "reflection", "counting", "control"]
+            for b in ["local-lettering", "remote-solid", "remote-flaky"]}
+        assert {s.seed for s in result.samples} == {5, 6}
+        # every sample went through the client: its request id has a stored trace
+        ok = [s for s in result.samples if s.ok]
+        for s in ok[:3]:
+            assert client.trace(s.request_id)["backend"] == s.backend
+        # a reviewer's verdict went through the feedback API
+        solid = next(s for s in ok if s.backend == "remote-solid")
+        assert client.trace(solid.request_id)["correction"]["seconds"] == 30.0
+        assert client.trace(solid.request_id)["correction"]["verdict"] == "edited"
+    # nothing asked for ocr/clip scorers could run: they are reported as skipped, not silently dropped
+    assert set(result.scorers_skipped) == {"ocr", "clip"}
+    metrics = result.metrics()
+    assert metrics["remote-solid"]["cost_usd"] == pytest.approx(0.04 * 20)
+    assert metrics["remote-solid"]["correction_s_mean"] == 30.0 and metrics["remote-solid"]["corrections"] == 20
+    assert metrics["local-lettering"]["gpu_s_per_request"] == pytest.approx(0.5)
+    flaky_m = metrics["remote-flaky"]
+    assert flaky_m["failure_rate"] == pytest.approx(6 / 20) and flaky_m["errors"] == {"server_error": 6}
+    assert stream.getvalue().count("\n") == 60 and "FAILED server_error" in stream.getvalue()
+    assert len(reviewed) == len(ok)
+
+
+def test_report_html_and_json_hold_every_scenario_and_backend(tmp_path: Path) -> None:
+    with build_client(tmp_path) as client:
+        result = run_scenarios(client, builtin_suite().limited(1), scorers={}, progress=False)
+    html_path, json_path = write_report(result, tmp_path / "out")
+    html = html_path.read_text()
+    for name in ["typography", "occlusion", "reflection", "counting", "control"]:
+        assert f'data-scenario="{name}"' in html
+    for backend in ["local-lettering", "remote-solid", "remote-flaky"]:
+        assert html.count(f'<th data-backend="{backend}">') == 5  # one contact-sheet column per scenario
+    # self-contained: images inline, no external resources
+    assert html.count('src="data:image/png;base64,') == sum(s.ok for s in result.samples)
+    assert not re.search(r'(src|href)="(https?:|//|file:)', html)
+    assert "failed:<br>server_error" in html
+    data = json.loads(json_path.read_text())
+    assert data["schema"] == "pixelroute.scenarios/1"
+    assert data["scenarios"] == ["typography", "occlusion", "reflection", "counting", "control"]
+    assert set(data["metrics"]) == {"local-lettering", "remote-solid", "remote-flaky"}
+    assert len(data["samples"]) == 15 and all("thumbnail_png" not in s for s in data["samples"])
+    assert oct(html_path.stat().st_mode & 0o777) == "0o644"
+    assert not [p.name for p in html_path.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_prompts_and_errors_are_escaped_in_the_html(tmp_path: Path) -> None:
+    from sdk.scenarios import Scenario, Suite
+
+    suite = Suite("x", (Scenario("odd", "<b>odd</b>", "desc & more",
+                                 (ScenarioPrompt('a <script>alert(1)</script> "sign"'),), ()),))
+    with build_client(tmp_path) as client:
+        result = run_scenarios(client, suite, scorers={}, progress=False, backends=["remote-solid"])
+    html, _ = write_report(result, tmp_path / "o")
+    text = html.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text and "&lt;b&gt;odd&lt;/b&gt;" in text
+
+
+def test_unknown_backend_and_bad_seeds_are_refused(tmp_path: Path) -> None:
+    from sdk import ValidationError
+
+    with build_client(tmp_path) as client:
+        with pytest.raises(ValidationError, match="`backends` must be among the configured .* 'nope'"):
+            run_scenarios(client, builtin_suite(), backends=["nope"], progress=False)
+        with pytest.raises(ValidationError, match="`seeds` must be at least 1 but is 0"):
+            run_scenarios(client, builtin_suite(), seeds=0, progress=False)
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract (Debian tesseract-ocr) is not installed")
+def test_ocr_scores_legible_text_high_and_a_blank_image_low(tmp_path: Path) -> None:
+    suite = builtin_suite().select(["typography"]).limited(3)
+    with build_client(tmp_path) as client:
+        result = run_scenarios(client, suite, backends=["local-lettering", "remote-solid"],
+                               scorers={"ocr": OcrScorer()}, progress=False)
+    assert result.scorers_used == ["ocr"] and "clip" in result.scorers_skipped
+    by_backend = {b: [sc for s in result.samples if s.backend == b for sc in s.scores] for b in result.backends}
+    assert len(by_backend["local-lettering"]) == 3
+    assert all(sc.value >= 0.8 for sc in by_backend["local-lettering"]), by_backend["local-lettering"]
+    assert all(sc.value <= 0.2 for sc in by_backend["remote-solid"]), by_backend["remote-solid"]
+    log = result.score_log()
+    assert {e["scorer"] for e in log} == {"ocr"} and all(e["request_id"] for e in log)
+
+
+def test_an_ocr_engine_that_is_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    scorer = OcrScorer("no-such-tesseract-binary")
+    assert "`no-such-tesseract-binary` is not on PATH" in (scorer.unavailable() or "")
+    with build_client(tmp_path) as client:
+        result = run_scenarios(client, builtin_suite().select(["typography"]).limited(1),
+                               scorers={"ocr": scorer}, progress=False)
+    assert "not on PATH" in result.scorers_skipped["ocr"]
+    assert all(not s.scores for s in result.samples)
+
+
+CONFIG = """
+[telemetry]
+store = "sqlite:///{db}"
+[router]
+exploration = 0.0
+[[backends]]
+name = "tiny-mock"
+kind = "mock"
+local = true
+price = {{ per_gpu_second = 0.0014 }}
+[[backends]]
+name = "remote-mock"
+kind = "mock"
+price = {{ per_image = 0.04 }}
+[[backends]]
+name = "down-mock"
+kind = "mock"
+failure = "server_error"
+price = {{ per_image = 0.02 }}
+"""
+
+
+def test_cli_run_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(CONFIG.format(db=tmp_path / "t.db"))
+    out = tmp_path / "report"
+    code = main(["scenarios", "run", "--config", str(cfg), "--backends", "tiny-mock,down-mock",
+                 "--max-per-scenario", "1", "--seeds", "2", "--out", str(out), "--tesseract", "no-such-ocr"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert f"report: {out / 'report.html'}" in captured.out
+    assert "scorer ocr skipped" in captured.out
+    assert "[##############################] 20/20" in captured.err
+    data = json.loads((out / "report.json").read_text())
+    assert data["backends"] == ["tiny-mock", "down-mock"] and data["seeds"] == [0, 1]
+    assert data["metrics"]["down-mock"]["failure_rate"] == 1.0
+    assert data["metrics"]["tiny-mock"]["failure_rate"] == 0.0
+
+
+def test_cli_list_and_bad_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenarios", "list"]) == 0
+    assert "typography" in capsys.readouterr().out
+    assert main(["scenarios", "list", "--suite", str(tmp_path / "nope.jsonl")]) == 1
+    assert "`suite` must be `builtin` or an existing file" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------- headless Chromium
+
+
+def chromium() -> str:
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    if exe is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing under CI=true: .ci/run installs Debian's `chromium` package")
+        pytest.skip("headless Chromium is not installed (apt-get install chromium); the report render is unchecked")
+    return exe
+
+
+def screenshot(exe: str, html: Path, tmp_path: Path) -> Image.Image:
+    shot = tmp_path / "shot.png"
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={shot}",
+           "--window-size=1280,2000", html.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and shot.is_file(), textwrap.shorten(done.stderr, 2000)
+    with Image.open(shot) as img:
+        return img.convert("RGB")
+
+
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    exe = chromium()
+    with build_client(tmp_path) as client:
+        result = run_scenarios(client, builtin_suite().limited(2), scorers={}, progress=False)
+    html, _ = write_report(result, tmp_path / "out")
+    img = screenshot(exe, html, tmp_path)
+    assert img.size == (1280, 2000)
+    colours = img.getcolors(maxcolors=1 << 20) or []
+    counts = {c: n for n, c in colours}
+    assert counts.get((0x1D, 0x2B, 0x3A), 0) > 20_000  # the header bar was laid out and painted
+    assert counts.get(MAGENTA, 0) > 2_000  # an inlined thumbnail decoded and shows
+    assert len(colours) > 200  # text was drawn (anti-aliasing makes many shades), not a blank page
