@@ -190,3 +190,19 @@ def test_validate_correction_refuses(seconds: object, verdict: object, match: st
 def test_validate_correction_accepts_bounds() -> None:
     validate_correction(0, "accepted")
     validate_correction(86_400.0, "rejected")
+
+
+def test_docs_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The Python blocks of docs/telemetry.md run as written, and the converted file imports strictly."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "telemetry.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "docs/telemetry.md", "exec"), {})
+    assert "mock" in capsys.readouterr().out
+    url = f"sqlite:///{tmp_path / 'converted.db'}"
+    assert cli_main(["telemetry", "import", "converted.jsonl", "--store", url, "--strict"]) == 0
+    with open_store(url) as store:
+        (record,) = store.records_for("abc-1")
+    assert record["gateway_row"] == 0 and record["outcome"]["latency_s"] == 2.31
