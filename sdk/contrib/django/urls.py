@@ -1,0 +1,16 @@
+"""``path("pixelroute/", include("sdk.contrib.django.urls"))`` mounts the four endpoints."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "pixelroute"
+
+urlpatterns = [
+    path("generate/", views.generate, name="generate"),
+    path("feedback/<str:request_id>/", views.feedback, name="feedback"),
+    path("trace/<str:request_id>/", views.trace, name="trace"),
+    path("metrics/", views.metrics, name="metrics"),
+]

@@ -1,0 +1,129 @@
+"""The four endpoints as async Django views; the blocking work runs in worker threads.
+
+``POST generate/`` · ``POST feedback/<request_id>/`` · ``GET trace/<request_id>/`` · ``GET metrics/``
+
+Bodies, SLA headers, statuses and error bodies are the Flask blueprint's (:mod:`sdk.contrib._http`).
+The views are CSRF-exempt API endpoints that only accept ``application/json`` bodies, which a
+cross-site HTML form cannot send; every request passes the permission check first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from .. import _http
+from . import get_client
+
+logger = logging.getLogger("pixelroute.django")
+
+View = Callable[..., Awaitable[HttpResponse]]
+
+
+def default_permission_check(request: HttpRequest, action: str) -> bool:
+    """Django auth: anonymous -> 401, lacking ``pixelroute.<action>`` -> 403."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        raise _http.unauthorized(f"authentication required to `{action}`")
+    return bool(user.has_perm(f"pixelroute.{action}"))
+
+
+def _permission_check() -> Callable[[HttpRequest, str], bool]:
+    from django.conf import settings
+
+    target = getattr(settings, "PIXELROUTE_PERMISSION_CHECK", None)
+    if target is None:
+        return default_permission_check
+    if callable(target):
+        return target
+    check: Callable[[HttpRequest, str], bool] = _http.load_callable(
+        str(target), "PIXELROUTE_PERMISSION_CHECK"
+    )
+    return check
+
+
+def endpoint(action: str) -> Callable[[View], View]:
+    """Permission check first, then the view; every ``PixelrouteError`` becomes its JSON error."""
+
+    def wrap(view: View) -> View:
+        async def run(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                allowed = await sync_to_async(_permission_check())(request, action)
+                if not allowed:
+                    raise _http.forbidden(action)
+                return await view(request, *args, **kwargs)
+            except _http.PixelrouteError as exc:
+                status, body, headers = _http.error_response(exc)
+                if status >= 500:
+                    logger.error("pixelroute request failed: %s", _http.redact(str(exc)))
+                return JsonResponse(body, status=status, headers=headers)
+
+        run.__name__ = view.__name__
+        run.__doc__ = view.__doc__
+        return run
+
+    return wrap
+
+
+def _json_body(request: HttpRequest) -> Any:
+    if request.content_type != "application/json":
+        raise _http.ValidationError(
+            f"`Content-Type` must be application/json but is {request.content_type!r}",
+            field="Content-Type",
+            value=request.content_type,
+        )
+    return _http.parse_json(request.body)
+
+
+def _in_thread(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    # the client is thread-safe; don't serialise generations on Django's single sync thread
+    return sync_to_async(fn, thread_sensitive=False)
+
+
+@csrf_exempt
+@require_POST
+@endpoint("generate")
+async def generate(request: HttpRequest) -> HttpResponse:
+    """Generate images: JSON body in; base64 JSON (default) or PNG (``Accept: image/png``) out."""
+    call = _http.parse_generate(_json_body(request), request.headers, request.headers.get("Accept"))
+    client = await _in_thread(get_client)()
+    result = await _in_thread(client.generate)(call.prompt, **call.kwargs())
+    headers = _http.result_headers(result)
+    if call.response_format == "png":
+        png = await _in_thread(_http.png_bytes)(result.images[0])
+        return HttpResponse(png, content_type="image/png", headers=headers)
+    return JsonResponse(await _in_thread(_http.result_json)(result), headers=headers)
+
+
+@csrf_exempt
+@require_POST
+@endpoint("feedback")
+async def feedback(request: HttpRequest, request_id: str) -> HttpResponse:
+    """Record a person's correction time and verdict for a request."""
+    seconds, verdict = _http.parse_feedback(_json_body(request))
+    client = await _in_thread(get_client)()
+    await _in_thread(client.report_correction)(request_id, seconds, verdict)
+    return JsonResponse({"request_id": request_id, "seconds": seconds, "verdict": verdict})
+
+
+@require_GET
+@endpoint("trace")
+async def trace(request: HttpRequest, request_id: str) -> HttpResponse:
+    """The stored trace of a request."""
+    client = await _in_thread(get_client)()
+    return JsonResponse(await _in_thread(client.trace)(request_id))
+
+
+@require_GET
+@endpoint("metrics")
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition."""
+    client = await _in_thread(get_client)()
+    text = await _in_thread(client.metrics_text)()
+    return HttpResponse(text, content_type="text/plain; version=0.0.4")
