@@ -164,6 +164,7 @@ class BaseClient:
             return {}
         self.recorder.flush()
         out: dict[str, Any] = compute_stats(self._store.iter_records(since=since), since=since)
+        out["losses"] = self._store.losses(since)  # drops by any process writing to this store
         return out
 
     def metrics_text(self) -> str:
