@@ -25,6 +25,7 @@ from pydantic import Field
 
 from .._deadline import Deadline
 from .._errors import BackendError, InvalidOutput
+from .._redact import register_secret
 from .._types import GenerateRequest
 from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply
 from .base import Capabilities
@@ -57,7 +58,9 @@ class A1111Backend(RemoteBackend):
                             default_height=settings.default_size, supports_scheduler=True)
 
     def auth_headers(self, key: str) -> dict[str, str]:
-        return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()}
+        encoded = base64.b64encode(key.encode()).decode()
+        register_secret(encoded)  # an upstream that echoes the header must not leak it in encoded form
+        return {"Authorization": "Basic " + encoded}
 
     def request_body(self, request: GenerateRequest) -> dict[str, Any]:
         """The exact JSON sent."""

@@ -135,8 +135,15 @@ class FakeServer:
     # -- configuration -------------------------------------------------------------------
 
     def route(self, method: str, path: str, handler: Handler) -> None:
-        """Answer ``method path`` with ``handler(request)``; ``{name}`` matches one segment."""
+        """Answer ``method path`` with ``handler(request)``; ``{name}`` matches one segment.
+
+        Routing the same method and path again replaces the handler (scripts are kept).
+        """
         with self._lock:
+            for route in self._routes:
+                if route.method == method.upper() and route.pattern.pattern == _regex(path):
+                    route.handler = handler
+                    return
             self._routes.append(_Route(method.upper(), re.compile(_regex(path)), handler))
 
     def script(self, method: str, path: str, *faults: Fault) -> None:
