@@ -1,0 +1,270 @@
+"""The local backend: any diffusers text-to-image pipeline, loaded with ``from_pretrained``.
+
+::
+
+    [[backends]]
+    name = "sd35-turbo"
+    kind = "diffusers"
+    model = "stabilityai/stable-diffusion-3.5-large-turbo"   # hub id or local folder
+    device = "auto"          # cuda > mps > cpu
+    dtype = "auto"           # bfloat16/float16 on a GPU, float32 on CPU
+    max_batch_size = 4       # micro-batch concurrent requests of the same shape
+    price = { per_gpu_second = 0.0015 }
+
+Knob defaults (steps, guidance, size) come from the model family, detected from the pipeline
+class and the model id (see ``_families.py``), and the config can override each. A caller's
+value is honoured or refused, never changed. Seeds: image ``i`` of a request with seed ``s``
+uses ``s + i``; a request without a seed gets a random one, reported in ``params["seed"]``.
+
+Nothing heavy happens when the backend is built: torch and diffusers are imported, the tiny
+model built (``make_tiny``) and the pipeline loaded on the first request. Calls on one
+pipeline are serialised on its worker thread; the deadline is checked at every denoising step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import wait as futures_wait
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from .._deadline import Deadline
+from .._errors import Cancelled, ConfigError, DeadlineExceeded
+from .._types import GenerateRequest
+from ._diffusers_run import Prepared, resolve_scheduler, run_batch
+from ._families import Family, detect_family, local_class_name
+from ._pipeline_cache import SHARED, LoadSpec, PipelineCache, PipelineSlot
+from ._pipeline_worker import Job
+from .base import Backend, BackendOutput, BackendSettings, Capabilities
+
+log = logging.getLogger("pixelroute.diffusers")
+
+#: how often a waiting caller re-checks its deadline and cancel token (real seconds)
+_POLL_S = 0.02
+
+
+class DiffusersSettings(BackendSettings):
+    """Settings of the ``diffusers`` kind. Unset knobs fall back to the model family's defaults."""
+
+    kind: Literal["diffusers"] = "diffusers"
+    model: str = Field(description="Hub id or local folder with model_index.json.")
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    variant: str | None = None
+    default_steps: int | None = Field(default=None, ge=1, le=1000)
+    default_guidance: float | None = Field(default=None, ge=0, le=100)
+    default_scheduler: str | None = None
+    default_width: int | None = Field(default=None, ge=8)
+    default_height: int | None = Field(default=None, ge=8)
+    max_width: int | None = Field(default=None, ge=8)
+    max_height: int | None = Field(default=None, ge=8)
+    max_n: int = Field(default=4, ge=1, le=16)
+    #: build a tiny random-weight pipeline of this family at ``model`` if the folder is missing
+    make_tiny: Literal["sd15", "sdxl", "sd3"] | None = None
+    #: pipeline cache budget in GB (the smallest configured budget wins); None = unbounded
+    memory_budget_gb: float | None = Field(default=None, gt=0)
+    #: images per pipeline call when micro-batching concurrent requests; 1 = off
+    max_batch_size: int = Field(default=1, ge=1, le=64)
+    #: how long the first request of a batch may wait for others (never past its deadline)
+    batch_window_ms: float = Field(default=5.0, ge=0, le=1000)
+
+
+class DiffusersBackend(Backend):
+    """A local diffusers pipeline behind the :class:`~sdk.backends.base.Backend` interface."""
+
+    kind: ClassVar[str] = "diffusers"
+    local: ClassVar[bool] = True
+    Settings: ClassVar[type[DiffusersSettings]] = DiffusersSettings
+
+    def __init__(
+        self,
+        settings: DiffusersSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        pipeline_cache: PipelineCache | None = None,
+    ) -> None:
+        self.family = _family(settings)
+        f, s = self.family, settings
+        capabilities = Capabilities(
+            max_width=s.max_width or f.max_side,
+            max_height=s.max_height or f.max_side,
+            size_multiple=f.size_multiple,
+            max_n=s.max_n,
+            default_width=s.default_width or f.width,
+            default_height=s.default_height or f.height,
+            default_steps=s.default_steps or f.steps,
+            default_guidance=s.default_guidance if s.default_guidance is not None else f.guidance,
+            supports_negative_prompt=f.negative_prompt,
+            supports_scheduler=True,
+        )
+        super().__init__(s.name, capabilities=capabilities, settings=s)
+        self.config: DiffusersSettings = s
+        self.clock = clock
+        self._cache = pipeline_cache or SHARED
+        if s.memory_budget_gb is not None:
+            self._cache.limit(int(s.memory_budget_gb * 1e9))
+        self._spec: LoadSpec | None = None
+        self._closed = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: DiffusersSettings, *, clock: Callable[[], float] | None = None, **runtime: Any
+    ) -> DiffusersBackend:
+        return cls(settings, clock=clock or time.monotonic, pipeline_cache=runtime.get("pipeline_cache"))
+
+    # -- the two entry points ----------------------------------------------------------------
+
+    def generate(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
+        """Run ``request`` on the pipeline's worker; stop at the next step when time runs out."""
+        job = self._submit(request, deadline)
+        bounded = not math.isinf(deadline.at) or deadline.cancel is not None
+        # wait() rather than result(timeout=...): our DeadlineExceeded *is* a TimeoutError, which
+        # result() would make indistinguishable from "not finished yet"
+        while not futures_wait([job.future], timeout=_POLL_S if bounded else None).done:
+            self._check_waiting(job, deadline)
+        out: BackendOutput = job.future.result()
+        return out
+
+    async def agenerate(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
+        """Async twin: the event loop never blocks; task cancellation interrupts the denoising."""
+        if self._spec is not None and self._cache.peek(self._spec):
+            job = self._submit(request, deadline)
+        else:  # the first call may build and load a pipeline: seconds, so off the event loop
+            job = await asyncio.to_thread(self._submit, request, deadline)
+        waiting = asyncio.wrap_future(job.future)
+        bounded = not math.isinf(deadline.at) or deadline.cancel is not None
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=_POLL_S if bounded else None)
+                if done:
+                    out: BackendOutput = waiting.result()
+                    return out
+                self._check_waiting(job, deadline)
+        except asyncio.CancelledError:
+            job.cancel()
+            # wait (at most one denoising step) until the worker has really stopped the call
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(waiting)
+            raise
+
+    def close(self) -> None:
+        """Unload the pipelines no other open backend uses (queued requests finish first)."""
+        if not self._closed:
+            self._closed = True
+            self._cache.drop_user(id(self))
+
+    # -- preparing a job (caller's thread) ---------------------------------------------------
+
+    def _submit(self, request: GenerateRequest, deadline: Deadline) -> Job:
+        self.validate(request)
+        if deadline.cancelled:
+            raise Cancelled(f"request to backend `{self.name}` was cancelled before it started")
+        if deadline.expired():
+            raise DeadlineExceeded(f"backend `{self.name}`: the deadline passed before the request started")
+        slot = self._cache.acquire(self._load_spec(), id(self))
+        try:
+            job = self._job(slot, request, deadline)
+            job.future.add_done_callback(lambda _: self._cache.release(slot))
+        except BaseException:
+            self._cache.release(slot)
+            raise
+        slot.worker.submit(job)
+        return job
+
+    def _job(self, slot: PipelineSlot, request: GenerateRequest, deadline: Deadline) -> Job:
+        caps = self.capabilities
+        width, height = self.effective_size(request)
+        scheduler = request.scheduler or self.config.default_scheduler
+        scheduler_name = resolve_scheduler(scheduler, slot.default_scheduler) if scheduler else None
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**63 - 16)
+        item = Prepared(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            width=width,
+            height=height,
+            n=request.n,
+            steps=request.steps if request.steps is not None else (caps.default_steps or 1),
+            guidance=request.guidance if request.guidance is not None else (caps.default_guidance or 0.0),
+            scheduler=scheduler_name,
+            seed=seed,
+            submitted_at=self.clock(),
+        )
+        predicted = slot.predict(item.shape(item.n), item.steps)
+        if predicted is not None and predicted > deadline.remaining():
+            raise DeadlineExceeded(
+                f"backend `{self.name}`: {item.steps} steps at {width}x{height} take about {predicted:.2f} s "
+                f"but {deadline.remaining():.2f} s are left; not started"
+            )
+        batching = self.config.max_batch_size > 1
+        runner = partial(
+            run_batch, slot, clock=self.clock, model=self.config.model, batch_invariant=batching,
+            extra={"family": self.family.name, "device": slot.spec.device, "dtype": slot.spec.dtype},
+        )
+        return Job(
+            payload=item,
+            deadline=deadline,
+            runner=runner,
+            key=(self.name, width, height, item.steps, item.guidance, scheduler_name,
+                 item.negative_prompt is not None) if batching else None,
+            images=item.n,
+            batch_limit=self.config.max_batch_size,
+            window_s=self.config.batch_window_ms / 1000.0,
+            predict=lambda batch: slot.predict(item.shape(sum(j.images for j in batch)), item.steps),
+        )
+
+    def _load_spec(self) -> LoadSpec:
+        if self._spec is None:
+            from ._pipeline_cache import resolve_device, resolve_dtype
+
+            s = self.config
+            if s.make_tiny is not None:
+                from .._tiny import build_tiny, is_built
+
+                if not is_built(Path(s.model).expanduser()):
+                    log.warning("backend `%s`: building a tiny %s pipeline with RANDOM weights at %s",
+                                self.name, s.make_tiny, s.model)
+                    build_tiny(s.make_tiny, s.model)
+            device = resolve_device(s.device)
+            model = str(Path(s.model).expanduser()) if Path(s.model).expanduser().exists() else s.model
+            dtype = resolve_dtype(s.dtype, device)
+            self._spec = LoadSpec(model=model, device=device, dtype=dtype, variant=s.variant)
+            if s.default_scheduler is not None:
+                self._check_default_scheduler(self._spec)
+        return self._spec
+
+    def _check_default_scheduler(self, spec: LoadSpec) -> None:
+        from .._errors import ValidationError
+
+        slot = self._cache.acquire(spec, id(self))
+        try:
+            resolve_scheduler(self.config.default_scheduler or "", slot.default_scheduler)
+        except ValidationError as exc:
+            self._spec = None
+            raise ConfigError(f"backend `{self.name}`: `default_scheduler`: {exc}") from None
+        finally:
+            self._cache.release(slot)
+
+    def _check_waiting(self, job: Job, deadline: Deadline) -> None:
+        """Give up on a job whose caller's deadline passed or whose cancel token fired."""
+        if deadline.cancelled:
+            job.cancel()
+            raise Cancelled(f"request to backend `{self.name}` was cancelled")
+        if deadline.expired():
+            job.cancel()
+            raise DeadlineExceeded(f"backend `{self.name}` could not finish before the deadline")
+
+
+def _family(settings: DiffusersSettings) -> Family:
+    from .._tiny import tiny_family
+
+    tiny = settings.make_tiny or tiny_family(Path(settings.model).expanduser())
+    return detect_family(local_class_name(settings.model), settings.model, tiny)
