@@ -1,0 +1,60 @@
+"""A Flask app that hands generations to RQ workers and reports feedback against the request id.
+
+    redis-server &                                    # or any Redis; set REDIS_URL in the app config
+    PIXELROUTE_WORKER_CONFIG=../config.example.toml \\
+        rq worker pixelroute --serializer rq.serializers.JSONSerializer &
+    EXAMPLE_API_KEY=secret flask --app web:create_app run
+
+    curl -XPOST localhost:5000/jobs -H 'Content-Type: application/json' -d '{"prompt": "a red bicycle"}'
+    curl localhost:5000/jobs/<job_id>                  # -> status, request_id, images
+    curl -XPOST localhost:5000/pixelroute/feedback/<request_id> -H 'X-Key: secret' \\
+        -H 'Content-Type: application/json' -d '{"seconds": 30, "verdict": "edited"}'
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, jsonify, request
+from redis import Redis
+
+from sdk import PixelrouteError, ValidationError
+from sdk.contrib._http import error_response
+from sdk.contrib.flask import Pixelroute
+from sdk.contrib.rq import enqueue_generate, job_result, make_queue
+
+pixelroute = Pixelroute()
+
+
+def api_key_auth(req: Any, action: str) -> bool:
+    expected = os.environ.get("EXAMPLE_API_KEY")
+    return bool(expected) and req.headers.get("X-Key") == expected
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config or {})
+    pixelroute.init_app(app, auth=api_key_auth)  # feedback/trace endpoints under /pixelroute
+    redis_url = app.config.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    queue = make_queue(Redis.from_url(redis_url), app.config.get("QUEUE_NAME", "pixelroute"))
+
+    @app.post("/jobs")
+    def submit() -> Any:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            raise ValidationError("`prompt` must be a string in a JSON object", field="prompt", value=body)
+        prompt = body.pop("prompt")
+        job = enqueue_generate(queue, prompt, **body)  # validated here; the web worker returns at once
+        return jsonify({"job_id": job.id, "status": "queued"}), 202
+
+    @app.get("/jobs/<job_id>")
+    def status(job_id: str) -> Any:
+        return jsonify(job_result(queue, job_id))
+
+    @app.errorhandler(PixelrouteError)
+    def on_error(exc: PixelrouteError) -> Any:
+        code, body, headers = error_response(exc)
+        return jsonify(body), code, headers
+
+    return app
