@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +45,10 @@ RANDOM_WEIGHTS_NOTE = "tiny pipeline with RANDOM weights: images are noise, for 
 # merges: a complete CLIP BPE vocabulary that needs no download (see STYLE.md).
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 
+# Weight init draws from torch's process-global RNG: two threads building at once would
+# interleave their draws and lose determinism, so builds in one process take turns.
+_BUILD_LOCK = threading.Lock()
+
 
 def build_tiny(family: str, out: str | os.PathLike[str], *, seed: int = 0, overwrite: bool = False) -> Path:
     """Build the tiny ``family`` pipeline at ``out`` unless it is already there; return the path.
@@ -61,7 +66,8 @@ def build_tiny(family: str, out: str | os.PathLike[str], *, seed: int = 0, overw
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
-        _build_into(family, tmp, seed)
+        with _BUILD_LOCK:
+            _build_into(family, tmp, seed)
         (tmp / MARKER).write_text(json.dumps({"family": family, "seed": seed, "note": RANDOM_WEIGHTS_NOTE}))
         _publish(tmp, target, overwrite)
     finally:
