@@ -179,6 +179,31 @@ def test_an_ocr_engine_that_is_missing_is_skipped_with_the_reason(tmp_path: Path
     assert all(not s.scores for s in result.samples)
 
 
+def test_tiny_local_pipelines_and_a_mock_remote_produce_a_full_report(tmp_path: Path) -> None:
+    """The embedded default's two real diffusers pipelines (random weights) beside a priced mock remote."""
+    pytest.importorskip("diffusers")
+    from sdk._config import embedded_default
+    from sdk.backends import create_backend
+
+    settings = embedded_default(tmp_path / "cache")
+    remote = MockBackend("remote-mock", settings=BackendSettings(name="remote-mock", kind="mock",
+                                                                 price=Price(per_image=0.04)))
+    backends = [create_backend(s) for s in settings.backends] + [remote]
+    with Client(settings, backends=backends, store=f"sqlite:///{tmp_path / 't.db'}") as client:
+        result = run_scenarios(client, builtin_suite().limited(1), scorers={}, progress=False)
+    assert all(s.ok for s in result.samples), [(s.backend, s.error_message) for s in result.samples if not s.ok]
+    html, data = write_report(result, tmp_path / "out")
+    page = html.read_text()
+    for scenario in ["typography", "occlusion", "reflection", "counting", "control"]:
+        assert f'data-scenario="{scenario}"' in page
+    for backend in ["local-fast", "local-quality", "remote-mock"]:
+        assert page.count(f'<td class="card" data-backend="{backend}"') == 5
+    metrics = json.loads(data.read_text())["metrics"]
+    # local pipelines are priced by GPU-seconds they really used; the remote by the image
+    assert metrics["local-fast"]["gpu_s_per_request"] > 0 and metrics["remote-mock"]["gpu_s_per_request"] is None
+    assert metrics["remote-mock"]["cost_usd"] == pytest.approx(0.2)
+
+
 CONFIG = """
 [telemetry]
 store = "sqlite:///{db}"

@@ -146,8 +146,8 @@ def render_html(result: RunResult) -> str:
         f"<p>{escape(result.started_at)} · backends {escape(', '.join(result.backends))} · seeds {escape(seeds)} · "
         f"{len(result.samples)} requests, {n_ok} images · {result.wall_s:.1f} s</p></header><main>"
         "<section><h2>Operational metrics</h2><p class=\"desc\">Per backend over this run. Requests/min is "
-        "throughput while the backend was busy (one request at a time); correction time is what reviewers "
-        "reported through the feedback API.</p>"
+        "throughput while the backend was busy (one request at a time); the first request to a local backend "
+        "includes loading its pipeline. Correction time is what reviewers reported through the feedback API.</p>"
         f'<div class="scroll">{_metrics_table(result, metrics)}</div>{scorer_note}<nav>{nav}</nav></section>'
         f"{sections}</main></body></html>"
     )
