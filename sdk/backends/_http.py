@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field
@@ -102,6 +102,9 @@ class RemoteSettings(BackendSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1, le=PILLOW_MAX_PIXELS)
     #: size rule: the nearest allowed aspect ratio must be within this distance in |log(w/h)|
     aspect_tolerance: float = Field(default=0.05, ge=0, le=1)
+    #: the async transport: httpx's own, or aiohttp under the httpx API (``pip install pixelroute[aiohttp]``),
+    #: several times faster at high concurrency (docs/benchmarks.md)
+    async_transport: Literal["httpx", "aiohttp"] = "httpx"
 
 
 # -- the protocol vocabulary ----------------------------------------------------------------
@@ -565,6 +568,10 @@ class RemoteBackend(Backend):
 
     def _transport_error(self, exc: httpx.HTTPError, deadline: Deadline) -> PixelrouteError:
         text = f"{type(exc).__name__}: {redact(str(exc))}"[:MAX_MESSAGE_CHARS]
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError) and not deadline.expired():
+            # httpx-aiohttp maps a connection reset to ConnectTimeout: a reset is a ServerError, retried
+            return self.error(ServerError, text)
         if isinstance(exc, httpx.TimeoutException) or deadline.expired():
             return self._deadline_error()
         if isinstance(exc, httpx.TransportError):  # resets, refused connections, protocol errors
@@ -642,7 +649,10 @@ class RemoteBackend(Backend):
 
     def _async_client(self) -> httpx.AsyncClient:
         if self._aclient is None:
-            self._aclient = httpx.AsyncClient(transport=self._async_transport, limits=self._limits(),
+            transport = self._async_transport
+            if transport is None and self.settings.async_transport == "aiohttp":
+                transport = _aiohttp_transport(self._limits(), self.name)
+            self._aclient = httpx.AsyncClient(transport=transport, limits=self._limits(),
                                               follow_redirects=False, trust_env=False)
         return self._aclient
 
@@ -716,6 +726,16 @@ def retry_after(reply: Reply) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
+
+
+def _aiohttp_transport(limits: httpx.Limits, backend: str) -> httpx.AsyncBaseTransport:
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError as exc:
+        raise ConfigError(f"backend `{backend}`: `async_transport = \"aiohttp\"` needs the optional extra: "
+                          "pip install 'pixelroute[aiohttp]'") from exc
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits, trust_env=False)
+    return transport
 
 
 def _host_matches(host: str, pattern: str) -> bool:
