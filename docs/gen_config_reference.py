@@ -70,11 +70,11 @@ def bounds(metadata: list[Any]) -> str:
 #: said here only for fields whose source has no ``#:`` comment; a comment in the model wins
 FALLBACK: dict[str, str] = {
     "cache_dir": "tiny pipelines, the default SQLite store and other local state; default "
-                 "`$PIXELROUTE_CACHE_DIR`, else `$XDG_CACHE_HOME/pixelroute`, else `~/.cache/pixelroute`",
+    "`$PIXELROUTE_CACHE_DIR`, else `$XDG_CACHE_HOME/pixelroute`, else `~/.cache/pixelroute`",
     "telemetry.prompt_retention": "what telemetry keeps of a prompt: the text, only its SHA-256, or nothing",
     "telemetry.queue_size": "records the background writer may hold before `on_full` applies",
     "telemetry.on_full": "when the queue is full: drop the record (counted as a loss) or block the caller",
-    "telemetry.block_timeout_s": "with `on_full = \"block\"`: the longest a request waits for queue space",
+    "telemetry.block_timeout_s": 'with `on_full = "block"`: the longest a request waits for queue space',
     "telemetry.flush_interval_s": "the writer commits at least this often",
     "telemetry.batch_size": "records per write transaction",
     "telemetry.enabled": "`false` records nothing (then `report_correction` and `trace` are refused)",
@@ -126,7 +126,11 @@ def default_text(field: Any) -> str:
 def table(cls: Any, env_prefix: str | None, toml_prefix: str, sections: bool = False) -> list[str]:
     """One row per field; ``sections`` skips nested models (they get their own table)."""
     comments = field_comments(cls)
-    head = "| key | type | default | env | description |" if env_prefix else "| key | type | default | description |"
+    head = (
+        "| key | type | default | env | description |"
+        if env_prefix
+        else "| key | type | default | description |"
+    )
     rows = [head, "|---" * (5 if env_prefix else 4) + "|"]
     for name, field in cls.model_fields.items():
         if sections and (hasattr(field.annotation, "model_fields") or name == "backends"):
@@ -137,8 +141,11 @@ def table(cls: Any, env_prefix: str | None, toml_prefix: str, sections: bool = F
         if limit:
             desc = f"{desc} ({limit})" if desc else limit
         kind = "table" if hasattr(field.annotation, "model_fields") else type_name(field.annotation)
-        cells = [f"`{toml_prefix}{name}`", f"`{kind}`".replace("|", "\\|"),
-                 default_text(field).replace("|", "\\|")]
+        cells = [
+            f"`{toml_prefix}{name}`",
+            f"`{kind}`".replace("|", "\\|"),
+            default_text(field).replace("|", "\\|"),
+        ]
         if env_prefix:
             cells.append(f"`{env_prefix}{name.upper()}`")
         cells.append(desc.replace("|", "\\|"))
@@ -161,15 +168,22 @@ def generate() -> str:
             continue
         lines += [f"### `[{name}]`", "", inspect.cleandoc(model.__doc__ or "").replace("``", "`"), ""]
         lines += table(model, f"PIXELROUTE_{name.upper()}__", f"{name}.") + [""]
-    lines += ["### `[[backends]]`: keys every kind accepts", "",
-              "Each `[[backends]]` entry is validated by its kind's own settings model, which adds the "
-              "kind's keys to these. Backends are a list, so they are set in the file, not through "
-              "environment variables. Kinds: " + ", ".join(f"`{k}`" for k in sorted(KINDS)) + "; see the "
-              "backend pages for each kind's own keys.", ""]
+    lines += [
+        "### `[[backends]]`: keys every kind accepts",
+        "",
+        "Each `[[backends]]` entry is validated by its kind's own settings model, which adds the "
+        "kind's keys to these. Backends are a list, so they are set in the file, not through "
+        "environment variables. Kinds: " + ", ".join(f"`{k}`" for k in sorted(KINDS)) + "; see the "
+        "backend pages for each kind's own keys.",
+        "",
+    ]
     lines += table(BackendSettings, None, "") + [""]
-    lines += ["### `kind = \"mock\"`", "", inspect.cleandoc(MockSettings.__doc__ or "").replace("``", "`"), ""]
-    mock_only = [row for row in table(MockSettings, None, "")
-                 if not any(row.startswith(f"| `{n}`") for n in BackendSettings.model_fields)]
+    lines += ['### `kind = "mock"`', "", inspect.cleandoc(MockSettings.__doc__ or "").replace("``", "`"), ""]
+    mock_only = [
+        row
+        for row in table(MockSettings, None, "")
+        if not any(row.startswith(f"| `{n}`") for n in BackendSettings.model_fields)
+    ]
     lines += mock_only + ["", END]
     return "\n".join(lines) + "\n"
 

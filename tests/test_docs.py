@@ -36,11 +36,13 @@ def runnable_blocks() -> list[tuple[str, str]]:
                 continue
             fence = i + 1
             if fence >= len(lines) or not FENCE.match(lines[fence]):
-                raise AssertionError(f"{page.relative_to(REPO)}:{i + 1}: {MARKER} must be followed by ```python")
+                raise AssertionError(
+                    f"{page.relative_to(REPO)}:{i + 1}: {MARKER} must be followed by ```python"
+                )
             end = next((j for j in range(fence + 1, len(lines)) if lines[j].strip() == "```"), None)
             if end is None:
                 raise AssertionError(f"{page.relative_to(REPO)}:{fence + 1}: unclosed code block")
-            blocks.append((f"{page.relative_to(REPO)}:{fence + 1}", "\n".join(lines[fence + 1:end]) + "\n"))
+            blocks.append((f"{page.relative_to(REPO)}:{fence + 1}", "\n".join(lines[fence + 1 : end]) + "\n"))
     return blocks
 
 
@@ -62,8 +64,13 @@ def test_runnable_block(block_id: str, source: str, tmp_path: Path, monkeypatch:
 
 
 def test_configuration_reference_is_generated_from_the_current_settings_model() -> None:
-    done = subprocess.run([sys.executable, str(REPO / "docs" / "gen_config_reference.py"), "--check"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "docs" / "gen_config_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -71,15 +78,24 @@ def test_generated_reference_names_every_setting() -> None:
     from sdk._config import ExecutionSettings, RouterSettings, TelemetrySettings
 
     page = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
-    for section, model in (("telemetry", TelemetrySettings), ("router", RouterSettings),
-                           ("execution", ExecutionSettings)):
+    for section, model in (
+        ("telemetry", TelemetrySettings),
+        ("router", RouterSettings),
+        ("execution", ExecutionSettings),
+    ):
         for name in model.model_fields:
             assert f"`{section}.{name}`" in page and f"PIXELROUTE_{section.upper()}__{name.upper()}" in page
 
 
 def test_mkdocs_builds_strict(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs", reason="mkdocs is in the dev extra")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "concepts" / "index.html").is_file()

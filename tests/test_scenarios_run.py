@@ -83,12 +83,15 @@ def test_run_covers_every_scenario_and_backend_and_logs_through_the_client(tmp_p
         return Review("edited", 30.0) if sample.backend == "remote-solid" else None
 
     with build_client(tmp_path) as client:
-        result = run_scenarios(client, suite, seeds=2, base_seed=5, scorers={}, reviewer=reviewer,
-                               progress=Progress(1, stream))
+        result = run_scenarios(
+            client, suite, seeds=2, base_seed=5, scorers={}, reviewer=reviewer, progress=Progress(1, stream)
+        )
         assert len(result.samples) == 5 * 2 * 2 * 3
         assert {(s.scenario, s.backend) for s in result.samples} == {
-            (sc, b) for sc in ["typography", "occlusion", "reflection", "counting", "control"]
-            for b in ["local-lettering", "remote-solid", "remote-flaky"]}
+            (sc, b)
+            for sc in ["typography", "occlusion", "reflection", "counting", "control"]
+            for b in ["local-lettering", "remote-solid", "remote-flaky"]
+        }
         assert {s.seed for s in result.samples} == {5, 6}
         # every sample went through the client: its request id has a stored trace
         ok = [s for s in result.samples if s.ok]
@@ -102,7 +105,9 @@ def test_run_covers_every_scenario_and_backend_and_logs_through_the_client(tmp_p
     assert set(result.scorers_skipped) == {"ocr", "clip"}
     metrics = result.metrics()
     assert metrics["remote-solid"]["cost_usd"] == pytest.approx(0.04 * 20)
-    assert metrics["remote-solid"]["correction_s_mean"] == 30.0 and metrics["remote-solid"]["corrections"] == 20
+    assert (
+        metrics["remote-solid"]["correction_s_mean"] == 30.0 and metrics["remote-solid"]["corrections"] == 20
+    )
     assert metrics["local-lettering"]["gpu_s_per_request"] == pytest.approx(0.5)
     flaky_m = metrics["remote-flaky"]
     assert flaky_m["failure_rate"] == pytest.approx(6 / 20) and flaky_m["errors"] == {"server_error": 6}
@@ -135,8 +140,18 @@ def test_report_html_and_json_hold_every_scenario_and_backend(tmp_path: Path) ->
 def test_prompts_and_errors_are_escaped_in_the_html(tmp_path: Path) -> None:
     from sdk.scenarios import Scenario, Suite
 
-    suite = Suite("x", (Scenario("odd", "<b>odd</b>", "desc & more",
-                                 (ScenarioPrompt('a <script>alert(1)</script> "sign"'),), ()),))
+    suite = Suite(
+        "x",
+        (
+            Scenario(
+                "odd",
+                "<b>odd</b>",
+                "desc & more",
+                (ScenarioPrompt('a <script>alert(1)</script> "sign"'),),
+                (),
+            ),
+        ),
+    )
     with build_client(tmp_path) as client:
         result = run_scenarios(client, suite, scorers={}, progress=False, backends=["remote-solid"])
     html, _ = write_report(result, tmp_path / "o")
@@ -154,14 +169,23 @@ def test_unknown_backend_and_bad_seeds_are_refused(tmp_path: Path) -> None:
             run_scenarios(client, builtin_suite(), seeds=0, progress=False)
 
 
-@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract (Debian tesseract-ocr) is not installed")
+@pytest.mark.skipif(
+    shutil.which("tesseract") is None, reason="tesseract (Debian tesseract-ocr) is not installed"
+)
 def test_ocr_scores_legible_text_high_and_a_blank_image_low(tmp_path: Path) -> None:
     suite = builtin_suite().select(["typography"]).limited(3)
     with build_client(tmp_path) as client:
-        result = run_scenarios(client, suite, backends=["local-lettering", "remote-solid"],
-                               scorers={"ocr": OcrScorer()}, progress=False)
+        result = run_scenarios(
+            client,
+            suite,
+            backends=["local-lettering", "remote-solid"],
+            scorers={"ocr": OcrScorer()},
+            progress=False,
+        )
     assert result.scorers_used == ["ocr"] and "clip" in result.scorers_skipped
-    by_backend = {b: [sc for s in result.samples if s.backend == b for sc in s.scores] for b in result.backends}
+    by_backend = {
+        b: [sc for s in result.samples if s.backend == b for sc in s.scores] for b in result.backends
+    }
     assert len(by_backend["local-lettering"]) == 3
     assert all(sc.value >= 0.8 for sc in by_backend["local-lettering"]), by_backend["local-lettering"]
     assert all(sc.value <= 0.2 for sc in by_backend["remote-solid"]), by_backend["remote-solid"]
@@ -173,8 +197,9 @@ def test_an_ocr_engine_that_is_missing_is_skipped_with_the_reason(tmp_path: Path
     scorer = OcrScorer("no-such-tesseract-binary")
     assert "`no-such-tesseract-binary` is not on PATH" in (scorer.unavailable() or "")
     with build_client(tmp_path) as client:
-        result = run_scenarios(client, builtin_suite().select(["typography"]).limited(1),
-                               scorers={"ocr": scorer}, progress=False)
+        result = run_scenarios(
+            client, builtin_suite().select(["typography"]).limited(1), scorers={"ocr": scorer}, progress=False
+        )
     assert "not on PATH" in result.scorers_skipped["ocr"]
     assert all(not s.scores for s in result.samples)
 
@@ -186,12 +211,15 @@ def test_tiny_local_pipelines_and_a_mock_remote_produce_a_full_report(tmp_path: 
     from sdk.backends import create_backend
 
     settings = embedded_default(tmp_path / "cache")
-    remote = MockBackend("remote-mock", settings=BackendSettings(name="remote-mock", kind="mock",
-                                                                 price=Price(per_image=0.04)))
+    remote = MockBackend(
+        "remote-mock", settings=BackendSettings(name="remote-mock", kind="mock", price=Price(per_image=0.04))
+    )
     backends = [create_backend(s) for s in settings.backends] + [remote]
     with Client(settings, backends=backends, store=f"sqlite:///{tmp_path / 't.db'}") as client:
         result = run_scenarios(client, builtin_suite().limited(1), scorers={}, progress=False)
-    assert all(s.ok for s in result.samples), [(s.backend, s.error_message) for s in result.samples if not s.ok]
+    assert all(s.ok for s in result.samples), [
+        (s.backend, s.error_message) for s in result.samples if not s.ok
+    ]
     html, data = write_report(result, tmp_path / "out")
     page = html.read_text()
     for scenario in ["typography", "occlusion", "reflection", "counting", "control"]:
@@ -200,8 +228,66 @@ def test_tiny_local_pipelines_and_a_mock_remote_produce_a_full_report(tmp_path: 
         assert page.count(f'<td class="card" data-backend="{backend}"') == 5
     metrics = json.loads(data.read_text())["metrics"]
     # local pipelines are priced by GPU-seconds they really used; the remote by the image
-    assert metrics["local-fast"]["gpu_s_per_request"] > 0 and metrics["remote-mock"]["gpu_s_per_request"] is None
+    assert (
+        metrics["local-fast"]["gpu_s_per_request"] > 0 and metrics["remote-mock"]["gpu_s_per_request"] is None
+    )
     assert metrics["remote-mock"]["cost_usd"] == pytest.approx(0.2)
+
+
+def tiny_clip(folder: Path) -> Path:
+    """A random-weight CLIP model with a local tokenizer, saved like a hub snapshot (nothing downloaded)."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+    )
+
+    from sdk._tiny import _clip_config, _write_clip_tokenizer
+
+    _write_clip_tokenizer(folder)
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
+    config = CLIPConfig(
+        text_config=_clip_config(32, 2).to_dict(), vision_config=vision.to_dict(), projection_dim=16
+    )
+    CLIPModel(config).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(
+        image_processor=images, tokenizer=CLIPTokenizer.from_pretrained(str(folder))
+    ).save_pretrained(folder)
+    return folder
+
+
+def test_clip_scorer_runs_from_a_local_model_folder_and_is_skipped_without_one(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from sdk.scenarios import ClipScorer
+
+    assert "neither a local folder nor in the hub cache" in (
+        ClipScorer("no-org/no-such-clip").unavailable() or ""
+    )
+    scorer = ClipScorer(tiny_clip(tmp_path / "clip"))
+    assert scorer.unavailable() is None
+    with build_client(tmp_path) as client:
+        result = run_scenarios(
+            client,
+            builtin_suite().select(["control"]).limited(2),
+            backends=["local-lettering"],
+            scorers={"clip": scorer},
+            progress=False,
+        )
+    assert result.scorers_used == ["clip"] and result.scorers_skipped == {}
+    scores = [sc for s in result.samples for sc in s.scores]
+    assert len(scores) == 2 and all(sc.scorer == "clip" and 0.0 <= sc.value <= 1.0 for sc in scores)
 
 
 CONFIG = """
@@ -230,8 +316,24 @@ def test_cli_run_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture
     cfg = tmp_path / "p.toml"
     cfg.write_text(CONFIG.format(db=tmp_path / "t.db"))
     out = tmp_path / "report"
-    code = main(["scenarios", "run", "--config", str(cfg), "--backends", "tiny-mock,down-mock",
-                 "--max-per-scenario", "1", "--seeds", "2", "--out", str(out), "--tesseract", "no-such-ocr"])
+    code = main(
+        [
+            "scenarios",
+            "run",
+            "--config",
+            str(cfg),
+            "--backends",
+            "tiny-mock,down-mock",
+            "--max-per-scenario",
+            "1",
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            "--tesseract",
+            "no-such-ocr",
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert f"report: {out / 'report.html'}" in captured.out
@@ -258,16 +360,29 @@ def chromium() -> str:
     if exe is None:
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is missing under CI=true: .ci/run installs Debian's `chromium` package")
-        pytest.skip("headless Chromium is not installed (apt-get install chromium); the report render is unchecked")
+        pytest.skip(
+            "headless Chromium is not installed (apt-get install chromium); the report render is unchecked"
+        )
     return exe
 
 
 def screenshot(exe: str, html: Path, tmp_path: Path) -> Image.Image:
     shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={shot}",
-           "--window-size=1280,2000", html.resolve().as_uri()]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+        html.resolve().as_uri(),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and shot.is_file(), textwrap.shorten(done.stderr, 2000)
     with Image.open(shot) as img:

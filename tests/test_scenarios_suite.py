@@ -15,7 +15,13 @@ from sdk.scenarios.suite import quoted_text, slug
 
 def test_builtin_suite_has_the_four_scenarios_and_a_control_set() -> None:
     suite = builtin_suite()
-    assert [s.name for s in suite.scenarios] == ["typography", "occlusion", "reflection", "counting", "control"]
+    assert [s.name for s in suite.scenarios] == [
+        "typography",
+        "occlusion",
+        "reflection",
+        "counting",
+        "control",
+    ]
     for scenario in suite.scenarios:
         assert len(scenario.prompts) >= 5, scenario.name
         assert len({p.prompt for p in scenario.prompts}) == len(scenario.prompts), scenario.name
@@ -64,13 +70,19 @@ def test_the_real_partiprompts_file_loads(shared_dir: Path) -> None:
 
 def test_jsonl_suite_and_its_errors_name_the_line(tmp_path: Path) -> None:
     good = tmp_path / "mine.jsonl"
-    good.write_text(json.dumps({"prompt": "a mirror", "scenario": "Reflection"}) + "\n\n"
-                    + json.dumps({"prompt": "3 cups", "scenario": "counting", "extra": 1}) + "\n")
+    good.write_text(
+        json.dumps({"prompt": "a mirror", "scenario": "Reflection"})
+        + "\n\n"
+        + json.dumps({"prompt": "3 cups", "scenario": "counting", "extra": 1})
+        + "\n"
+    )
     suite = load_suite(good)
     assert [(s.name, len(s.prompts)) for s in suite.scenarios] == [("reflection", 1), ("counting", 1)]
 
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"prompt": "ok", "scenario": "x"}) + "\n" + json.dumps({"prompt": "no label"}) + "\n")
+    bad.write_text(
+        json.dumps({"prompt": "ok", "scenario": "x"}) + "\n" + json.dumps({"prompt": "no label"}) + "\n"
+    )
     with pytest.raises(ValidationError, match="line 2 needs string `prompt` and `scenario`"):
         load_suite(bad)
     broken = tmp_path / "broken.jsonl"

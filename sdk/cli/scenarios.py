@@ -22,9 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     run = group.add_parser("run", help="run a suite on chosen backends and write report.html + report.json")
     add_config_arg(run)
-    run.add_argument("--backends", metavar="A,B", help="comma-separated backend names (default: all configured)")
-    run.add_argument("--suite", default="builtin",
-                     help="`builtin`, or a TSV (Prompt, Challenge columns) or JSONL (prompt, scenario) file")
+    run.add_argument(
+        "--backends", metavar="A,B", help="comma-separated backend names (default: all configured)"
+    )
+    run.add_argument(
+        "--suite",
+        default="builtin",
+        help="`builtin`, or a TSV (Prompt, Challenge columns) or JSONL (prompt, scenario) file",
+    )
     run.add_argument("--scenarios", metavar="A,B", help="only these scenarios of the suite")
     run.add_argument("--max-per-scenario", type=int, metavar="N", help="at most N prompts per scenario")
     run.add_argument("--out", required=True, metavar="DIR", help="folder for report.html and report.json")
@@ -34,10 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--max-cost", type=float, metavar="USD", help="SLA cost cap per request")
     run.add_argument("--width", type=int, help="image width (default: each backend's default)")
     run.add_argument("--height", type=int, help="image height (default: each backend's default)")
-    run.add_argument("--clip-model", metavar="PATH", help="local CLIP model folder or cached hub id for CLIP scores")
+    run.add_argument(
+        "--clip-model", metavar="PATH", help="local CLIP model folder or cached hub id for CLIP scores"
+    )
     run.add_argument("--tesseract", metavar="CMD", help="tesseract executable for the OCR scorer")
-    run.add_argument("--review", action="store_true",
-                     help="ask for a verdict on each image (sent through report_correction)")
+    run.add_argument(
+        "--review",
+        action="store_true",
+        help="ask for a verdict on each image (sent through report_correction)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=run_command)
 
@@ -75,11 +85,17 @@ def _console_reviewer(out_dir: Path) -> Any:
     def ask(sample: Sample, image: Image) -> Review | None:
         path = folder / f"{sample.request_id}.png"
         image.save(path)
-        print(f"\n{sample.scenario} / {sample.backend} / seed {sample.seed}: {sample.prompt}\n  image: {path}",
-              file=sys.stderr)
+        print(
+            f"\n{sample.scenario} / {sample.backend} / seed {sample.seed}: {sample.prompt}\n  image: {path}",
+            file=sys.stderr,
+        )
         while True:
-            print("  verdict? [a]ccepted, [e]dited SECONDS, [r]ejected SECONDS, [s]kip: ", end="", file=sys.stderr,
-                  flush=True)
+            print(
+                "  verdict? [a]ccepted, [e]dited SECONDS, [r]ejected SECONDS, [s]kip: ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
             line = sys.stdin.readline()
             if not line:  # end of input: stop asking, keep the run going
                 return None
@@ -99,17 +115,26 @@ def run_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with make_client(args) as client:
         result = run_scenarios(
-            client, suite, backends=_names(args.backends), seeds=args.seeds, base_seed=args.base_seed,
-            sla=sla or None, width=args.width, height=args.height,
+            client,
+            suite,
+            backends=_names(args.backends),
+            seeds=args.seeds,
+            base_seed=args.base_seed,
+            sla=sla or None,
+            width=args.width,
+            height=args.height,
             scorers=default_scorers(tesseract=args.tesseract, clip_model=args.clip_model),
-            reviewer=_console_reviewer(out) if args.review else None, progress=not args.quiet,
+            reviewer=_console_reviewer(out) if args.review else None,
+            progress=not args.quiet,
         )
     html, data = write_report(result, out)
     failed = sum(not s.ok for s in result.samples)
     for name, reason in sorted(result.scorers_skipped.items()):
         print(f"scorer {name} skipped: {reason}")
-    print(f"{len(result.samples)} requests on {len(result.backends)} backends, {failed} failed, "
-          f"{result.wall_s:.1f} s")
+    print(
+        f"{len(result.samples)} requests on {len(result.backends)} backends, {failed} failed, "
+        f"{result.wall_s:.1f} s"
+    )
     print(f"report: {html}")
     print(f"data:   {data}")
     return 0

@@ -20,12 +20,14 @@ from .runner import RunResult, Sample, backend_metrics
 SCHEMA = "pixelroute.scenarios/1"
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f4f5f7}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;
+ background:#f4f5f7}
 header{background:#1d2b3a;color:#fff;padding:20px 32px}
 header h1{margin:0 0 6px;font-size:24px}
 header p{margin:0;color:#c9d4e0;font-size:14px}
 main{padding:8px 32px 40px}
-section{background:#fff;border-radius:8px;padding:16px 20px;margin:18px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+section{background:#fff;border-radius:8px;padding:16px 20px;margin:18px 0;
+ box-shadow:0 1px 3px rgba(0,0,0,.08)}
 h2{margin:0 0 4px;font-size:20px}
 h3{margin:18px 0 8px;font-size:15px;color:#34495e}
 .desc{color:#5b6672;margin:0 0 10px;font-size:14px}
@@ -42,7 +44,8 @@ table.sheet th{text-align:center}
 table.sheet th.rowhead{text-align:left;white-space:normal;width:220px;vertical-align:top;background:#fafbfc;
  font-weight:500;font-size:13px;line-height:1.35}
 td.card{width:168px;vertical-align:top;text-align:left;white-space:normal;font-size:12px;padding:8px}
-.card img{width:160px;height:160px;object-fit:contain;image-rendering:pixelated;background:#dde1e6;display:block}
+.card img{width:160px;height:160px;object-fit:contain;image-rendering:pixelated;background:#dde1e6;
+ display:block}
 .card .failed{width:160px;height:160px;background:#fbe9e7;color:#b3261e;display:flex;align-items:center;
  justify-content:center;text-align:center;padding:6px;box-sizing:border-box}
 .meta{color:#5b6672;font-size:12px;margin-top:4px}
@@ -57,8 +60,18 @@ def _fmt(value: Any, spec: str, prefix: str = "", none: str = "–", suffix: str
 
 def _metrics_table(result: RunResult, metrics: dict[str, dict[str, Any]]) -> str:
     scorer_names = sorted({k for m in metrics.values() for k in m["scores"]})
-    head = ["backend", "requests", "failure rate", "GPU-s / request", "cost", "$ / request", "requests / min",
-            "p50 latency", "p95 latency", "correction s (n)"] + [f"{n} score" for n in scorer_names]
+    head = [
+        "backend",
+        "requests",
+        "failure rate",
+        "GPU-s / request",
+        "cost",
+        "$ / request",
+        "requests / min",
+        "p50 latency",
+        "p95 latency",
+        "correction s (n)",
+    ] + [f"{n} score" for n in scorer_names]
     rows = []
     for backend in result.backends:
         m = metrics[backend]
@@ -78,8 +91,13 @@ def _metrics_table(result: RunResult, metrics: dict[str, dict[str, Any]]) -> str
             f"<td>{_fmt(m['correction_s_mean'], '.1f')} ({m['corrections']})</td>",
         ] + [f"<td>{_fmt(m['scores'].get(n), '.2f')}</td>" for n in scorer_names]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return ("<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+    return (
+        "<table><thead><tr>"
+        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def _cell(sample: Sample | None) -> str:
@@ -90,41 +108,57 @@ def _cell(sample: Sample | None) -> str:
         size = f"{sample.size[0]}x{sample.size[1]}" if sample.size else ""
         picture = f'<img alt="{escape(sample.prompt)}" title="{size}" src="data:image/png;base64,{data}">'
     else:
-        picture = (f'<div class="failed" title="{escape(sample.error_message or "")}">failed:<br>'
-                   f"{escape(sample.error or 'unknown')}</div>")
-    scores = "".join(f'<span class="score" title="{escape(s.detail)}">{escape(s.scorer)} {s.value:.2f}</span>'
-                     for s in sample.scores)
+        picture = (
+            f'<div class="failed" title="{escape(sample.error_message or "")}">failed:<br>'
+            f"{escape(sample.error or 'unknown')}</div>"
+        )
+    scores = "".join(
+        f'<span class="score" title="{escape(s.detail)}">{escape(s.scorer)} {s.value:.2f}</span>'
+        for s in sample.scores
+    )
     rid = f' data-request-id="{escape(sample.request_id)}"' if sample.request_id else ""
-    return (f'<td class="card" data-backend="{escape(sample.backend)}"{rid}>{picture}'
-            f'<div class="meta">seed {sample.seed} · {sample.latency_s:.2f} s · ${sample.cost_usd:.4f}</div>'
-            f"{scores}</td>")
+    return (
+        f'<td class="card" data-backend="{escape(sample.backend)}"{rid}>{picture}'
+        f'<div class="meta">seed {sample.seed} · {sample.latency_s:.2f} s · ${sample.cost_usd:.4f}</div>'
+        f"{scores}</td>"
+    )
 
 
 def _scenario_section(result: RunResult, name: str) -> str:
-    """Summary rows per backend, then the contact sheets: one column per backend, one row per prompt x seed."""
+    """Summary rows per backend, then the contact sheet: a column per backend, a row per prompt x seed."""
     scenario = result.scenario(name)
     samples = [s for s in result.samples if s.scenario == name]
-    parts = [f'<section id="scenario-{escape(name)}" data-scenario="{escape(name)}">',
-             f"<h2>{escape(scenario.title)}</h2>", f'<p class="desc">{escape(scenario.description)}</p>',
-             "<table><thead><tr><th>backend</th><th>images</th><th>failures</th><th>mean latency</th>"
-             "<th>cost</th><th>scores (mean)</th></tr></thead><tbody>"]
+    parts = [
+        f'<section id="scenario-{escape(name)}" data-scenario="{escape(name)}">',
+        f"<h2>{escape(scenario.title)}</h2>",
+        f'<p class="desc">{escape(scenario.description)}</p>',
+        "<table><thead><tr><th>backend</th><th>images</th><th>failures</th><th>mean latency</th>"
+        "<th>cost</th><th>scores (mean)</th></tr></thead><tbody>",
+    ]
     for backend in result.backends:
         mine = [s for s in samples if s.backend == backend]
         m = backend_metrics(mine)
         ok = [s.latency_s for s in mine if s.ok]
         scores = ", ".join(f"{k} {v:.2f}" for k, v in m["scores"].items()) or "–"
-        parts.append(f"<tr><td>{escape(backend)}</td><td>{len(ok)}</td><td>{m['failures']}</td>"
-                     f"<td>{_fmt(sum(ok) / len(ok) if ok else None, '.3f', suffix=' s')}</td>"
-                     f"<td>{_fmt(m['cost_usd'], '.4f', '$')}</td><td>{escape(scores)}</td></tr>")
+        parts.append(
+            f"<tr><td>{escape(backend)}</td><td>{len(ok)}</td><td>{m['failures']}</td>"
+            f"<td>{_fmt(sum(ok) / len(ok) if ok else None, '.3f', suffix=' s')}</td>"
+            f"<td>{_fmt(m['cost_usd'], '.4f', '$')}</td><td>{escape(scores)}</td></tr>"
+        )
     parts.append("</tbody></table>")
     by_key = {(s.prompt, s.seed, s.backend): s for s in samples}
     rows = list(dict.fromkeys((s.prompt, s.seed) for s in samples))
-    parts.append('<table class="sheet"><thead><tr><th>prompt</th>'
-                 + "".join(f'<th data-backend="{escape(b)}">{escape(b)}</th>' for b in result.backends)
-                 + "</tr></thead><tbody>")
+    parts.append(
+        '<table class="sheet"><thead><tr><th>prompt</th>'
+        + "".join(f'<th data-backend="{escape(b)}">{escape(b)}</th>' for b in result.backends)
+        + "</tr></thead><tbody>"
+    )
     for prompt, seed in rows:
-        parts.append(f'<tr><th class="rowhead">{escape(prompt)}<div class="meta">seed {seed}</div></th>'
-                     + "".join(_cell(by_key.get((prompt, seed, b))) for b in result.backends) + "</tr>")
+        parts.append(
+            f'<tr><th class="rowhead">{escape(prompt)}<div class="meta">seed {seed}</div></th>'
+            + "".join(_cell(by_key.get((prompt, seed, b))) for b in result.backends)
+            + "</tr>"
+        )
     parts.append("</tbody></table></section>")
     return "".join(parts)
 
@@ -134,20 +168,27 @@ def render_html(result: RunResult) -> str:
     metrics = result.metrics()
     n_ok = sum(s.ok for s in result.samples)
     seeds = ", ".join(str(s) for s in result.seeds)
-    skipped = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in sorted(result.scorers_skipped.items()))
-    scorer_note = (f"<p class=\"note\">Scorers used: {escape(', '.join(result.scorers_used) or 'none')}.</p>"
-                   + (f'<p class="note">Skipped:</p><ul class="note">{skipped}</ul>' if skipped else ""))
-    nav = "".join(f'<a href="#scenario-{escape(s.name)}">{escape(s.title)}</a>' for s in result.suite.scenarios)
+    skipped = "".join(
+        f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in sorted(result.scorers_skipped.items())
+    )
+    scorer_note = f'<p class="note">Scorers used: {escape(", ".join(result.scorers_used) or "none")}.</p>' + (
+        f'<p class="note">Skipped:</p><ul class="note">{skipped}</ul>' if skipped else ""
+    )
+    nav = "".join(
+        f'<a href="#scenario-{escape(s.name)}">{escape(s.title)}</a>' for s in result.suite.scenarios
+    )
     sections = "".join(_scenario_section(result, s.name) for s in result.suite.scenarios)
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>pixelroute scenarios: {escape(result.suite.name)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>Scenario report: {escape(result.suite.name)}</h1>"
-        f"<p>{escape(result.started_at)} · backends {escape(', '.join(result.backends))} · seeds {escape(seeds)} · "
+        f"<p>{escape(result.started_at)} · backends {escape(', '.join(result.backends))} · "
+        f"seeds {escape(seeds)} · "
         f"{len(result.samples)} requests, {n_ok} images · {result.wall_s:.1f} s</p></header><main>"
-        "<section><h2>Operational metrics</h2><p class=\"desc\">Per backend over this run. Requests/min is "
+        '<section><h2>Operational metrics</h2><p class="desc">Per backend over this run. Requests/min is '
         "throughput while the backend was busy (one request at a time); the first request to a local backend "
-        "includes loading its pipeline. Correction time is what reviewers reported through the feedback API.</p>"
+        "includes loading its pipeline. Correction time is what reviewers reported through the feedback "
+        "API.</p>"
         f'<div class="scroll">{_metrics_table(result, metrics)}</div>{scorer_note}<nav>{nav}</nav></section>'
         f"{sections}</main></body></html>"
     )
@@ -157,12 +198,22 @@ def report_data(result: RunResult) -> dict[str, Any]:
     """The JSON written beside the HTML: run metadata, metrics, samples (without pixels) and scores."""
     samples = []
     for s in result.samples:
-        samples.append({
-            "scenario": s.scenario, "backend": s.backend, "prompt": s.prompt, "seed": s.seed, "ok": s.ok,
-            "request_id": s.request_id, "latency_s": s.latency_s, "cost_usd": s.cost_usd, "gpu_s": s.gpu_s,
-            "error": s.error, "error_message": s.error_message,
-            "review": {"verdict": s.review.verdict, "seconds": s.review.seconds} if s.review else None,
-        })
+        samples.append(
+            {
+                "scenario": s.scenario,
+                "backend": s.backend,
+                "prompt": s.prompt,
+                "seed": s.seed,
+                "ok": s.ok,
+                "request_id": s.request_id,
+                "latency_s": s.latency_s,
+                "cost_usd": s.cost_usd,
+                "gpu_s": s.gpu_s,
+                "error": s.error,
+                "error_message": s.error_message,
+                "review": {"verdict": s.review.verdict, "seconds": s.review.seconds} if s.review else None,
+            }
+        )
     return {
         "schema": SCHEMA,
         "suite": result.suite.name,

@@ -83,9 +83,18 @@ class RunResult:
         out = []
         for s in self.samples:
             for sc in s.scores:
-                out.append({"request_id": s.request_id, "scenario": s.scenario, "backend": s.backend,
-                            "prompt": s.prompt, "seed": s.seed, "scorer": sc.scorer, "value": round(sc.value, 4),
-                            "detail": sc.detail})
+                out.append(
+                    {
+                        "request_id": s.request_id,
+                        "scenario": s.scenario,
+                        "backend": s.backend,
+                        "prompt": s.prompt,
+                        "seed": s.seed,
+                        "scorer": sc.scorer,
+                        "value": round(sc.value, 4),
+                        "detail": sc.detail,
+                    }
+                )
         return out
 
 
@@ -185,7 +194,9 @@ def run_scenarios(
     if unknown:
         raise ValidationError(
             f"`backends` must be among the configured {', '.join(client.backends)} but includes "
-            f"{', '.join(repr(b) for b in unknown)}", field="backends", value=list(chosen),
+            f"{', '.join(repr(b) for b in unknown)}",
+            field="backends",
+            value=list(chosen),
         )
     if seeds < 1:
         raise ValidationError(f"`seeds` must be at least 1 but is {seeds}", field="seeds", value=seeds)
@@ -210,11 +221,25 @@ def run_scenarios(
         for item in scenario.prompts:
             for seed in seed_list:
                 for backend in chosen:
-                    sample = _generate(client, scenario, item, backend, seed, sla, width, height, clock,
-                                       usable, skipped, reviewer)
+                    sample = _generate(
+                        client,
+                        scenario,
+                        item,
+                        backend,
+                        seed,
+                        sla,
+                        width,
+                        height,
+                        clock,
+                        usable,
+                        skipped,
+                        reviewer,
+                    )
                     samples.append(sample)
                     if bar is not None:
-                        bar.step(f"{scenario.name} / {backend}" + ("" if sample.ok else f" FAILED {sample.error}"))
+                        bar.step(
+                            f"{scenario.name} / {backend}" + ("" if sample.ok else f" FAILED {sample.error}")
+                        )
     return RunResult(suite, chosen, seed_list, samples, sorted(usable), skipped, started_at, clock() - t0)
 
 
@@ -238,13 +263,31 @@ def _generate(
     except ValidationError:
         raise  # our own request is wrong (e.g. a size the backend refuses): stop, don't count it as a failure
     except PixelrouteError as exc:
-        return Sample(scenario.name, backend, item.prompt, seed, ok=False, latency_s=clock() - t,
-                      cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0), error=error_code(exc),
-                      error_message=redact(str(exc))[:300])
+        return Sample(
+            scenario.name,
+            backend,
+            item.prompt,
+            seed,
+            ok=False,
+            latency_s=clock() - t,
+            cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0),
+            error=error_code(exc),
+            error_message=redact(str(exc))[:300],
+        )
     image = r.images[0]
-    sample = Sample(scenario.name, backend, item.prompt, seed, ok=True, latency_s=r.latency_s,
-                    cost_usd=r.cost_usd, request_id=r.request_id, gpu_s=r.gpu_s,
-                    size=(image.width, image.height), thumbnail_png=thumbnail_png(image))
+    sample = Sample(
+        scenario.name,
+        backend,
+        item.prompt,
+        seed,
+        ok=True,
+        latency_s=r.latency_s,
+        cost_usd=r.cost_usd,
+        request_id=r.request_id,
+        gpu_s=r.gpu_s,
+        size=(image.width, image.height),
+        thumbnail_png=thumbnail_png(image),
+    )
     for name in scenario.scorers:
         scorer = usable.get(name)
         if scorer is None:
@@ -263,8 +306,13 @@ def _generate(
         if review is not None:
             client.report_correction(r.request_id, seconds=review.seconds, verdict=review.verdict)
             sample.review = review
-            sample.scores.append(Score("verdict", VERDICT_SCORE[review.verdict],
-                                       f"{review.verdict}, {review.seconds:g} s to correct"))
+            sample.scores.append(
+                Score(
+                    "verdict",
+                    VERDICT_SCORE[review.verdict],
+                    f"{review.verdict}, {review.seconds:g} s to correct",
+                )
+            )
     return sample
 
 

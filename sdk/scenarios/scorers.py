@@ -101,15 +101,22 @@ class OcrScorer:
             img.save(path)
             try:
                 done = subprocess.run(
-                    [exe, str(path), "stdout", "--psm", "6"], capture_output=True, text=True,
-                    timeout=self.timeout_s, check=False,
+                    [exe, str(path), "stdout", "--psm", "6"],
+                    capture_output=True,
+                    text=True,
+                    timeout=self.timeout_s,
+                    check=False,
                 )
             except subprocess.TimeoutExpired as exc:
                 raise ConfigError(f"tesseract took longer than {self.timeout_s} s on one image") from exc
         if done.returncode != 0:
-            raise ConfigError(f"tesseract failed with exit code {done.returncode}: {done.stderr.strip()[:200]}")
+            raise ConfigError(
+                f"tesseract failed with exit code {done.returncode}: {done.stderr.strip()[:200]}"
+            )
         read = " ".join(done.stdout.split())
-        return Score(self.name, text_match(item.expect_text, read), f"read {read!r}" if read else "read nothing")
+        return Score(
+            self.name, text_match(item.expect_text, read), f"read {read!r}" if read else "read nothing"
+        )
 
 
 class ClipScorer:
@@ -126,8 +133,11 @@ class ClipScorer:
 
     def unavailable(self) -> str | None:
         if Path(self.model).is_dir():
-            return None if (Path(self.model) / "config.json").is_file() else \
-                f"no CLIP model: folder `{self.model}` has no config.json"
+            return (
+                None
+                if (Path(self.model) / "config.json").is_file()
+                else f"no CLIP model: folder `{self.model}` has no config.json"
+            )
         try:
             from huggingface_hub import try_to_load_from_cache
         except ImportError:
@@ -168,12 +178,14 @@ class Review:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICT_SCORE:
             raise ValidationError(
-                f"`verdict` must be accepted, edited or rejected but is {self.verdict!r}", field="verdict",
+                f"`verdict` must be accepted, edited or rejected but is {self.verdict!r}",
+                field="verdict",
                 value=self.verdict,
             )
         if not self.seconds >= 0:
-            raise ValidationError(f"`seconds` must be >= 0 but is {self.seconds!r}", field="seconds",
-                                  value=self.seconds)
+            raise ValidationError(
+                f"`seconds` must be >= 0 but is {self.seconds!r}", field="seconds", value=self.seconds
+            )
 
 
 def parse_review(answer: str) -> Review | None:
@@ -184,13 +196,15 @@ def parse_review(answer: str) -> Review | None:
     verdicts = {"a": "accepted", "e": "edited", "r": "rejected"}
     verdict = verdicts.get(parts[0][:1]) if parts[0] in (*verdicts, *verdicts.values()) else None
     if verdict is None:
-        raise ValidationError(f"`verdict` must be a, e, r or s but is {parts[0]!r}", field="verdict",
-                              value=parts[0])
+        raise ValidationError(
+            f"`verdict` must be a, e, r or s but is {parts[0]!r}", field="verdict", value=parts[0]
+        )
     try:
         seconds = float(parts[1]) if len(parts) > 1 else 0.0
     except ValueError:
-        raise ValidationError(f"`seconds` must be a number but is {parts[1]!r}", field="seconds",
-                              value=parts[1]) from None
+        raise ValidationError(
+            f"`seconds` must be a number but is {parts[1]!r}", field="seconds", value=parts[1]
+        ) from None
     return Review(verdict, seconds)  # type: ignore[arg-type]
 
 

@@ -56,12 +56,17 @@ class Suite:
             return self
         if per_scenario < 1:
             raise ValidationError(
-                f"`max_per_scenario` must be at least 1 but is {per_scenario}", field="max_per_scenario",
+                f"`max_per_scenario` must be at least 1 but is {per_scenario}",
+                field="max_per_scenario",
                 value=per_scenario,
             )
-        return Suite(self.name, tuple(
-            Scenario(s.name, s.title, s.description, s.prompts[:per_scenario], s.scorers) for s in self.scenarios
-        ))
+        return Suite(
+            self.name,
+            tuple(
+                Scenario(s.name, s.title, s.description, s.prompts[:per_scenario], s.scorers)
+                for s in self.scenarios
+            ),
+        )
 
     def select(self, names: list[str] | None) -> Suite:
         """Only the scenarios named in ``names`` (in the suite's order); all when ``None``."""
@@ -73,7 +78,8 @@ class Suite:
             raise ValidationError(
                 f"`scenarios` must name scenarios of suite {self.name!r} ({', '.join(sorted(known))}) "
                 f"but includes {', '.join(repr(n) for n in unknown)}",
-                field="scenarios", value=names,
+                field="scenarios",
+                value=names,
             )
         return Suite(self.name, tuple(s for s in self.scenarios if s.name in names))
 
@@ -118,13 +124,17 @@ _BUILTIN = (
             _p("a glass of water on a table bending the stripes of the tablecloth behind it"),
             _p("a city skyline at night mirrored in a calm river"),
             _p("a chrome kettle reflecting a kitchen window and a potted basil plant"),
-            _p("a wine glass half full of red wine in front of a lit candle, light refracted through the glass"),
+            _p(
+                "a wine glass half full of red wine in front of a lit candle, "
+                "light refracted through the glass"
+            ),
         ),
     ),
     Scenario(
         "counting",
         "Counting and plurals",
-        "An exact number of things, singular against plural; a wrong count costs a person an inpainting pass.",
+        "An exact number of things, singular against plural; "
+        "a wrong count costs a person an inpainting pass.",
         (
             _p("exactly three red apples on a white plate"),
             _p("one dog and two cats sleeping on a sofa"),
@@ -174,7 +184,7 @@ def quoted_text(prompt: str) -> str | None:
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Read a labelled prompt set: ``.tsv`` (``Prompt`` + ``Challenge``) or ``.jsonl`` (``prompt`` + ``scenario``).
+    """Read a labelled prompt set: a TSV (``Prompt``, ``Challenge``) or JSONL (``prompt``, ``scenario``).
 
     Scenarios keep the file's order of first appearance. Labels are slugged; PartiPrompts'
     "Writing & Symbols" becomes ``typography`` and "Quantity" becomes ``counting`` so the
@@ -182,21 +192,28 @@ def load_suite(path: str | Path) -> Suite:
     """
     p = Path(path)
     if not p.is_file():
-        raise ValidationError(f"`suite` must be `builtin` or an existing file but is {str(p)!r}", field="suite",
-                              value=str(p))
+        raise ValidationError(
+            f"`suite` must be `builtin` or an existing file but is {str(p)!r}", field="suite", value=str(p)
+        )
     rows = _read_tsv(p) if p.suffix.lower() in (".tsv", ".txt") else _read_jsonl(p)
     grouped: dict[str, list[ScenarioPrompt]] = {}
     titles: dict[str, str] = {}
     for prompt, label in rows:
         name = _ALIASES.get(slug(label), slug(label))
         titles.setdefault(name, label)
-        grouped.setdefault(name, []).append(ScenarioPrompt(prompt, quoted_text(prompt) if name == "typography"
-                                                           else None))
+        grouped.setdefault(name, []).append(
+            ScenarioPrompt(prompt, quoted_text(prompt) if name == "typography" else None)
+        )
     if not grouped:
         raise ValidationError(f"`suite` file {str(p)!r} holds no prompts", field="suite", value=str(p))
     scenarios = tuple(
-        Scenario(name, titles[name], f"{len(prompts)} prompts labelled {titles[name]!r} in {p.name}",
-                 tuple(prompts), _FILE_SCORERS.get(name, ("clip",)))
+        Scenario(
+            name,
+            titles[name],
+            f"{len(prompts)} prompts labelled {titles[name]!r} in {p.name}",
+            tuple(prompts),
+            _FILE_SCORERS.get(name, ("clip",)),
+        )
         for name, prompts in grouped.items()
     )
     return Suite(p.stem, scenarios)
@@ -209,15 +226,20 @@ def _read_tsv(path: Path) -> list[tuple[str, str]]:
         if "prompt" not in columns or not ({"challenge", "scenario"} & columns.keys()):
             raise ValidationError(
                 f"`suite` TSV {str(path)!r} needs `Prompt` and `Challenge` (or `Scenario`) columns "
-                f"but has {reader.fieldnames}", field="suite", value=str(path),
+                f"but has {reader.fieldnames}",
+                field="suite",
+                value=str(path),
             )
         label_col = columns.get("challenge") or columns["scenario"]
         out = []
         for line_no, row in enumerate(reader, start=2):
             prompt, label = (row.get(columns["prompt"]) or "").strip(), (row.get(label_col) or "").strip()
             if not prompt or not label:
-                raise ValidationError(f"`suite` {str(path)!r} line {line_no} lacks a prompt or a label: {row!r}",
-                                      field="suite", value=line_no)
+                raise ValidationError(
+                    f"`suite` {str(path)!r} line {line_no} lacks a prompt or a label: {row!r}",
+                    field="suite",
+                    value=line_no,
+                )
             out.append((prompt, label))
         return out
 
@@ -231,14 +253,22 @@ def _read_jsonl(path: Path) -> list[tuple[str, str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValidationError(f"`suite` {str(path)!r} line {line_no} is not JSON: {exc}", field="suite",
-                                      value=line_no) from None
+                raise ValidationError(
+                    f"`suite` {str(path)!r} line {line_no} is not JSON: {exc}", field="suite", value=line_no
+                ) from None
             prompt = row.get("prompt") if isinstance(row, dict) else None
             label = row.get("scenario") if isinstance(row, dict) else None
-            if not isinstance(prompt, str) or not prompt.strip() or not isinstance(label, str) or not label.strip():
+            if (
+                not isinstance(prompt, str)
+                or not prompt.strip()
+                or not isinstance(label, str)
+                or not label.strip()
+            ):
                 raise ValidationError(
-                    f"`suite` {str(path)!r} line {line_no} needs string `prompt` and `scenario` but is {row!r}",
-                    field="suite", value=line_no,
+                    f"`suite` {str(path)!r} line {line_no} needs string `prompt` and `scenario` "
+                    f"but is {row!r}",
+                    field="suite",
+                    value=line_no,
                 )
             out.append((prompt.strip(), label.strip()))
     return out
