@@ -621,7 +621,7 @@ class RemoteBackend(Backend):
 
     def _api_key(self) -> str | None:
         env = self.settings.api_key_env
-        if env is None:
+        if not env:  # None, or "" from a TOML file: a keyless server (A1111, a local compatible gateway)
             return None
         if self._key is None:
             value = os.environ.get(env)
