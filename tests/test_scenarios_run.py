@@ -345,6 +345,29 @@ def test_cli_run_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture
     assert data["metrics"]["tiny-mock"]["failure_rate"] == 0.0
 
 
+def test_cli_review_sends_verdicts_through_the_feedback_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(CONFIG.format(db=tmp_path / "t.db"))
+    # a person answers: edited in 40 s, then a typo (asked again), then accepted
+    monkeypatch.setattr("sys.stdin", io.StringIO("e 40\nmaybe\na\n"))
+    out = tmp_path / "r"
+    code = main(["scenarios", "run", "--config", str(cfg), "--backends", "tiny-mock", "--scenarios",
+                 "counting,control", "--max-per-scenario", "1", "--review", "--quiet", "--out", str(out)])
+    assert code == 0
+    assert "`verdict` must be a, e, r or s but is 'maybe'" in capsys.readouterr().err
+    samples = json.loads((out / "report.json").read_text())["samples"]
+    assert [s["review"] for s in samples] == [{"verdict": "edited", "seconds": 40.0},
+                                              {"verdict": "accepted", "seconds": 0.0}]
+    assert sorted(p.name for p in (out / "review").iterdir()) == sorted(f"{s['request_id']}.png" for s in samples)
+    from sdk.telemetry import open_store
+
+    with open_store(f"sqlite:///{tmp_path / 't.db'}") as store:
+        history = store.correction_history(samples[0]["request_id"])
+    assert [(h["seconds"], h["verdict"]) for h in history] == [(40.0, "edited")]
+
+
 def test_cli_list_and_bad_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scenarios", "list"]) == 0
     assert "typography" in capsys.readouterr().out
