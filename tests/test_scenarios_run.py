@@ -360,7 +360,8 @@ def test_cli_review_sends_verdicts_through_the_feedback_api(
     samples = json.loads((out / "report.json").read_text())["samples"]
     assert [s["review"] for s in samples] == [{"verdict": "edited", "seconds": 40.0},
                                               {"verdict": "accepted", "seconds": 0.0}]
-    assert sorted(p.name for p in (out / "review").iterdir()) == sorted(f"{s['request_id']}.png" for s in samples)
+    saved = sorted(p.name for p in (out / "review").iterdir())
+    assert saved == sorted(f"{s['request_id']}.png" for s in samples)
     from sdk.telemetry import open_store
 
     with open_store(f"sqlite:///{tmp_path / 't.db'}") as store:
