@@ -178,6 +178,10 @@ def settings_from_config(config: Any) -> Settings:
             known = sorted(_OPTIONS | {f"PIXELROUTE_{f.upper()}" for f in Settings.model_fields})
             raise ConfigError(f"`{key}` is not a known setting (misspelt?); known: {', '.join(known)}")
         data[field] = config[key]
+    if path is None and mapping is None and not data:
+        from .._config import embedded_default
+
+        return embedded_default()  # nothing configured: the same default as `Client()`
     try:
         return load_settings(data)
     except ConfigError as exc:
