@@ -18,6 +18,7 @@ _HEADER_PATTERNS = [
     re.compile(r"(?i)(authorization\s*[:=]\s*)(bearer\s+|token\s+|key\s+)?[^\s,;\"']+"),
     re.compile(r"(?i)((?:x-)?api[-_]?key\s*[:=]\s*)[^\s,;\"']+"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-~+/=]{8,}"),
+    re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{8,}"),
 ]
 
 MASK = "[REDACTED]"
