@@ -290,3 +290,17 @@ def test_train_command_fails_cleanly_without_records_or_out(
         call_command("pixelroute_train", "--out", str(tmp_path / "model"), stdout=io.StringIO(), stderr=err)
     assert "pixelroute: error" in err.getvalue()
     assert not (tmp_path / "model").exists()  # nothing half-written
+
+
+def test_train_command_writes_the_artifact(tmp_path: Path) -> None:
+    client = get_client()
+    for i in range(240):
+        r = client.generate(f"poster number {i}", sla={"deadline_s": 5}, seed=i)
+        if i % 3 == 0:
+            client.report_correction(r.request_id, float(i % 40), "edited")
+    client.recorder.flush()
+    out = tmp_path / "router-model"
+    call_command(
+        "pixelroute_train", "--out", str(out), verbosity=0, stdout=io.StringIO(), stderr=io.StringIO()
+    )
+    assert (out / "manifest.json").is_file()
