@@ -11,7 +11,7 @@ import sdk
 
 def test_all_is_sorted_and_complete() -> None:
     public = {name for name in dir(sdk) if not name.startswith("_")}
-    modules = {"backends", "cli", "contrib", "gates", "scenarios", "telemetry"}
+    modules = {"backends", "cli", "contrib", "gateway", "gates", "scenarios", "telemetry"}
     assert sorted(sdk.__all__) == list(sdk.__all__)
     assert set(sdk.__all__) == public - modules - {"annotations"}
 
