@@ -95,6 +95,8 @@ class Plan:
     ts: datetime
     context: dict[str, Any]
     hedge: bool = False
+    #: the decision as recorded once in the trace, reused for the attempt's telemetry record
+    decision_dict: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine:
@@ -258,7 +260,7 @@ class Engine:
                 self._record_refusal(call, msg, cands, decision)
             raise NoFeasibleBackend(msg, cands)
 
-        self._record_decision(call, decision, why_not)
+        decision_dict = self._record_decision(call, decision, why_not)
         backend = self.backends[chosen_name]
         if not self.health[chosen_name].breaker.allow():
             # a half-open breaker lets one probe through at a time; this request goes elsewhere
@@ -281,6 +283,7 @@ class Engine:
             ts=datetime.now(UTC),
             context=snapshot,
             hedge=hedge,
+            decision_dict=decision_dict,
         )
 
     def _pinned_despite_prediction(self, call: Call, decision: Decision) -> str | None:
@@ -434,11 +437,12 @@ class Engine:
             **{k: call.notes[k] for k in ("hedge", "cascade") if k in call.notes},
         }
 
-    def _record_decision(self, call: Call, decision: Decision, why_not: dict[str, str]) -> None:
+    def _record_decision(self, call: Call, decision: Decision, why_not: dict[str, str]) -> dict[str, Any]:
         d = decision.to_dict()
         if why_not:
             d["excluded"] = dict(why_not)
         call.decisions.append(d)
+        return d
 
     def _attempt_record(
         self,
@@ -490,7 +494,7 @@ class Engine:
             backend=be.name,
             params=params,
             context=plan.context,
-            decision=_decision_record(plan.decision, cand),
+            decision=_decision_record(plan.decision_dict, cand),
             outcome=outcome,
             ts=plan.ts,
         )
@@ -500,7 +504,7 @@ class Engine:
     ) -> None:
         """A request refused before any backend ran is recorded too, with the reason."""
         dec: dict[str, Any] = (
-            _decision_record(decision, None) if decision else {"policy": None, "propensity": None}
+            _decision_record(decision.to_dict(), None) if decision else {"policy": None, "propensity": None}
         )
         dec["candidates"] = candidates
         record = self._base_record(
@@ -594,11 +598,10 @@ def _attempt_deadline(call_deadline: Deadline) -> Deadline:
     return Deadline(None, clock=call_deadline.clock, cancel=token, at=call_deadline.at)
 
 
-def _decision_record(decision: Decision | None, cand: Candidate | None) -> dict[str, Any]:
-    if decision is None:
+def _decision_record(d: dict[str, Any] | None, cand: Candidate | None) -> dict[str, Any]:
+    if not d:
         return {"policy": None, "router_version": None, "propensity": None, "explored": False,
                 "predicted": None}
-    d = decision.to_dict()
     return {
         "policy": d["policy"],
         "router_version": d["router_version"],
