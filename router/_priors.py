@@ -44,6 +44,10 @@ KIND_PRESETS: dict[str, KindPreset] = {
 }
 #: strength assumed for a scenario a profile does not declare
 DEFAULT_STRENGTH = 0.5
+#: cold-start latency growth per queued request ahead (local: one GPU runs them first) and per
+#: request in flight (remote: a provider slows down a little under our own load)
+QUEUE_FACTOR_LOCAL = 1.0
+INFLIGHT_FACTOR_REMOTE = 0.03
 
 
 def preset(profile: BackendProfile) -> KindPreset:

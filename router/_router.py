@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from ._types import BackendProfile, Decision, RouteContext, RouteRequest, SLASpec
-from .coldstart import ColdStartPredictor, option_priors
+from .coldstart import ColdStartPredictor
 from .models import MANIFEST, LgbmPredictor, TrainedModels
 from .policy import PolicyConfig, Predictions, decide, expand_options
 
@@ -26,7 +26,7 @@ class Predictor(Protocol):
     version: str
 
     def predict(self, request: RouteRequest, options: Sequence[tuple[BackendProfile, int | None]],
-                context: RouteContext, priors: tuple[np.ndarray, np.ndarray] | None = None) -> Predictions: ...
+                context: RouteContext) -> Predictions: ...
 
 
 class Router:
@@ -78,8 +78,7 @@ class Router:
                context: RouteContext | None = None) -> Decision:
         ctx = context or RouteContext()
         options = expand_options(backends)
-        priors = option_priors(request, options)
-        preds = self.predictor.predict(request, options, ctx, priors)
+        preds = self.predictor.predict(request, options, ctx)
         return decide(options, preds, sla, ctx, self.config, self._rng,
                       policy_name=self.policy_name, router_version=self.version)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -116,9 +116,36 @@ class LiteLLMLatency:
 MAX_ATTEMPTS = 3
 
 
+@dataclass
+class Outcomes:
+    """Per-request results of one policy replayed on a workload (arrays over the requests)."""
+
+    cost_usd: np.ndarray       # money spent plus the correction time valued per hour
+    accepted: np.ndarray       # an image came back and needed at most REJECT_ABOVE_S of correction
+    on_time: np.ndarray        # an image came back within the deadline and budget (SLA attained)
+    correction_s: np.ndarray   # NaN when no image came back
+    refused: np.ndarray
+
+    def summary(self) -> dict[str, float]:
+        n = len(self.cost_usd)
+        have = ~np.isnan(self.correction_s)
+        return {"requests": n, "cost_per_accepted_usd": float(self.cost_usd.sum()) / max(int(self.accepted.sum()), 1),
+                "sla_attainment": float(self.on_time.mean()) if n else math.nan,
+                "accepted_share": float(self.accepted.mean()) if n else math.nan,
+                "refused_share": float(self.refused.mean()) if n else math.nan,
+                "mean_correction_s": float(self.correction_s[have].mean()) if have.any() else math.nan,
+                "total_usd": float(self.cost_usd.sum())}
+
+
 def replay(policy: PolicyFn, workload: Sequence[WorkItem], backends: Sequence[SimBackend],
            correction_cost_per_hour: float = 60.0) -> dict[str, float]:
-    """Run ``policy`` on every request of ``workload`` against the simulator's true outcomes.
+    """Run ``policy`` on every request of ``workload`` against the simulator's true outcomes (summary)."""
+    return replay_outcomes(policy, workload, backends, correction_cost_per_hour).summary()
+
+
+def replay_outcomes(policy: PolicyFn, workload: Sequence[WorkItem], backends: Sequence[SimBackend],
+                    correction_cost_per_hour: float = 60.0) -> Outcomes:
+    """Per-request outcomes of ``policy`` on ``workload``.
 
     Like the SDK, a failed attempt (not a timeout) falls back: the policy is asked again without
     the failed backend, with the deadline and budget that are left, up to :data:`MAX_ATTEMPTS`.
@@ -127,9 +154,10 @@ def replay(policy: PolicyFn, workload: Sequence[WorkItem], backends: Sequence[Si
     by_name = {b.name: b for b in backends}
     all_options = expand_options(profiles)
     rate = correction_cost_per_hour / 3600.0
-    spent, accepted, attained, refused = 0.0, 0, 0, 0
-    corrections: list[float] = []
-    for item in workload:
+    n = len(workload)
+    cost, corrections = np.zeros(n), np.full(n, math.nan)
+    accepted, on_time, refused = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    for k, item in enumerate(workload):
         options = list(all_options)
         elapsed, paid = 0.0, 0.0
         final: dict[str, Any] | None = None
@@ -140,7 +168,7 @@ def replay(policy: PolicyFn, workload: Sequence[WorkItem], backends: Sequence[Si
                 break
             i = policy(item.request, sla, item.context, options)
             if i is None:
-                refused += elapsed == 0.0
+                refused[k] = elapsed == 0.0
                 break
             p, s = options[i]
             res = realise(by_name[p.name], replace(item, sla=sla), s)
@@ -155,16 +183,26 @@ def replay(policy: PolicyFn, workload: Sequence[WorkItem], backends: Sequence[Si
             options = [o for o in options if o[0].name != p.name]
         seconds = final["correction"]["seconds"] if final and final["correction"] else None
         ok = bool(final and final["outcome"]["ok"])
-        spent += paid + (seconds or 0.0) * rate
-        accepted += ok and seconds is not None and seconds <= REJECT_ABOVE_S
-        attained += ok and elapsed <= item.sla.remaining_s and paid <= item.sla.budget_usd + 1e-12
+        cost[k] = paid + (seconds or 0.0) * rate
+        accepted[k] = ok and seconds is not None and seconds <= REJECT_ABOVE_S
+        on_time[k] = ok and elapsed <= item.sla.remaining_s and paid <= item.sla.budget_usd + 1e-12
         if seconds is not None:
-            corrections.append(seconds)
-    n = len(workload)
-    return {"requests": n, "cost_per_accepted_usd": spent / max(accepted, 1), "sla_attainment": attained / n,
-            "accepted_share": accepted / n, "refused_share": refused / n,
-            "mean_correction_s": float(np.mean(corrections)) if corrections else math.nan,
-            "total_usd": spent}
+            corrections[k] = seconds
+    return Outcomes(cost, accepted, on_time, corrections, refused)
+
+
+def paired_cost(a: Outcomes, b: Outcomes) -> tuple[float, float, int]:
+    """Mean cost of ``a`` and of ``b`` over the requests BOTH delivered accepted and on time.
+
+    Cost per accepted image alone rewards missing the SLA on hard prompts (a timed-out request costs
+    nothing and leaves the average), so policies with different attainment are compared on the
+    same requests: equal SLA by construction.
+    """
+    both = a.accepted & a.on_time & b.accepted & b.on_time
+    k = int(both.sum())
+    if k == 0:
+        return math.nan, math.nan, 0
+    return float(a.cost_usd[both].mean()), float(b.cost_usd[both].mean()), k
 
 
 def oracle(backends: Sequence[SimBackend], workload: Sequence[WorkItem],

@@ -28,11 +28,11 @@ from functools import lru_cache
 import numpy as np
 
 from . import _priors
-from ._types import BackendProfile, BackendState, RouteContext, RouteRequest
+from ._types import BackendProfile, RouteContext, RouteRequest
 from .classifier import CLASSES, default_classifier
 
 #: bump when a feature's meaning changes without its name changing
-SCHEMA_VERSION = "pixelroute.features/2"
+SCHEMA_VERSION = "pixelroute.features/3"
 SCENARIOS: tuple[str, ...] = ("typography", "counting", "composition", "reflection", "anatomy")
 #: CLIP's text encoder sees 77 tokens; longer prompts lose their tail in SD-family models
 CLIP_WINDOW = 77
@@ -86,15 +86,27 @@ BACKEND_FEATURES: tuple[str, ...] = (
     "backend_code", "local", "log_price_usd", "log_prior_latency_s",
     *(f"strength_{s}" for s in SCENARIOS),
     "in_flight", "queue_depth", "breaker", "recent_failure_rate",
-    # the cold-start correction prior (declared strengths x scenario probabilities) as one number:
-    # trees learn how far each backend really is from what it declares
-    "prior_correction_s",
 )
-FEATURE_NAMES: tuple[str, ...] = PROMPT_FEATURES + REQUEST_FEATURES + BACKEND_FEATURES
+#: the cold-start prior's own predictions. They are features (trees can split on them) AND the
+#: models' starting point: every LightGBM target is fitted on top of the matching column
+#: (``init_score``) and the column is added back at serve time, so with little data a trained
+#: router predicts what the cold-start router predicts, and trees only learn where logs disagree
+PRIOR_FEATURES: tuple[str, ...] = ("prior_log_p50_s", "prior_sigma", "prior_logit_fail", "prior_correction_s")
+FEATURE_NAMES: tuple[str, ...] = PROMPT_FEATURES + REQUEST_FEATURES + BACKEND_FEATURES + PRIOR_FEATURES
 N_PROMPT = len(PROMPT_FEATURES)
 N_FEATURES = len(FEATURE_NAMES)
 _P_START = PROMPT_FEATURES.index("p_typography")
+_R0 = N_PROMPT  # first request column
+_B0 = N_PROMPT + len(REQUEST_FEATURES)  # first backend column
+_S0 = _B0 + BACKEND_FEATURES.index("strength_typography")
+_C0 = _B0 + BACKEND_FEATURES.index("in_flight")
+COL_PRIOR_LOG_P50 = FEATURE_NAMES.index("prior_log_p50_s")
+COL_PRIOR_SIGMA = FEATURE_NAMES.index("prior_sigma")
+COL_PRIOR_LOGIT_FAIL = FEATURE_NAMES.index("prior_logit_fail")
+COL_PRIOR_CORRECTION = FEATURE_NAMES.index("prior_correction_s")
 _BREAKER = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+#: P(fail) priors are clipped to this range so that their logit is finite
+_FAIL_CLIP = (1e-4, 0.99)
 
 
 def schema_hash() -> str:
@@ -147,40 +159,193 @@ def scenario_probabilities(prompt: str) -> dict[str, float]:
     return {s: float(vec[start + i]) for i, s in enumerate(SCENARIOS)}
 
 
+class OptionTable:
+    """What a list of (profile, step option) contributes to feature rows independently of the request,
+    as arrays, so that a decision computes every candidate's row in a handful of numpy operations.
+
+    Built once per list of profiles (see :func:`option_table`); the per-request part lives in
+    :func:`feature_rows`. The formulas are the vectorised form of :mod:`router._priors` (a test
+    checks them equal).
+    """
+
+    def __init__(self, options: Sequence[tuple[BackendProfile, int | None]]) -> None:
+        self.options = list(options)
+        profiles = [p for p, _ in self.options]
+        presets = [_priors.preset(p) for p in profiles]
+        self.names = [p.name for p in profiles]
+        n = len(profiles)
+
+        def arr(values: Sequence[float]) -> np.ndarray:
+            return np.array(values, dtype=np.float64).reshape(n)
+
+        self.local = arr([float(p.local) for p in profiles])
+        self.is_local = self.local > 0
+        self.default_w = arr([p.default_width for p in profiles])
+        self.default_h = arr([p.default_height for p in profiles])
+        self.ref_mp = self.default_w * self.default_h / 1e6
+        self.default_steps = arr([_priors.default_steps(p) or 0 for p in profiles])
+        self.option_steps = arr([s or 0 for _, s in self.options])
+        self.supports_steps = np.array([p.supports_steps for p in profiles], dtype=bool)
+        self.base_latency = arr([p.typical_latency_s or k.latency_s for p, k in zip(profiles, presets, strict=True)])
+        # one price model per profile, with _priors.price_usd's precedence
+        self.price_image = arr([float(p.price.get("per_image", 0.0)) for p in profiles])
+        self.price_mp = arr([0.0 if "per_image" in p.price else float(p.price.get("per_megapixel", 0.0))
+                             for p in profiles])
+        self.price_gpu = arr([0.0 if ("per_image" in p.price or "per_megapixel" in p.price)
+                              else float(p.price.get("per_gpu_second", 0.0)) for p in profiles])
+        self.default_guidance = arr([p.default_guidance or 0.0 for p in profiles])
+        self.strengths = np.array([[p.strengths.get(s, _priors.DEFAULT_STRENGTH) for s in SCENARIOS]
+                                   for p in profiles], dtype=np.float64).reshape(n, len(SCENARIOS))
+        fix = np.array([_priors.SCENARIO_FIX_S[s] for s in SCENARIOS])
+        self.risk_weights = (1.0 - self.strengths) * fix
+        self.sigma = arr([k.sigma for k in presets])
+        self.prior_fail = arr([p.typical_failure_rate if p.typical_failure_rate is not None else k.failure_rate
+                               for p, k in zip(profiles, presets, strict=True)])
+        self._codes: tuple[dict[str, int] | None, np.ndarray] = (None, np.full(n, -1.0))
+        self._no_load = np.zeros((n, 4))
+
+    def __len__(self) -> int:
+        return len(self.options)
+
+    def codes(self, backend_codes: dict[str, int] | None) -> np.ndarray:
+        """``backend_code`` column (index among a model's backends, -1 unknown); memoised per dict."""
+        cached_for, col = self._codes
+        if backend_codes is cached_for:
+            return col
+        col = np.array([float((backend_codes or {}).get(name, -1)) for name in self.names])
+        self._codes = (backend_codes, col)
+        return col
+
+    def context_block(self, context: RouteContext) -> np.ndarray:
+        """in_flight, queue_depth, breaker, recent_failure_rate per option."""
+        if not context.backends:
+            return self._no_load
+        out = np.empty((len(self.names), 4))
+        get = context.backends.get
+        for i, name in enumerate(self.names):
+            st = get(name)
+            out[i] = (0.0, 0.0, 0.0, 0.0) if st is None else (
+                st.in_flight, st.queue_depth, _BREAKER.get(st.breaker, 0.0), st.recent_failure_rate)
+        return out
+
+
+#: tables by the identity of the profiles they were built from (the table keeps them alive, so an id
+#: is never reused while its entry exists)
+_TABLES: dict[tuple[tuple[int, int | None], ...], OptionTable] = {}
+_MAX_TABLES = 256
+
+
+def option_table(options: Sequence[tuple[BackendProfile, int | None]]) -> OptionTable:
+    """The cached :class:`OptionTable` of ``options`` (profiles are compared by identity)."""
+    key = tuple((id(p), s) for p, s in options)
+    table = _TABLES.get(key)
+    if table is None or any(a is not b for (a, _), (b, _) in zip(table.options, options, strict=True)):
+        if len(_TABLES) >= _MAX_TABLES:
+            _TABLES.clear()
+        table = _TABLES[key] = OptionTable(options)
+    return table
+
+
+def _nan_if_none(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
+def feature_rows(
+    table: OptionTable,
+    idx: np.ndarray | None,
+    prompt_block: np.ndarray,
+    width: np.ndarray | float,
+    height: np.ndarray | float,
+    n_images: np.ndarray | float,
+    steps: np.ndarray | float,
+    guidance: np.ndarray | float,
+    fixed_seed: np.ndarray | float,
+    context: np.ndarray,
+    codes: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows and prices, vectorised: THE featurizer for serving and training alike.
+
+    Row ``j`` describes option ``idx[j]`` of ``table`` (``idx=None``: every option once, in order)
+    for a request given by the other arguments, each an array over rows or one value for all;
+    NaN stands for "not set" (``width``, ``height``, ``steps``, ``guidance``). ``prompt_block``
+    is ``(rows, N_PROMPT)`` or one prompt's vector; ``context`` is ``(rows, 4)`` (see
+    :meth:`OptionTable.context_block`); ``codes`` the backend code per row.
+    """
+    def at(a: np.ndarray) -> np.ndarray:
+        return a if idx is None else a[idx]
+
+    m = len(table) if idx is None else len(idx)
+    rows = np.empty((m, N_FEATURES))
+    rows[:, :N_PROMPT] = prompt_block
+    w = np.where(np.isnan(width), at(table.default_w), width)
+    h = np.where(np.isnan(height), at(table.default_h), height)
+    mp = w * h / 1e6
+    option, d_steps = at(table.option_steps), at(table.default_steps)
+    # a step option, else the caller's steps where the backend takes them, else the backend default
+    asked = ~np.isnan(steps) & at(table.supports_steps)
+    eff = np.where(option > 0, option, np.where(asked, np.nan_to_num(steps), d_steps))
+    has_both = (eff > 0) & (d_steps > 0)
+    d_safe, eff_safe = np.where(d_steps > 0, d_steps, 1.0), np.where(eff > 0, eff, 1.0)
+    ratio = np.where(has_both, eff_safe / d_safe, 1.0)
+    local = at(table.is_local)
+    mp_ratio = mp / at(table.ref_mp)
+    lat = at(table.base_latency) * np.where(local, mp_ratio * ratio * n_images,
+                                            np.sqrt(mp_ratio) * (1.0 + 0.25 * (n_images - 1.0)))
+    price = (at(table.price_image) + at(table.price_mp) * mp) * n_images + at(table.price_gpu) * lat
+    rows[:, _R0] = mp
+    rows[:, _R0 + 1] = np.log(w / h)
+    rows[:, _R0 + 2] = eff
+    rows[:, _R0 + 3] = ratio
+    rows[:, _R0 + 4] = np.where(np.isnan(guidance), at(table.default_guidance), guidance)
+    rows[:, _R0 + 5] = n_images
+    rows[:, _R0 + 6] = fixed_seed
+    rows[:, _B0] = codes
+    rows[:, _B0 + 1] = at(table.local)
+    rows[:, _B0 + 2] = np.log(price + 1e-4)
+    rows[:, _B0 + 3] = np.log(lat)
+    rows[:, _S0:_S0 + len(SCENARIOS)] = at(table.strengths)
+    rows[:, _C0:_C0 + 4] = context
+    in_flight, queue, breaker, recent = context[:, 0], context[:, 1], context[:, 2], context[:, 3]
+    # the cold-start rule (router.coldstart): one GPU runs each queued request first; remote APIs
+    # slow down a little per request in flight
+    load = np.where(local, 1.0 + _priors.QUEUE_FACTOR_LOCAL * (queue + in_flight),
+                    1.0 + _priors.INFLIGHT_FACTOR_REMOTE * in_flight)
+    rows[:, COL_PRIOR_LOG_P50] = np.log(lat * load)
+    rows[:, COL_PRIOR_SIGMA] = at(table.sigma)
+    # recent failures are evidence: averaged with the declared rate once the breaker saw any
+    prior_fail = at(table.prior_fail)
+    fail = np.where(recent > 0, 0.5 * (prior_fail + recent), prior_fail) + np.where(breaker == 0.5, 0.1, 0.0)
+    fail = np.clip(fail, *_FAIL_CLIP)
+    rows[:, COL_PRIOR_LOGIT_FAIL] = np.log(fail / (1.0 - fail))
+    # fewer denoising steps than the default leave more defects to fix (square-root penalty)
+    penalty = np.where(has_both & (eff < d_steps), np.sqrt(d_safe / eff_safe), 1.0)
+    scenario_p = prompt_block[..., _P_START:N_PROMPT]
+    risk = (table.risk_weights @ scenario_p) if (idx is None and scenario_p.ndim == 1) else \
+        (at(table.risk_weights) * scenario_p).sum(axis=1)
+    rows[:, COL_PRIOR_CORRECTION] = _priors.BASE_CORRECTION_S + penalty * risk
+    return rows, price
+
+
+def featurize(
+    request: RouteRequest,
+    options: Sequence[tuple[BackendProfile, int | None]],
+    context: RouteContext,
+    backend_codes: dict[str, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows (one per option) and each option's price for one request."""
+    table = option_table(options)
+    return feature_rows(
+        table, None, prompt_vector(request.prompt, request.negative_prompt is not None),
+        _nan_if_none(request.width), _nan_if_none(request.height), float(request.n), _nan_if_none(request.steps),
+        _nan_if_none(request.guidance), float(request.seed is not None), table.context_block(context),
+        table.codes(backend_codes))
+
+
 def candidate_matrix(
     request: RouteRequest,
     options: Sequence[tuple[BackendProfile, int | None]],
     context: RouteContext,
     backend_codes: dict[str, int] | None = None,
-    prior_latencies: np.ndarray | None = None,
-    prices: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One feature row per (backend profile, step option). ``prices``/``prior_latencies`` may be passed
-    when the caller already computed them (the policy does), so nothing is computed twice."""
-    rows = np.empty((len(options), N_FEATURES), dtype=np.float64)
-    prompt_block = prompt_vector(request.prompt, request.negative_prompt is not None)
-    rows[:, :N_PROMPT] = prompt_block
-    scenario_p = prompt_block[_P_START:N_PROMPT].tolist()
-    codes = backend_codes or {}
-    for i, (profile, option) in enumerate(options):
-        steps = _priors.effective_steps(profile, request.steps, option)
-        d_steps = _priors.default_steps(profile)
-        mp = _priors.megapixels(profile, request.width, request.height)
-        w = request.width or profile.default_width
-        h = request.height or profile.default_height
-        prior = (float(prior_latencies[i]) if prior_latencies is not None
-                 else _priors.prior_latency_s(profile, mp, steps, request.n))
-        price = float(prices[i]) if prices is not None else _priors.price_usd(profile, mp, request.n, prior)
-        guidance = request.guidance if request.guidance is not None else (profile.default_guidance or 0.0)
-        state: BackendState = context.get(profile.name)
-        strengths = profile.strengths
-        prior_corr = _priors.prior_correction_s(profile, scenario_p, steps)
-        rows[i, N_PROMPT:] = (
-            mp, math.log(w / h), steps or 0.0, (steps / d_steps) if (steps and d_steps) else 1.0, guidance,
-            request.n, float(request.seed is not None),
-            codes.get(profile.name, -1), float(profile.local), math.log(price + 1e-4), math.log(prior),
-            *(strengths.get(s, _priors.DEFAULT_STRENGTH) for s in SCENARIOS),
-            state.in_flight, state.queue_depth, _BREAKER.get(state.breaker, 0.0), state.recent_failure_rate,
-            prior_corr,
-        )
-    return rows
+    """One feature row per (backend profile, step option)."""
+    return featurize(request, options, context, backend_codes)[0]

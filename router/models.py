@@ -9,6 +9,12 @@ mismatch. Models (all over :data:`router.features.FEATURE_NAMES`):
 * ``p_fail``: binary, P(the attempt fails for a reason other than the deadline);
 * ``correction``: L2 regression of correction seconds on rows that carry a correction label.
 
+Every model learns on top of the cold-start prior: training passes :func:`init_scores` (the
+prior's log-latency median and quantile, logit P(fail) and correction seconds, all read from the
+feature rows) as LightGBM's ``init_score``, and serving adds them back to the trees' raw score.
+With little data the trained router therefore predicts what the cold-start router predicts; with
+data, trees correct the prior where the logs disagree with it.
+
 Decisions need all four models for ~8 rows in well under 100 us. ``Booster.predict`` costs
 ~90 us per call even for one row, so :class:`ForestEvaluator` turns every tree of every model
 into a *perfect* binary tree of one depth and walks all rows x all trees level by level in numpy.
@@ -17,7 +23,6 @@ into a *perfect* binary tree of one depth and walks all rows x all trees level b
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,11 +30,20 @@ from typing import Any
 import numpy as np
 
 from ._types import BackendProfile, RouteContext, RouteRequest
-from .coldstart import ColdStartPredictor, option_priors
-from .features import FEATURE_NAMES, candidate_matrix, schema_hash
+from .coldstart import prior_predictions
+from .features import (
+    COL_PRIOR_CORRECTION,
+    COL_PRIOR_LOG_P50,
+    COL_PRIOR_LOGIT_FAIL,
+    COL_PRIOR_SIGMA,
+    FEATURE_NAMES,
+    featurize,
+    schema_hash,
+)
 from .policy import Predictions
 
-FORMAT_VERSION = 1
+#: 2: every model's raw score is a correction on top of :func:`init_scores` (the cold-start prior)
+FORMAT_VERSION = 2
 MODEL_NAMES: tuple[str, ...] = ("latency_p50", "latency_pq", "p_fail", "correction")
 MANIFEST = "manifest.json"
 #: trees deeper than this fall back to ``Booster.predict`` (a perfect tree doubles per level)
@@ -166,6 +180,33 @@ class TrainedModels:
         return np.column_stack(cols)
 
 
+def init_scores(rows: np.ndarray, alpha: float) -> np.ndarray:
+    """The cold-start prior in each model's raw-score space, ``(rows, 4)`` in :data:`MODEL_NAMES` order."""
+    out = np.empty((len(rows), len(MODEL_NAMES)))
+    log50 = rows[:, COL_PRIOR_LOG_P50]
+    out[:, 0] = log50
+    out[:, 1] = log50 + z_score(alpha) * rows[:, COL_PRIOR_SIGMA]
+    out[:, 2] = rows[:, COL_PRIOR_LOGIT_FAIL]
+    out[:, 3] = rows[:, COL_PRIOR_CORRECTION]
+    return out
+
+
+class _OptionPlan:
+    """Per list of options: how the model sees them (training-time profiles, codes, conformal shifts)."""
+
+    def __init__(self, models: TrainedModels, options: Sequence[tuple[BackendProfile, int | None]]) -> None:
+        self.options = list(options)
+        # model features describe a backend as it was described at training time, so that a
+        # profile edited since (say a new typical latency) keeps the prior the trees were fitted on
+        self.feature_options = [(models.feature_profiles.get(p.name, p), s) for p, s in self.options]
+        self.same_profiles = all(a == b for (a, _), (b, _) in zip(self.options, self.feature_options, strict=True))
+        names = [p.name for p, _ in self.options]
+        self.known = np.array([n in models.backend_codes for n in names], dtype=bool)
+        self.all_known = bool(self.known.all())
+        self.shift_p50 = np.array([models.shift_p50.get(n, models.shift_p50["*"]) for n in names])
+        self.shift_pq = np.array([models.shift_pq.get(n, models.shift_pq["*"]) for n in names])
+
+
 class LgbmPredictor:
     """Predictions from a trained artifact; backends it never saw get cold-start predictions."""
 
@@ -174,39 +215,44 @@ class LgbmPredictor:
     def __init__(self, models: TrainedModels) -> None:
         self.models = models
         self.version = models.version
-        self._cold = ColdStartPredictor()
+        self._z = z_score(models.alpha)
+        self._plans: dict[tuple[tuple[int, int | None], ...], _OptionPlan] = {}
+
+    def _plan(self, options: Sequence[tuple[BackendProfile, int | None]]) -> _OptionPlan:
+        key = tuple((id(p), s) for p, s in options)
+        plan = self._plans.get(key)
+        # the plan keeps its profiles alive, so an id in the key cannot be reused while it exists
+        if plan is None or any(a is not b for (a, _), (b, _) in zip(plan.options, options, strict=True)):
+            if len(self._plans) >= 256:
+                self._plans.clear()
+            plan = self._plans[key] = _OptionPlan(self.models, options)
+        return plan
 
     def predict(self, request: RouteRequest, options: Sequence[tuple[BackendProfile, int | None]],
-                context: RouteContext, priors: tuple[np.ndarray, np.ndarray] | None = None) -> Predictions:
+                context: RouteContext) -> Predictions:
         m = self.models
-        lat, price = priors or option_priors(request, options)
-        known = [i for i, (p, _) in enumerate(options) if p.name in m.backend_codes]
-        if len(known) < len(options):
-            preds = self._cold.predict(request, options, context, (lat, price))
-        else:
-            n = len(options)
-            preds = Predictions(np.empty(n), np.empty(n), np.empty(n), np.empty(n), price)
-        if not known:
-            return preds
-        # model features describe a backend as it was described at training time, so that a
-        # profile edited since (say a new price) cannot push rows outside what the trees saw
-        feat_opts = [(m.feature_profiles.get(options[i][0].name, options[i][0]), options[i][1]) for i in known]
-        x = candidate_matrix(request, feat_opts, context, m.backend_codes)
-        raw = m.evaluator.raw(x)
-        names = [options[i][0].name for i in known]
-        s50 = np.array([m.shift_p50.get(b, m.shift_p50["*"]) for b in names])
-        sq = np.array([m.shift_pq.get(b, m.shift_pq["*"]) for b in names])
-        log50 = raw[:, 0] + s50
-        logq = np.maximum(raw[:, 1] + sq, log50 + 1e-3)
-        z_alpha = 1.6448536 if abs(m.alpha - 0.95) < 1e-9 else _z(m.alpha)
-        preds.latency_p50_s[known] = np.exp(log50)
-        preds.latency_sigma[known] = (logq - log50) / z_alpha
-        preds.p_fail[known] = 1.0 / (1.0 + np.exp(-raw[:, 2]))
-        preds.correction_s[known] = np.maximum(raw[:, 3], 0.0)
+        plan = self._plan(options)
+        rows, price = featurize(request, plan.feature_options, context, m.backend_codes)
+        if not plan.same_profiles:
+            price = featurize(request, options, context)[1]  # the bill follows the live profile
+        raw = m.evaluator.raw(rows)
+        raw += init_scores(rows, m.alpha)
+        log50 = raw[:, 0] + plan.shift_p50
+        logq = np.maximum(raw[:, 1] + plan.shift_pq, log50 + 1e-3)
+        preds = Predictions(np.exp(log50), (logq - log50) / self._z, 1.0 / (1.0 + np.exp(-raw[:, 2])),
+                            np.maximum(raw[:, 3], 0.0), price)
+        if not plan.all_known:
+            prior = prior_predictions(rows, price)
+            unknown = ~plan.known
+            for name in ("latency_p50_s", "latency_sigma", "p_fail", "correction_s"):
+                getattr(preds, name)[unknown] = getattr(prior, name)[unknown]
         return preds
 
 
-def _z(alpha: float) -> float:
+def z_score(alpha: float) -> float:
+    """Standard normal quantile (1.6449 at 0.95)."""
     from statistics import NormalDist
 
-    return NormalDist().inv_cdf(alpha) if 0.5 < alpha < 1 else math.nan
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"`latency_quantile` must be strictly between 0 and 1 but is {alpha!r}")
+    return NormalDist().inv_cdf(alpha)

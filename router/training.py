@@ -5,8 +5,9 @@
 * time-based split by ``ts``: the oldest 70% train, the next 15% stop early, the newest 15% is
   held out, its first half fits split-conformal latency offsets and its second half measures
   coverage, calibration and correction error (the numbers in ``manifest.json``);
-* clipped inverse-propensity weights ``min(1/propensity, ips_clip)`` (normalised to mean 1) so that
-  what past routing chose does not decide what the models learn;
+* every model is fitted on top of the cold-start prior (``init_score``, see :mod:`router.models`);
+* optional clipped inverse-propensity weights ``min(1/propensity, ips_clip)`` (normalised to mean 1),
+  off by default (see :attr:`TrainParams.ips_clip` for why);
 * the artifact is written to a temporary directory next to ``out_dir`` and renamed into place
   (a new directory), or its files are added under fresh names and ``manifest.json`` is replaced
   atomically (an existing directory), so a reader never sees a half-written model.
@@ -21,6 +22,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ._types import BackendProfile, RouteContext, RouteRequest
-from .features import FEATURE_NAMES, N_FEATURES, candidate_matrix, schema_hash
-from .models import FORMAT_VERSION, MANIFEST, MODEL_NAMES
+from ._types import BackendProfile
+from .features import FEATURE_NAMES, N_FEATURES, N_PROMPT, OptionTable, feature_rows, prompt_vector, schema_hash
+from .models import FORMAT_VERSION, MANIFEST, MODEL_NAMES, init_scores
 
 #: errors that say nothing about how long generation takes (latency rows skip them)
 NON_LATENCY_ERRORS = frozenset({"rate_limited", "content_rejected", "server_error", "circuit_open",
@@ -50,10 +52,17 @@ class TrainParams:
     learning_rate: float = 0.1
     num_boost_round: int = 300
     early_stopping_rounds: int = 25
-    min_data_in_leaf: int = 40
+    #: 100 rather than LightGBM's 20: correction labels are noisy (one defect = minutes), and small
+    #: leaves learnt template-specific noise that did not carry over to a fresh prompt set
+    min_data_in_leaf: int = 100
     num_threads: int = 2
     latency_quantile: float = 0.95
-    ips_clip: float = 20.0
+    #: inverse-propensity weights are ``min(1 / propensity, ips_clip)``; 1.0 (the default) = unweighted.
+    #: The outcome models condition on every input the logging policy saw (request, prompt, context,
+    #: backend), so logged routing does not bias them and weighting only adds variance: at 20 the
+    #: P(fail) Brier score was worse than the base rate's and correction error doubled on fresh
+    #: workloads (docs/router.md). Propensities stay essential for off-policy evaluation.
+    ips_clip: float = 1.0
     chunk_rows: int = 50_000
     seed: int = 0
 
@@ -83,26 +92,42 @@ def _parse_ts(ts: Any) -> float:
     return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
 
 
-def _context(rec: dict[str, Any], backend: str) -> RouteContext:
+_BREAKER = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+_NUMERIC = ("ts", "width", "height", "n", "guidance", "fixed_seed", "in_flight", "queue", "breaker", "recent",
+            "latency", "failed", "correction", "prop")
+
+
+def _state(rec: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The live context of the backend the attempt went to (§4 full or flat telemetry shape)."""
     ctx = rec.get("context") or {}
     if "backends" in ctx:
-        return RouteContext.from_dict(ctx)
-    # the flat telemetry shape describes only the backend the attempt went to
-    return RouteContext.from_dict({"backends": {backend: ctx}})
+        return (ctx.get("backends") or {}).get(backend) or {}
+    return ctx
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
 
 
 def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendProfile] = (),
                   params: TrainParams | None = None, since: float | None = None,
                   progress: Callable[[int], None] | None = None) -> Dataset:
-    """Featurize ``records`` (streamed in chunks) with the same code the router serves with."""
+    """Featurize ``records`` (streamed) with the same vectorised featurizer the router serves with.
+
+    The stream is reduced to a few numbers per record (the prompt to its cached prompt vector);
+    feature rows are then computed in chunks by :func:`router.features.feature_rows`, exactly as
+    a decision computes them, with the logged step count as the candidate's step option.
+    """
     p = params or TrainParams()
     given = {b.name: b for b in profiles}
     codes: dict[str, int] = {}
     steps_seen: dict[str, Counter[int]] = {}
-    chunks: list[np.ndarray] = []
-    buf = np.empty((p.chunk_rows, N_FEATURES))
+    option_ids: dict[tuple[str, int | None], int] = {}
+    cols: dict[str, array[float]] = {k: array("d") for k in _NUMERIC}
+    option_of = array("q")
+    prompt_chunks: list[np.ndarray] = []
+    buf = np.empty((p.chunk_rows, N_PROMPT))
     used = 0
-    cols: dict[str, list[Any]] = {k: [] for k in ("ts", "backend", "latency", "failed", "correction", "prop")}
     skipped = 0
     for n, rec in enumerate(records, 1):
         try:
@@ -110,83 +135,102 @@ def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendP
             ts = _parse_ts(rec["ts"])
             if since is not None and ts < since:
                 continue
-            req = RouteRequest.from_dict(str(rec.get("prompt") or ""), rec.get("params"), rec.get("negative_prompt"))
+            prompt = str(rec.get("prompt") or "")
+            par = rec.get("params") or {}
+            steps = None if par.get("steps") is None else int(par["steps"])
+            row = (ts, _num(par.get("width")), _num(par.get("height")), float(par.get("n") or 1),
+                   _num(par.get("guidance")), float(par.get("seed") is not None))
+            state = _state(rec, backend)
+            load = (float(state.get("in_flight") or 0), float(state.get("queue_depth") or 0),
+                    _BREAKER.get(str(state.get("breaker") or "closed"), 0.0),
+                    float(state.get("recent_failure_rate") or 0.0))
             outcome = rec.get("outcome") or {}
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             skipped += 1
             continue
-        if not req.prompt:
+        if not prompt:
             skipped += 1  # prompt retention "hash"/"none": nothing to featurize
             continue
         if backend not in codes:
             codes[backend] = len(codes)
             steps_seen[backend] = Counter()
-        if req.steps:
-            steps_seen[backend][int(req.steps)] += 1
-        profile = given.get(backend) or BackendProfile(name=backend)
-        # the logged steps are what ran; pass them as the option so the row shows them
-        buf[used] = candidate_matrix(req, [(profile, req.steps)], _context(rec, backend), codes)[0]
+        if steps:
+            steps_seen[backend][steps] += 1
+        option_of.append(option_ids.setdefault((backend, steps), len(option_ids)))
+        buf[used] = prompt_vector(prompt, rec.get("negative_prompt") is not None)
         used += 1
         if used == p.chunk_rows:
-            chunks.append(buf)
-            buf, used = np.empty((p.chunk_rows, N_FEATURES)), 0
+            prompt_chunks.append(buf)
+            buf, used = np.empty((p.chunk_rows, N_PROMPT)), 0
         err = outcome.get("error")
         lat = outcome.get("latency_s")
-        cols["ts"].append(ts)
-        cols["backend"].append(backend)
-        cols["latency"].append(float(lat) if lat is not None and err not in NON_LATENCY_ERRORS else math.nan)
-        cols["failed"].append(math.nan if err == "timeout" else float(err in FAILURE_ERRORS or
-                                                                       not outcome.get("ok", err is None)))
+        failed = math.nan if err == "timeout" else float(err in FAILURE_ERRORS or not outcome.get("ok", err is None))
         corr = rec.get("correction") or {}
-        cols["correction"].append(float(corr["seconds"]) if corr.get("seconds") is not None else math.nan)
         prop = (rec.get("decision") or {}).get("propensity")
-        cols["prop"].append(float(prop) if prop else 1.0)
+        for key, value in zip(_NUMERIC, (*row, *load,
+                                         float(lat) if lat is not None and err not in NON_LATENCY_ERRORS else math.nan,
+                                         failed, _num(corr.get("seconds")), float(prop) if prop else 1.0),
+                              strict=True):
+            cols[key].append(value)
         if progress and n % 10_000 == 0:
             progress(n)
-    chunks.append(buf[:used])
-    x = np.vstack(chunks) if chunks else np.empty((0, N_FEATURES))
-    prop = np.clip(np.asarray(cols["prop"], dtype=float), 1e-6, 1.0)
-    w = np.minimum(1.0 / prop, p.ips_clip)
-    w = w / w.mean() if len(w) else w
+    prompt_chunks.append(buf[:used])
+    c = {k: np.frombuffer(v, dtype=np.float64) if len(v) else np.empty(0) for k, v in cols.items()}
     # a backend known only from telemetry is described at serve time exactly as here: a bare
     # profile whose default steps are the ones it logged most
     stored = {b: given.get(b) or BackendProfile(name=b, default_steps=(steps_seen[b].most_common(1)[0][0]
                                                                        if steps_seen[b] else None))
               for b in codes}
-    return Dataset(x, np.asarray(cols["ts"]), np.asarray(cols["backend"], dtype=object),
-                   np.asarray(cols["latency"]), np.asarray(cols["failed"]), np.asarray(cols["correction"]), w,
-                   list(codes), stored, skipped)
+    table = OptionTable([(stored[b], s) for b, s in option_ids])
+    opt = np.frombuffer(option_of, dtype=np.int64) if len(option_of) else np.empty(0, dtype=np.int64)
+    prompts = np.vstack(prompt_chunks)
+    code_col = table.codes(codes)
+    context = np.column_stack([c["in_flight"], c["queue"], c["breaker"], c["recent"]])
+    x = np.empty((len(opt), N_FEATURES))
+    for a in range(0, len(opt), p.chunk_rows):
+        sl = slice(a, a + p.chunk_rows)
+        x[sl] = feature_rows(table, opt[sl], prompts[sl], c["width"][sl], c["height"][sl], c["n"][sl], math.nan,
+                             c["guidance"][sl], c["fixed_seed"][sl], context[sl], code_col[opt[sl]])[0]
+    prop_arr = np.clip(c["prop"], 1e-6, 1.0)
+    w = np.minimum(1.0 / prop_arr, p.ips_clip)
+    w = w / w.mean() if len(w) else w
+    backend_names = np.array(list(codes), dtype=object)
+    option_backend = np.array([codes[b] for b, _ in option_ids], dtype=np.int64)
+    return Dataset(x, c["ts"], backend_names[option_backend[opt]] if len(opt) else np.empty(0, dtype=object),
+                   c["latency"], c["failed"], c["correction"], w, list(codes), stored, skipped)
 
 
-def _fit(objective: dict[str, Any], x: np.ndarray, y: np.ndarray, w: np.ndarray, xv: np.ndarray, yv: np.ndarray,
-         wv: np.ndarray, p: TrainParams, dask_client: Any = None) -> Any:
+def _fit(objective: dict[str, Any], train: tuple[np.ndarray, ...], valid: tuple[np.ndarray, ...], p: TrainParams,
+         dask_client: Any = None) -> Any:
+    """Fit one model; ``train``/``valid`` are ``(x, y, weight, init_score)`` (the prior, see module doc)."""
     import lightgbm as lgb
 
     params = {"num_leaves": p.num_leaves, "max_depth": p.max_depth, "learning_rate": p.learning_rate,
               "min_data_in_leaf": p.min_data_in_leaf, "num_threads": p.num_threads, "verbosity": -1,
               "seed": p.seed, "deterministic": True, "force_col_wise": True, **objective}
     if dask_client is not None:
-        return _fit_dask(params, x, y, w, p, dask_client)
-    train_set = lgb.Dataset(x, y, weight=w, feature_name=list(FEATURE_NAMES), free_raw_data=True)
-    valid = lgb.Dataset(xv, yv, weight=wv, reference=train_set)
-    return lgb.train(params, train_set, num_boost_round=p.num_boost_round, valid_sets=[valid],
+        return _fit_dask(params, train, p, dask_client)
+    x, y, w, init = train
+    xv, yv, wv, init_v = valid
+    train_set = lgb.Dataset(x, y, weight=w, init_score=init, feature_name=list(FEATURE_NAMES), free_raw_data=True)
+    valid_set = lgb.Dataset(xv, yv, weight=wv, init_score=init_v, reference=train_set)
+    return lgb.train(params, train_set, num_boost_round=p.num_boost_round, valid_sets=[valid_set],
                      callbacks=[lgb.early_stopping(p.early_stopping_rounds, verbose=False)])
 
 
-def _fit_dask(params: dict[str, Any], x: np.ndarray, y: np.ndarray, w: np.ndarray, p: TrainParams,
-              client: Any) -> Any:
+def _fit_dask(params: dict[str, Any], train: tuple[np.ndarray, ...], p: TrainParams, client: Any) -> Any:
     """Train on a Dask cluster with ``lightgbm.dask`` (no early stopping there: the round count is fixed)."""
     import dask.array as da
     import lightgbm.dask as lgbd
 
     n_workers = max(1, len(client.scheduler_info()["workers"]))
-    chunk = max(1, math.ceil(len(x) / n_workers))
-    dx, dy, dw = (da.from_array(a, chunks=(chunk,) + a.shape[1:]) for a in (x, y, w))
+    chunk = max(1, math.ceil(len(train[0]) / n_workers))
+    dx, dy, dw, dinit = (da.from_array(a, chunks=(chunk,) + a.shape[1:]) for a in train)
     objective = params.pop("objective")
     cls = lgbd.DaskLGBMClassifier if objective == "binary" else lgbd.DaskLGBMRegressor
     params.pop("num_threads", None)
     model = cls(client=client, objective=objective, n_estimators=min(p.num_boost_round, 100), **params)
-    model.fit(dx, dy, sample_weight=dw, feature_name=list(FEATURE_NAMES))
+    model.fit(dx, dy, sample_weight=dw, init_score=dinit, feature_name=list(FEATURE_NAMES))
     return model.booster_
 
 
@@ -232,15 +276,18 @@ def train(
         ("p_fail", {"objective": "binary"}, data.failed),
         ("correction", {"objective": "regression"}, data.correction),
     ]
-    for name, objective, y in specs:
+    init = init_scores(data.x, p.latency_quantile)
+    for k, (name, objective, y) in enumerate(specs):
         ok = ~np.isnan(y)
         tr, va = i_tr[ok[i_tr]], i_va[ok[i_va]]
         if len(tr) < 50 or len(va) < 10:
             raise ValueError(f"not enough rows with a {name!r} target: {len(tr)} train / {len(va)} validation")
         say(f"training {name} on {len(tr):,} rows")
-        boosters[name] = _fit(objective, data.x[tr], y[tr], data.weight[tr], data.x[va], y[va], data.weight[va],
-                              p, client)
-    raw = {name: b.predict(data.x[i_ca], raw_score=True, num_threads=p.num_threads) for name, b in boosters.items()}
+        boosters[name] = _fit(objective, (data.x[tr], y[tr], data.weight[tr], init[tr, k]),
+                              (data.x[va], y[va], data.weight[va], init[va, k]), p, client)
+    # every model's score on the held-out slice is the prior plus the trees' correction
+    raw = {name: b.predict(data.x[i_ca], raw_score=True, num_threads=p.num_threads) + init[i_ca, k]
+           for k, (name, b) in enumerate(boosters.items())}
     metrics, conformal = _calibrate(data, i_ca, half, lat_log, raw, p.latency_quantile)
     version = f"lgbm-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
     manifest: dict[str, Any] = {
@@ -261,6 +308,7 @@ def train(
         "trees": {name: b.num_trees() for name, b in boosters.items()},
         "metrics": metrics,
         "train_seconds": round(time.perf_counter() - started, 2),
+        "init_score": "cold-start prior (router.models.init_scores)",
         "distributed": client is not None,
         "model_files": {name: f"{name}.{version}.txt" for name in MODEL_NAMES},
     }

@@ -34,7 +34,7 @@ def test_feature_schema_is_stable() -> None:
     assert len(FEATURE_NAMES) == N_FEATURES == len(set(FEATURE_NAMES))
     assert schema_hash() == schema_hash()
     assert FEATURE_NAMES[:3] == ("prompt_chars", "prompt_words", "prompt_tokens_est")
-    assert schema_hash() == "424cc6dd9a2f26ce", "feature schema changed: bump SCHEMA_VERSION and retrain"
+    assert schema_hash() == "8360bd9c2c69b530", "feature schema changed: bump SCHEMA_VERSION and retrain"
 
 
 def test_featurize_matches_between_serve_and_train_shapes() -> None:
@@ -48,6 +48,36 @@ def test_featurize_matches_between_serve_and_train_shapes() -> None:
     assert rows[0, col["quoted_spans"]] == 1 and rows[0, col["number_words"]] == 1
     assert rows[0, col["megapixels"]] == pytest.approx(512 * 768 / 1e6)
     assert rows[0, col["p_typography"]] > 0.8
+
+
+def test_vectorised_featurizer_matches_the_scalar_priors() -> None:
+    """The featurizer's prior columns (the trained models' starting point) are the cold-start formulas."""
+    from router import _priors
+    from router.features import COL_PRIOR_CORRECTION, COL_PRIOR_LOG_P50, COL_PRIOR_LOGIT_FAIL, featurize
+
+    options = expand_options([FAST, TYPO, SLOW])
+    ctx = RouteContext({"fast": BackendState(in_flight=1, queue_depth=2), "typo": BackendState(in_flight=3),
+                        "slow": BackendState(breaker="half_open", recent_failure_rate=0.2)})
+    col = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    for req in (RouteRequest("two cats behind a glass", width=512, height=768, n=2),
+                RouteRequest('a sign that says "HI"', steps=12, guidance=3.0, seed=4),
+                RouteRequest("a fox", width=1536, height=1024, negative_prompt="blurry")):
+        rows, price = featurize(req, options, ctx)
+        probs = list(prompt_vector(req.prompt)[col["p_typography"]:col["p_typography"] + 5])
+        for i, (p, opt) in enumerate(options):
+            steps = _priors.effective_steps(p, req.steps, opt)
+            mp = _priors.megapixels(p, req.width, req.height)
+            lat = _priors.prior_latency_s(p, mp, steps, req.n)
+            st = ctx.get(p.name)
+            load = (1 + st.queue_depth + st.in_flight) if p.local else (1 + 0.03 * st.in_flight)
+            fail = _priors.preset(p).failure_rate if p.typical_failure_rate is None else p.typical_failure_rate
+            fail = (0.5 * (fail + st.recent_failure_rate) if st.recent_failure_rate else fail) \
+                + (0.1 if st.breaker == "half_open" else 0.0)
+            assert rows[i, col["steps"]] == (steps or 0)
+            assert price[i] == pytest.approx(_priors.price_usd(p, mp, req.n, lat))
+            assert np.exp(rows[i, COL_PRIOR_LOG_P50]) == pytest.approx(lat * load)
+            assert 1 / (1 + np.exp(-rows[i, COL_PRIOR_LOGIT_FAIL])) == pytest.approx(fail)
+            assert rows[i, COL_PRIOR_CORRECTION] == pytest.approx(_priors.prior_correction_s(p, probs, steps))
 
 
 def test_long_prompt_flags_the_clip_window() -> None:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from router import RouteContext, Router, RouteRequest, SLASpec, simulate, train
-from router.evaluation import compare_policies
+from router.evaluation import baseline_policies, compare_policies, paired_cost, replay_outcomes, router_policy
 from router.features import candidate_matrix
 from router.models import MANIFEST, TrainedModels
 from router.policy import expand_options
-from router.simulate import DEFAULT_BACKENDS, generate_prompts, make_workload
+from router.simulate import DEFAULT_BACKENDS, generate_prompts, load_prompts, make_workload
 from router.training import TrainParams
 
 PROFILES = [b.profile() for b in DEFAULT_BACKENDS]
+SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 @pytest.fixture(scope="module")
@@ -85,19 +87,63 @@ def test_latency_quantile_coverage_within_tolerance(trained: tuple[Path, dict]) 
     assert abs(predicted - observed) < 0.02
 
 
+def _fresh_prompts() -> list[str]:
+    """A prompt set the router was not trained on: PartiPrompts when ../shared is here, else new templates."""
+    parti = SHARED / "data" / "prompts" / "partiprompts" / "PartiPrompts.tsv"
+    return load_prompts(parti) if parti.is_file() else generate_prompts(300, seed=78)
+
+
 def test_trained_policy_beats_baselines_on_a_fresh_workload(trained: tuple[Path, dict]) -> None:
+    """Trained on simulated logs (seed 1, template prompts); evaluated on a fresh workload (seed 78,
+    PartiPrompts) with the simulator's hidden truth.
+
+    Rule, per baseline: the trained router's cost per accepted image is lower AND its SLA attainment
+    is at least the baseline's minus 0.005. A baseline whose attainment is more than 0.05 lower
+    (RouteLLM-style sends hard prompts to the slowest backend, where they time out) is not comparable
+    on cost per accepted image: a timed-out request costs nothing and leaves the average, so missing
+    the SLA on hard prompts looks cheap. Against such a baseline the rule is: higher attainment, and
+    lower mean cost on the requests BOTH delivered accepted and on time (equal SLA by construction).
+    Against cold start, whose priors are close to this simulator's truth, the trained router may not
+    be worse by more than 3% on cost (per accepted image and paired) or 0.005 on attainment.
+    """
     out, _ = trained
-    fresh = make_workload(DEFAULT_BACKENDS, generate_prompts(200, seed=77), 1500, seed=77)
-    res = compare_policies(Router.load(out), fresh)
-    mine = res["lgbm"]
-    for name in ("always_cheapest", "always_fastest", "litellm_latency", "routellm_threshold"):
-        base = res[name]
-        # better means: cheaper per accepted image at (about) the same or better SLA attainment, or a
-        # far better attainment than a baseline that is cheap only because it misses the SLA
-        cheaper_at_same_sla = (mine["cost_per_accepted_usd"] < base["cost_per_accepted_usd"]
-                               and mine["sla_attainment"] >= base["sla_attainment"] - 0.005)
-        far_more_on_time = mine["sla_attainment"] >= base["sla_attainment"] + 0.2
-        assert cheaper_at_same_sla or far_more_on_time, (name, mine, base)
+    fresh = make_workload(DEFAULT_BACKENDS, _fresh_prompts(), 1500, seed=78)
+    mine = replay_outcomes(router_policy(Router.load(out)), fresh, DEFAULT_BACKENDS)
+    m = mine.summary()
+    for name, fn in {**baseline_policies(), "cold_start": router_policy(Router.cold_start())}.items():
+        other = replay_outcomes(fn, fresh, DEFAULT_BACKENDS)
+        o = other.summary()
+        paired_mine, paired_other, both = paired_cost(mine, other)
+        assert both > 700, (name, both)
+        if name == "cold_start":
+            assert m["cost_per_accepted_usd"] <= 1.03 * o["cost_per_accepted_usd"], (name, m, o)
+            assert paired_mine <= 1.03 * paired_other, (name, paired_mine, paired_other)
+            assert m["sla_attainment"] >= o["sla_attainment"] - 0.005, (name, m, o)
+        elif o["sla_attainment"] < m["sla_attainment"] - 0.05:
+            assert paired_mine < paired_other, (name, paired_mine, paired_other, m, o)
+        else:
+            assert m["cost_per_accepted_usd"] < o["cost_per_accepted_usd"], (name, m, o)
+            assert m["sla_attainment"] >= o["sla_attainment"] - 0.005, (name, m, o)
+
+
+def test_trained_router_beats_cold_start_where_the_priors_are_wrong(tmp_path: Path) -> None:
+    """The case that justifies learning: flux-dev DECLARES itself strong at text and counting (so
+    cold start sends it typography prompts) but is really weak at both. Logged corrections show it;
+    the trained router must be clearly cheaper per accepted image at equal-or-better attainment."""
+    by = {b.name: b for b in DEFAULT_BACKENDS}
+    flux = by["flux-dev"]
+    liar = replace(flux, strengths={**flux.strengths, "typography": 0.95, "counting": 0.9},
+                   weakness={**flux.weakness, "typography": 0.9, "counting": 0.6})
+    sims = [liar if b.name == "flux-dev" else b for b in DEFAULT_BACKENDS]
+    train(simulate(8000, backends=sims, seed=1), tmp_path / "m", profiles=[b.profile() for b in sims])
+    fresh = make_workload(sims, _fresh_prompts(), 1500, seed=78)
+    mine = replay_outcomes(router_policy(Router.load(tmp_path / "m")), fresh, sims)
+    cold = replay_outcomes(router_policy(Router.cold_start()), fresh, sims)
+    m, c = mine.summary(), cold.summary()
+    assert m["cost_per_accepted_usd"] < 0.95 * c["cost_per_accepted_usd"], (m, c)
+    assert m["sla_attainment"] >= c["sla_attainment"] - 0.005, (m, c)
+    paired_mine, paired_cold, _ = paired_cost(mine, cold)
+    assert paired_mine < 0.95 * paired_cold
 
 
 def test_off_policy_estimates_from_logged_records(trained: tuple[Path, dict]) -> None:
