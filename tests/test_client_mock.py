@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -206,21 +207,30 @@ def test_cancel_token_stops_the_call(tmp_path: Path) -> None:
 
 def test_dedupe_runs_once_for_identical_concurrent_callers(tmp_path: Path) -> None:
     gate = threading.Event()
-    started = threading.Event()
 
     def slow(request, deadline):
-        started.set()
         gate.wait(5)
         return BackendOutput(images=[Image.new("RGB", (64, 64))])
 
     be = mock("a", handler=slow)
     with make_client(tmp_path, [be]) as client:
+        entered = threading.Semaphore(0)
+        prepare = client._prepare
+
+        def counting_prepare(*args, **kwargs):
+            call = prepare(*args, **kwargs)
+            entered.release()  # this caller registers with the de-duplicator right after
+            return call
+
+        client._prepare = counting_prepare  # type: ignore[method-assign]
         results: list = []
         threads = [threading.Thread(target=lambda: results.append(
             client.generate("same", seed=1, width=64, height=64, dedupe=True))) for _ in range(6)]
         for t in threads:
             t.start()
-        started.wait(5)
+        for _ in threads:
+            assert entered.acquire(timeout=5)
+        time.sleep(0.2)  # from prepare to registration is microseconds; leave a wide margin
         gate.set()
         for t in threads:
             t.join(5)
