@@ -202,7 +202,10 @@ class OptionTable:
         self.prior_fail = arr([p.typical_failure_rate if p.typical_failure_rate is not None else k.failure_rate
                                for p, k in zip(profiles, presets, strict=True)])
         self._codes: tuple[dict[str, int] | None, np.ndarray] = (None, np.full(n, -1.0))
-        self._no_load = np.zeros((n, 4))
+        self.no_load = np.zeros((n, 4))
+        #: request shape -> (backend codes, rows template, price, step penalty); see :func:`featurize`
+        self.templates: dict[tuple[object, ...], tuple[dict[str, int] | None, np.ndarray, np.ndarray,
+                                                         np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.options)
@@ -219,7 +222,7 @@ class OptionTable:
     def context_block(self, context: RouteContext) -> np.ndarray:
         """in_flight, queue_depth, breaker, recent_failure_rate per option."""
         if not context.backends:
-            return self._no_load
+            return self.no_load
         out = np.empty((len(self.names), 4))
         get = context.backends.get
         for i, name in enumerate(self.names):
@@ -233,6 +236,7 @@ class OptionTable:
 #: is never reused while its entry exists)
 _TABLES: dict[tuple[tuple[int, int | None], ...], OptionTable] = {}
 _MAX_TABLES = 256
+_MAX_TEMPLATES = 512
 
 
 def option_table(options: Sequence[tuple[BackendProfile, int | None]]) -> OptionTable:
@@ -271,12 +275,23 @@ def feature_rows(
     is ``(rows, N_PROMPT)`` or one prompt's vector; ``context`` is ``(rows, 4)`` (see
     :meth:`OptionTable.context_block`); ``codes`` the backend code per row.
     """
+    rows, price, penalty = _request_rows(table, idx, width, height, n_images, steps, guidance, fixed_seed, codes)
+    _fill_prompt(rows, table, idx, prompt_block, penalty)
+    _fill_context(rows, table, idx, context)
+    return rows, price
+
+
+def _request_rows(table: OptionTable, idx: np.ndarray | None, width: np.ndarray | float,
+                  height: np.ndarray | float, n_images: np.ndarray | float, steps: np.ndarray | float,
+                  guidance: np.ndarray | float, fixed_seed: np.ndarray | float, codes: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with the request and backend columns filled (prompt and context columns left for later),
+    the price and the correction prior's step penalty. Depends on the request's shape, not its prompt."""
     def at(a: np.ndarray) -> np.ndarray:
         return a if idx is None else a[idx]
 
     m = len(table) if idx is None else len(idx)
     rows = np.empty((m, N_FEATURES))
-    rows[:, :N_PROMPT] = prompt_block
     w = np.where(np.isnan(width), at(table.default_w), width)
     h = np.where(np.isnan(height), at(table.default_h), height)
     mp = w * h / 1e6
@@ -304,26 +319,37 @@ def feature_rows(
     rows[:, _B0 + 2] = np.log(price + 1e-4)
     rows[:, _B0 + 3] = np.log(lat)
     rows[:, _S0:_S0 + len(SCENARIOS)] = at(table.strengths)
+    rows[:, COL_PRIOR_SIGMA] = at(table.sigma)
+    # fewer denoising steps than the default leave more defects to fix (square-root penalty)
+    penalty = np.where(has_both & (eff < d_steps), np.sqrt(d_safe / eff_safe), 1.0)
+    return rows, price, penalty
+
+
+def _fill_prompt(rows: np.ndarray, table: OptionTable, idx: np.ndarray | None, prompt_block: np.ndarray,
+                 penalty: np.ndarray) -> None:
+    """The prompt columns and the cold-start correction prior (declared strengths x scenario probabilities)."""
+    rows[:, :N_PROMPT] = prompt_block
+    scenario_p = prompt_block[..., _P_START:N_PROMPT]
+    risk = (table.risk_weights @ scenario_p) if (idx is None and scenario_p.ndim == 1) else \
+        (table.risk_weights[idx] * scenario_p).sum(axis=1)
+    rows[:, COL_PRIOR_CORRECTION] = _priors.BASE_CORRECTION_S + penalty * risk
+
+
+def _fill_context(rows: np.ndarray, table: OptionTable, idx: np.ndarray | None, context: np.ndarray) -> None:
+    """The live-context columns and the latency and P(fail) priors, which depend on them."""
     rows[:, _C0:_C0 + 4] = context
     in_flight, queue, breaker, recent = context[:, 0], context[:, 1], context[:, 2], context[:, 3]
-    # the cold-start rule (router.coldstart): one GPU runs each queued request first; remote APIs
-    # slow down a little per request in flight
+    local = table.is_local if idx is None else table.is_local[idx]
+    # the cold-start rule: one GPU runs each queued request first; remote APIs slow down a little
+    # per request in flight
     load = np.where(local, 1.0 + _priors.QUEUE_FACTOR_LOCAL * (queue + in_flight),
                     1.0 + _priors.INFLIGHT_FACTOR_REMOTE * in_flight)
-    rows[:, COL_PRIOR_LOG_P50] = np.log(lat * load)
-    rows[:, COL_PRIOR_SIGMA] = at(table.sigma)
+    rows[:, COL_PRIOR_LOG_P50] = rows[:, _B0 + 3] + np.log(load)
     # recent failures are evidence: averaged with the declared rate once the breaker saw any
-    prior_fail = at(table.prior_fail)
+    prior_fail = table.prior_fail if idx is None else table.prior_fail[idx]
     fail = np.where(recent > 0, 0.5 * (prior_fail + recent), prior_fail) + np.where(breaker == 0.5, 0.1, 0.0)
     fail = np.clip(fail, *_FAIL_CLIP)
     rows[:, COL_PRIOR_LOGIT_FAIL] = np.log(fail / (1.0 - fail))
-    # fewer denoising steps than the default leave more defects to fix (square-root penalty)
-    penalty = np.where(has_both & (eff < d_steps), np.sqrt(d_safe / eff_safe), 1.0)
-    scenario_p = prompt_block[..., _P_START:N_PROMPT]
-    risk = (table.risk_weights @ scenario_p) if (idx is None and scenario_p.ndim == 1) else \
-        (at(table.risk_weights) * scenario_p).sum(axis=1)
-    rows[:, COL_PRIOR_CORRECTION] = _priors.BASE_CORRECTION_S + penalty * risk
-    return rows, price
 
 
 def featurize(
@@ -332,13 +358,32 @@ def featurize(
     context: RouteContext,
     backend_codes: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Feature rows (one per option) and each option's price for one request."""
+    """Feature rows (one per option) and each option's price for one request.
+
+    The serving fast path of :func:`feature_rows`: the part that depends only on the request's shape
+    (size, images, steps, guidance, seed) is cached per option table, so a decision copies a
+    template and fills in the prompt and the live context.
+    """
     table = option_table(options)
-    return feature_rows(
-        table, None, prompt_vector(request.prompt, request.negative_prompt is not None),
-        _nan_if_none(request.width), _nan_if_none(request.height), float(request.n), _nan_if_none(request.steps),
-        _nan_if_none(request.guidance), float(request.seed is not None), table.context_block(context),
-        table.codes(backend_codes))
+    key = (request.width, request.height, request.n, request.steps, request.guidance, request.seed is not None,
+           id(backend_codes))
+    cached = table.templates.get(key)
+    if cached is None or cached[0] is not backend_codes:
+        if len(table.templates) >= _MAX_TEMPLATES:
+            table.templates.clear()
+        template, price, penalty = _request_rows(
+            table, None, _nan_if_none(request.width), _nan_if_none(request.height), float(request.n),
+            _nan_if_none(request.steps), _nan_if_none(request.guidance), float(request.seed is not None),
+            table.codes(backend_codes))
+        _fill_context(template, table, None, table.no_load)
+        price.setflags(write=False)
+        cached = table.templates[key] = (backend_codes, template, price, penalty)
+    _, template, price, penalty = cached
+    rows = template.copy()
+    _fill_prompt(rows, table, None, prompt_vector(request.prompt, request.negative_prompt is not None), penalty)
+    if context.backends:
+        _fill_context(rows, table, None, table.context_block(context))
+    return rows, price
 
 
 def candidate_matrix(

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _cforest
 from ._types import BackendProfile, RouteContext, RouteRequest
 from .coldstart import prior_predictions
 from .features import (
@@ -59,7 +60,7 @@ class ForestEvaluator:
     LightGBM does for numerical splits; categorical splits are not supported (none are trained).
     """
 
-    def __init__(self, dumps: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, dumps: Sequence[dict[str, Any]], compiled: bool = True) -> None:
         trees_per_model = [[t["tree_structure"] for t in d["tree_info"]] for d in dumps]
         all_trees = [t for trees in trees_per_model for t in trees]
         if not all_trees:
@@ -84,6 +85,49 @@ class ForestEvaluator:
         self.model_starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         if min(counts) == 0:
             raise ValueError("every model needs at least one tree")
+        self.n_models = len(dumps)
+        self._native_arrays(trees_per_model)
+        self._lib = _cforest.load() if compiled else None
+
+    def _native_arrays(self, trees_per_model: list[list[dict[str, Any]]]) -> None:
+        """The trees as they are (not padded) for the compiled walker: child ids >= 0 are internal nodes,
+        ``-1 - j`` is leaf ``j``."""
+        feature: list[int] = []
+        threshold: list[float] = []
+        left: list[int] = []
+        right: list[int] = []
+        leaves: list[float] = []
+        roots: list[int] = []
+        tree_model: list[int] = []
+
+        def add(node: dict[str, Any]) -> int:
+            if "leaf_value" in node:
+                leaves.append(float(node["leaf_value"]))
+                return -len(leaves)  # leaf j = len - 1  ->  -1 - j
+            k = len(feature)
+            feature.append(int(node["split_feature"]))
+            threshold.append(float(node["threshold"]))
+            left.append(0)
+            right.append(0)
+            left[k] = add(node["left_child"])
+            right[k] = add(node["right_child"])
+            return k
+
+        for m, trees in enumerate(trees_per_model):
+            for tree in trees:
+                roots.append(add(tree))
+                tree_model.append(m)
+        i32 = np.int32
+        self._c_arrays = (np.array(feature, dtype=i32), np.array(threshold, dtype=np.float64),
+                          np.array(left, dtype=i32), np.array(right, dtype=i32),
+                          np.array(leaves, dtype=np.float64), np.array(roots, dtype=i32),
+                          np.array(tree_model, dtype=i32))
+        self._c_pointers = [a.ctypes.data for a in self._c_arrays]
+
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`raw` runs the compiled walker (see :mod:`router._cforest`)."""
+        return self._lib is not None
 
     def _fill(self, k: int, node: dict[str, Any], pos: int, level: int, depth: int) -> None:
         if "leaf_value" in node:
@@ -101,8 +145,28 @@ class ForestEvaluator:
         self._fill(k, node["left_child"], 2 * pos + 1, level + 1, depth)
         self._fill(k, node["right_child"], 2 * pos + 2, level + 1, depth)
 
-    def raw(self, x: np.ndarray) -> np.ndarray:
-        """Raw scores (sum of leaf values) per row and model; rows must be float64 without NaN."""
+    def raw(self, x: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+        """Raw scores (``init`` plus the sum of leaf values) per row and model; float64 rows without NaN.
+
+        ``init`` (rows x models, C-contiguous float64) is updated in place and returned.
+        """
+        if init is not None and (init.shape != (x.shape[0], self.n_models) or not init.flags.c_contiguous
+                                 or init.dtype != np.float64):
+            raise ValueError(f"`init` must be a C-contiguous float64 array of shape {(x.shape[0], self.n_models)}")
+        if self._lib is not None:
+            xc = np.ascontiguousarray(x, dtype=np.float64)
+            out = np.zeros((xc.shape[0], self.n_models)) if init is None else init
+            p = self._c_pointers
+            self._lib.forest_raw(xc.ctypes.data, xc.shape[0], xc.shape[1], p[0], p[1], p[2], p[3], p[4], p[5], p[6],
+                                 len(self._c_arrays[5]), self.n_models, out.ctypes.data)
+            return out
+        if init is None:
+            return self.raw_numpy(x)
+        init += self.raw_numpy(x)
+        return init
+
+    def raw_numpy(self, x: np.ndarray) -> np.ndarray:
+        """The numpy path of :meth:`raw` (used when no C compiler is available)."""
         rows, n_feat = x.shape
         xf = np.ascontiguousarray(x, dtype=np.float64).ravel()
         row_off = (np.arange(rows, dtype=np.int64) * n_feat)[:, None]
@@ -180,14 +244,21 @@ class TrainedModels:
         return np.column_stack(cols)
 
 
+_PRIOR_COLS = [COL_PRIOR_LOG_P50, COL_PRIOR_SIGMA, COL_PRIOR_LOGIT_FAIL, COL_PRIOR_CORRECTION]
+
+
+def _prior_to_init(alpha: float) -> np.ndarray:
+    """``rows[:, _PRIOR_COLS] @ this`` = :func:`init_scores` (one matrix product on the serving path)."""
+    a = np.eye(len(MODEL_NAMES))
+    a[0, 1] = 1.0             # the quantile model starts at log p50 ...
+    a[1, 1] = z_score(alpha)  # ... plus z(alpha) prior sigmas
+    return a
+
+
 def init_scores(rows: np.ndarray, alpha: float) -> np.ndarray:
-    """The cold-start prior in each model's raw-score space, ``(rows, 4)`` in :data:`MODEL_NAMES` order."""
-    out = np.empty((len(rows), len(MODEL_NAMES)))
-    log50 = rows[:, COL_PRIOR_LOG_P50]
-    out[:, 0] = log50
-    out[:, 1] = log50 + z_score(alpha) * rows[:, COL_PRIOR_SIGMA]
-    out[:, 2] = rows[:, COL_PRIOR_LOGIT_FAIL]
-    out[:, 3] = rows[:, COL_PRIOR_CORRECTION]
+    """The cold-start prior in each model's raw-score space, ``(rows, 4)`` in :data:`MODEL_NAMES` order:
+    log p50, log p50 + z(alpha) sigma, logit P(fail), correction seconds."""
+    out: np.ndarray = rows[:, _PRIOR_COLS] @ _prior_to_init(alpha)
     return out
 
 
@@ -203,8 +274,10 @@ class _OptionPlan:
         names = [p.name for p, _ in self.options]
         self.known = np.array([n in models.backend_codes for n in names], dtype=bool)
         self.all_known = bool(self.known.all())
-        self.shift_p50 = np.array([models.shift_p50.get(n, models.shift_p50["*"]) for n in names])
-        self.shift_pq = np.array([models.shift_pq.get(n, models.shift_pq["*"]) for n in names])
+        #: conformal offsets per option, in raw-score space (added to the init scores)
+        self.shift = np.zeros((len(names), len(MODEL_NAMES)))
+        self.shift[:, 0] = [models.shift_p50.get(n, models.shift_p50["*"]) for n in names]
+        self.shift[:, 1] = [models.shift_pq.get(n, models.shift_pq["*"]) for n in names]
 
 
 class LgbmPredictor:
@@ -216,6 +289,7 @@ class LgbmPredictor:
         self.models = models
         self.version = models.version
         self._z = z_score(models.alpha)
+        self._to_init = _prior_to_init(models.alpha)
         self._plans: dict[tuple[tuple[int, int | None], ...], _OptionPlan] = {}
 
     def _plan(self, options: Sequence[tuple[BackendProfile, int | None]]) -> _OptionPlan:
@@ -235,12 +309,13 @@ class LgbmPredictor:
         rows, price = featurize(request, plan.feature_options, context, m.backend_codes)
         if not plan.same_profiles:
             price = featurize(request, options, context)[1]  # the bill follows the live profile
-        raw = m.evaluator.raw(rows)
-        raw += init_scores(rows, m.alpha)
-        log50 = raw[:, 0] + plan.shift_p50
-        logq = np.maximum(raw[:, 1] + plan.shift_pq, log50 + 1e-3)
-        preds = Predictions(np.exp(log50), (logq - log50) / self._z, 1.0 / (1.0 + np.exp(-raw[:, 2])),
-                            np.maximum(raw[:, 3], 0.0), price)
+        # trees add their corrections onto the prior (init scores) shifted by the conformal offsets
+        start = rows[:, _PRIOR_COLS] @ self._to_init
+        start += plan.shift
+        raw = m.evaluator.raw(rows, init=start)
+        log50 = raw[:, 0]
+        preds = Predictions(np.exp(log50), np.maximum(raw[:, 1] - log50, 1e-3) / self._z,
+                            1.0 / (1.0 + np.exp(-raw[:, 2])), np.maximum(raw[:, 3], 0.0), price)
         if not plan.all_known:
             prior = prior_predictions(rows, price)
             unknown = ~plan.known

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -69,7 +70,13 @@ def test_vectorised_evaluator_matches_booster_predict(trained: tuple[Path, dict]
         rows.append(candidate_matrix(RouteRequest(prompt, width=768, height=768), expand_options(PROFILES),
                                      RouteContext(), models.backend_codes))
     x = np.vstack(rows)
-    np.testing.assert_allclose(models.evaluator.raw(x), models.raw_booster(x), rtol=1e-9, atol=1e-9)
+    expected = models.raw_booster(x)
+    np.testing.assert_allclose(models.evaluator.raw_numpy(x), expected, rtol=1e-9, atol=1e-9)
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert models.evaluator.compiled, "a C compiler is here, so the compiled walker must be in use"
+    np.testing.assert_allclose(models.evaluator.raw(x), expected, rtol=1e-9, atol=1e-9)
+    init = np.ascontiguousarray(np.arange(x.size // x.shape[1] * 4, dtype=np.float64).reshape(-1, 4))
+    np.testing.assert_allclose(models.evaluator.raw(x, init=init.copy()), expected + init, rtol=1e-9, atol=1e-9)
 
 
 def test_latency_quantile_coverage_within_tolerance(trained: tuple[Path, dict]) -> None:
