@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
-    backends: list[BackendSettings] = Field(default_factory=list)
+    #: SerializeAsAny: each entry dumps with its own kind's fields, so a config round-trips
+    backends: list[SerializeAsAny[BackendSettings]] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

@@ -107,6 +107,10 @@ def test_config_file_errors(tmp_path) -> None:
 
 
 def test_config_round_trips() -> None:
-    s = load_settings({"backends": [{"name": "m", "kind": "mock", "price": {"per_image": 0.01}}]})
+    s = load_settings({"backends": [
+        {"name": "m", "kind": "mock", "price": {"per_image": 0.01}, "delay_s": 0.5},
+        {"name": "o", "kind": "openai", "api_key_env": "MY_KEY", "quality": "low"},
+    ]})
     again = load_settings(s.model_dump(mode="json"))
     assert again == s
+    assert again.backends[1].api_key_env == "MY_KEY"  # type: ignore[attr-defined]
