@@ -156,6 +156,13 @@ class BaseClient:
             raise UnknownRequest(request_id)
         return build_trace(records, self._store.correction_history(request_id))
 
+    def recent_requests(self, limit: int = 50) -> list[dict[str, Any]]:
+        """One summary per request, newest first (time, backend, ok/error, latency, cost, correction)."""
+        if self._store is None:
+            raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no stored requests")
+        self.recorder.flush()
+        return self._store.recent_requests(limit)
+
     def stats(self, since: Any = None) -> dict[str, Any]:
         """Per-backend operational metrics from the store (see ``pixelroute stats``)."""
         from .telemetry import compute_stats
