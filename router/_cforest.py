@@ -50,6 +50,7 @@ void forest_raw(const double *x, int64_t rows, int64_t n_feat, const int32_t *fe
 
 
 def _cache_dir() -> Path:
+    # the same rule as sdk._config.default_cache_dir; router imports nothing from sdk
     env = os.environ.get("PIXELROUTE_CACHE_DIR")
     if env:
         return Path(env).expanduser()

@@ -201,6 +201,8 @@ class OptionTable:
         self.sigma = arr([k.sigma for k in presets])
         self.prior_fail = arr([p.typical_failure_rate if p.typical_failure_rate is not None else k.failure_rate
                                for p, k in zip(profiles, presets, strict=True)])
+        self.local_list = [bool(p.local) for p in profiles]
+        self.prior_fail_list = self.prior_fail.tolist()
         self._codes: tuple[dict[str, int] | None, np.ndarray] = (None, np.full(n, -1.0))
         self.no_load = np.zeros((n, 4))
         #: request shape -> (backend codes, rows template, price, step penalty); see :func:`featurize`
@@ -220,15 +222,26 @@ class OptionTable:
         return col
 
     def context_block(self, context: RouteContext) -> np.ndarray:
-        """in_flight, queue_depth, breaker, recent_failure_rate per option."""
-        if not context.backends:
-            return self.no_load
-        out = np.empty((len(self.names), 4))
+        """in_flight, queue_depth, breaker, recent_failure_rate per option (training's context columns)."""
+        return self.live_context(context)[:, :4]
+
+    def live_context(self, context: RouteContext) -> np.ndarray:
+        """Per option: the 4 context columns, then log of the latency prior's load factor and the logit
+        of the P(fail) prior. The serving twin of :func:`_fill_context` on Python floats (for ~10
+        options one numpy call costs more than the whole loop); a test keeps the two equal."""
+        out = np.zeros((len(self.names), 6))
         get = context.backends.get
+        lo, hi = _FAIL_CLIP
         for i, name in enumerate(self.names):
             st = get(name)
-            out[i] = (0.0, 0.0, 0.0, 0.0) if st is None else (
-                st.in_flight, st.queue_depth, _BREAKER.get(st.breaker, 0.0), st.recent_failure_rate)
+            in_flight, queue, breaker, recent = (0.0, 0.0, 0.0, 0.0) if st is None else (
+                float(st.in_flight), float(st.queue_depth), _BREAKER.get(st.breaker, 0.0), st.recent_failure_rate)
+            load = (1.0 + _priors.QUEUE_FACTOR_LOCAL * (queue + in_flight)) if self.local_list[i] else \
+                (1.0 + _priors.INFLIGHT_FACTOR_REMOTE * in_flight)
+            declared = self.prior_fail_list[i]
+            fail = (0.5 * (declared + recent) if recent > 0 else declared) + (0.1 if breaker == 0.5 else 0.0)
+            fail = min(max(fail, lo), hi)
+            out[i] = (in_flight, queue, breaker, recent, math.log(load), math.log(fail / (1.0 - fail)))
         return out
 
 
@@ -352,19 +365,8 @@ def _fill_context(rows: np.ndarray, table: OptionTable, idx: np.ndarray | None, 
     rows[:, COL_PRIOR_LOGIT_FAIL] = np.log(fail / (1.0 - fail))
 
 
-def featurize(
-    request: RouteRequest,
-    options: Sequence[tuple[BackendProfile, int | None]],
-    context: RouteContext,
-    backend_codes: dict[str, int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Feature rows (one per option) and each option's price for one request.
-
-    The serving fast path of :func:`feature_rows`: the part that depends only on the request's shape
-    (size, images, steps, guidance, seed) is cached per option table, so a decision copies a
-    template and fills in the prompt and the live context.
-    """
-    table = option_table(options)
+def _template(request: RouteRequest, table: OptionTable, backend_codes: dict[str, int] | None
+              ) -> tuple[dict[str, int] | None, np.ndarray, np.ndarray, np.ndarray]:
     key = (request.width, request.height, request.n, request.steps, request.guidance, request.seed is not None,
            id(backend_codes))
     cached = table.templates.get(key)
@@ -378,12 +380,36 @@ def featurize(
         _fill_context(template, table, None, table.no_load)
         price.setflags(write=False)
         cached = table.templates[key] = (backend_codes, template, price, penalty)
-    _, template, price, penalty = cached
+    return cached
+
+
+def featurize(
+    request: RouteRequest,
+    options: Sequence[tuple[BackendProfile, int | None]],
+    context: RouteContext,
+    backend_codes: dict[str, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows (one per option) and each option's price for one request.
+
+    The serving fast path of :func:`feature_rows`: the part that depends only on the request's shape
+    (size, images, steps, guidance, seed) is cached per option table, so a decision copies a
+    template and fills in the prompt and the live context.
+    """
+    table = option_table(options)
+    _, template, price, penalty = _template(request, table, backend_codes)
     rows = template.copy()
     _fill_prompt(rows, table, None, prompt_vector(request.prompt, request.negative_prompt is not None), penalty)
     if context.backends:
-        _fill_context(rows, table, None, table.context_block(context))
+        live = table.live_context(context)
+        rows[:, _C0:_C0 + 4] = live[:, :4]
+        rows[:, COL_PRIOR_LOG_P50] = rows[:, _B0 + 3] + live[:, 4]
+        rows[:, COL_PRIOR_LOGIT_FAIL] = live[:, 5]
     return rows, price
+
+
+def prices(request: RouteRequest, options: Sequence[tuple[BackendProfile, int | None]]) -> np.ndarray:
+    """Each option's price for ``request`` (read-only; from the same cache as :func:`featurize`)."""
+    return _template(request, option_table(options), None)[2]
 
 
 def candidate_matrix(

@@ -39,6 +39,7 @@ from .features import (
     COL_PRIOR_SIGMA,
     FEATURE_NAMES,
     featurize,
+    prices,
     schema_hash,
 )
 from .policy import Predictions
@@ -308,7 +309,7 @@ class LgbmPredictor:
         plan = self._plan(options)
         rows, price = featurize(request, plan.feature_options, context, m.backend_codes)
         if not plan.same_profiles:
-            price = featurize(request, options, context)[1]  # the bill follows the live profile
+            price = prices(request, options)  # the bill follows the live profile
         # trees add their corrections onto the prior (init scores) shifted by the conformal offsets
         start = rows[:, _PRIOR_COLS] @ self._to_init
         start += plan.shift

@@ -80,6 +80,26 @@ def test_vectorised_featurizer_matches_the_scalar_priors() -> None:
             assert rows[i, COL_PRIOR_CORRECTION] == pytest.approx(_priors.prior_correction_s(p, probs, steps))
 
 
+def test_training_and_serving_featurize_identically() -> None:
+    """Training featurizes many logged rows at once (numpy); serving one request (cached templates,
+    context on Python floats). Both must give the same rows."""
+    from router.features import OptionTable, feature_rows, featurize
+
+    options = expand_options([FAST, TYPO, SLOW])
+    ctx = RouteContext({"fast": BackendState(in_flight=2, queue_depth=1, recent_failure_rate=0.1),
+                        "slow": BackendState(breaker="half_open", in_flight=5)})
+    codes = {"fast": 0, "typo": 1, "slow": 2}
+    req = RouteRequest("three glass cats next to a mirror", width=768, n=2, guidance=4.0, negative_prompt="x")
+    served, served_price = featurize(req, options, ctx, codes)
+    table = OptionTable(options)
+    idx = np.arange(len(options))
+    pv = np.tile(prompt_vector(req.prompt, True), (len(options), 1))
+    trained, trained_price = feature_rows(table, idx, pv, 768.0, np.nan, 2.0, np.nan, 4.0, 0.0,
+                                          table.context_block(ctx), table.codes(codes))
+    np.testing.assert_allclose(served, trained, rtol=1e-12)
+    np.testing.assert_allclose(served_price, trained_price, rtol=1e-12)
+
+
 def test_long_prompt_flags_the_clip_window() -> None:
     vec = prompt_vector(" ".join(["word"] * 80))
     assert vec[FEATURE_NAMES.index("prompt_over_clip_window")] == 1.0
