@@ -3,9 +3,12 @@
 Each round starts ``c`` threads at once, each asking the same tiny pipeline for one image
 (different prompts and seeds, same shape); images/s = c / wall time. Off = ``max_batch_size=1``
 (one pipeline call per request, serialised on the worker); on = ``max_batch_size=16`` with a
-``--window-ms`` gathering window. Median over ``--rounds``; the two modes alternate per round.
+``--window-ms`` gathering window (and the batch-invariance wrappers, so its images equal the
+unbatched ones). Median over ``--rounds``; the two modes alternate per round. Every request
+carries ``--deadline`` seconds; requests that miss it are counted per mode.
 
-    .venv/bin/python benchmarks/local_batching.py --rounds 5
+    .venv/bin/python benchmarks/local_batching.py --rounds 5 --size 32
+    .venv/bin/python benchmarks/local_batching.py --rounds 5 --size 64
 """
 
 from __future__ import annotations
@@ -22,14 +25,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--family", default="sd15", choices=["sd15", "sdxl", "sd3"])
-    parser.add_argument("--window-ms", type=float, default=20.0)
+    parser.add_argument("--window-ms", type=float, default=2.0)
     parser.add_argument("--concurrency", default="1,2,4,8,16")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--steps", type=int, default=None, help="default: the tiny family's default")
+    parser.add_argument("--guidance", type=float, default=None, help="default: the tiny family's default")
+    parser.add_argument("--deadline", type=float, default=30.0, help="seconds per request")
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(1)
     from sdk import Deadline, GenerateRequest
+    from sdk._errors import DeadlineExceeded
     from sdk._tiny import build_tiny
     from sdk.backends._pipeline_cache import PipelineCache
     from sdk.backends.diffusers import DiffusersBackend, DiffusersSettings
@@ -44,15 +52,23 @@ def main() -> int:
                                                      batch_window_ms=args.window_ms),
                                    pipeline_cache=PipelineCache()),
         }
-        for b in backends.values():  # load and warm both
-            b.generate(GenerateRequest(prompt="warm", seed=0), Deadline(None))
+        knobs = {"width": args.size, "height": args.size, "steps": args.steps, "guidance": args.guidance}
 
-        def round_trip(backend: DiffusersBackend, c: int) -> float:
-            threads = [
-                threading.Thread(target=backend.generate,
-                                 args=(GenerateRequest(prompt=f"prompt {i}", seed=i), Deadline(None)))
-                for i in range(c)
-            ]
+        def request(i: int) -> GenerateRequest:
+            return GenerateRequest(prompt=f"prompt {i}", seed=i, **knobs)  # type: ignore[arg-type]
+
+        for b in backends.values():  # load and warm both (and the batched shapes of the on mode)
+            b.generate(request(0), Deadline(None))
+        missed = {"off": 0, "on": 0}
+
+        def call(mode: str, i: int) -> None:
+            try:
+                backends[mode].generate(request(i), Deadline(args.deadline))
+            except DeadlineExceeded:
+                missed[mode] += 1
+
+        def round_trip(mode: str, c: int) -> float:
+            threads = [threading.Thread(target=call, args=(mode, i)) for i in range(c)]
             t0 = time.perf_counter()
             for t in threads:
                 t.start()
@@ -60,16 +76,20 @@ def main() -> int:
                 t.join()
             return c / (time.perf_counter() - t0)
 
-        print(f"family {args.family}, 64x64, default steps, window {args.window_ms} ms, {args.rounds} rounds")
-        print("| concurrent | off img/s | on img/s | on/off |")
-        print("|---|---|---|---|")
+        steps = args.steps or backends["on"].capabilities.default_steps
+        guidance = args.guidance if args.guidance is not None else backends["on"].capabilities.default_guidance
+        print(f"family {args.family}, {args.size}x{args.size}, {steps} steps, guidance {guidance}, "
+              f"window {args.window_ms} ms, deadline {args.deadline} s, {args.rounds} rounds")
+        print("| concurrent | off img/s | on img/s | on/off | deadline misses off / on |")
+        print("|---|---|---|---|---|")
         for c in levels:
             rates: dict[str, list[float]] = {"off": [], "on": []}
+            missed.update(off=0, on=0)
             for _ in range(args.rounds):
                 for mode in ("off", "on"):
-                    rates[mode].append(round_trip(backends[mode], c))
+                    rates[mode].append(round_trip(mode, c))
             off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
-            print(f"| {c} | {off:.1f} | {on:.1f} | {on / off:.2f}x |")
+            print(f"| {c} | {off:.1f} | {on:.1f} | {on / off:.2f}x | {missed['off']} / {missed['on']} |")
         for b in backends.values():
             b.close()
     return 0

@@ -6,8 +6,9 @@ pipelines (different backends) run in parallel, with no global lock.
 
 Micro-batching: when a job allows batching (``batch_limit > 1``), the worker gathers jobs with
 the same ``key`` (same pipeline call shape) into one call, up to ``batch_limit`` images,
-waiting at most ``window_s`` for more to arrive. A job whose deadline cannot afford the wait
-is not held back: the worker waits only as long as every job in the batch still fits.
+waiting at most ``window_s`` for more to arrive; jobs that queued while the previous call ran
+join without any wait (``window_s = 0`` batches only those). A job whose deadline cannot
+afford the wait is not held back: the worker waits only as long as every job still fits.
 Incompatible jobs seen while gathering keep their order and run next.
 """
 
@@ -168,10 +169,10 @@ class PipelineWorker:
         wait_until = time.monotonic() + _affordable_wait(batch, first.window_s)
         while images < first.batch_limit:
             left = wait_until - time.monotonic()
-            if left <= 0:
-                break
             try:
-                job = self._queue.get(timeout=left)
+                # jobs that queued while the previous call ran join at once, even with no window
+                # left: that is where batching pays without making anyone wait
+                job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is _STOP:
