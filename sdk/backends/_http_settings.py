@@ -1,0 +1,76 @@
+"""Remote backends' shared settings, and the pooled httpx clients built from them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+from pydantic import Field
+
+from .._errors import ConfigError
+from .base import BackendSettings
+
+#: Pillow's own default limit; ours must not exceed it or Pillow refuses first with a warning.
+PILLOW_MAX_PIXELS = 89_478_485
+
+
+class RemoteSettings(BackendSettings):
+    """Settings shared by every remote kind; each kind subclasses this with its own fields."""
+
+    #: the provider's endpoint; ``None`` = its public URL (tests and proxies point it elsewhere)
+    base_url: str | None = None
+    #: the environment variable holding the key; never the key itself
+    api_key_env: str | None = None
+    #: cap for one HTTP exchange; the call's deadline caps it further
+    timeout_s: float = Field(default=120.0, gt=0)
+    #: retries after the first try (5xx, resets, 429 without a long Retry-After), deadline permitting
+    max_retries: int = Field(default=2, ge=0, le=10)
+    #: first backoff in seconds; doubles each retry, with the same amount of jitter
+    retry_base_s: float = Field(default=0.25, gt=0)
+    max_connections: int = Field(default=100, ge=1)
+    max_keepalive_connections: int = Field(default=20, ge=0)
+    #: hosts result URLs may point at (``*.example.com`` matches subdomains); empty = the kind's defaults
+    allowed_download_hosts: list[str] = Field(default_factory=list)
+    #: allow result URLs on private, loopback and link-local addresses (and plain http): tests only
+    allow_private_download_hosts: bool = False
+    max_response_bytes: int = Field(default=64 * 2**20, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=1, le=PILLOW_MAX_PIXELS)
+    #: size rule: the nearest allowed aspect ratio must be within this distance in |log(w/h)|
+    aspect_tolerance: float = Field(default=0.05, ge=0, le=1)
+    #: the async transport: httpx's own, or aiohttp under the httpx API (``pip install pixelroute[aiohttp]``),
+    #: several times faster at high concurrency (docs/benchmarks.md)
+    async_transport: Literal["httpx", "aiohttp"] = "httpx"
+
+
+
+def limits_for(settings: RemoteSettings) -> httpx.Limits:
+    """The connection pool's bounds."""
+    return httpx.Limits(
+        max_connections=settings.max_connections, max_keepalive_connections=settings.max_keepalive_connections
+    )
+
+
+def new_sync_client(settings: RemoteSettings, transport: httpx.BaseTransport | None) -> httpx.Client:
+    """A pooled client that never follows redirects itself (downloads re-check every hop) nor reads proxies
+    from the environment."""
+    return httpx.Client(transport=transport, limits=limits_for(settings), follow_redirects=False, trust_env=False)
+
+
+def new_async_client(
+    settings: RemoteSettings, transport: httpx.AsyncBaseTransport | None, backend: str
+) -> httpx.AsyncClient:
+    """The async twin of :func:`new_sync_client`; ``async_transport = "aiohttp"`` swaps the transport."""
+    if transport is None and settings.async_transport == "aiohttp":
+        transport = aiohttp_transport(limits_for(settings), backend)
+    return httpx.AsyncClient(transport=transport, limits=limits_for(settings), follow_redirects=False,
+                             trust_env=False)
+
+
+def aiohttp_transport(limits: httpx.Limits, backend: str) -> httpx.AsyncBaseTransport:
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError as exc:
+        raise ConfigError(f"backend `{backend}`: `async_transport = \"aiohttp\"` needs the optional extra: "
+                          "pip install 'pixelroute[aiohttp]'") from exc
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits, trust_env=False)
+    return transport
