@@ -368,7 +368,10 @@ class HttpDriver:
             task.add_done_callback(self._background_tasks.discard)
 
         try:
-            loop.call_soon_threadsafe(spawn)
+            if _running_loop() is loop:
+                spawn()  # at once, so an aclose() right after sees the task
+            else:
+                loop.call_soon_threadsafe(spawn)
         except RuntimeError:  # the loop is closed: nobody is left to send it
             logger.info("backend %s: best-effort %s %s dropped (event loop closed)", self.name, call.method, call.url)
 
@@ -398,9 +401,17 @@ class HttpDriver:
                 thread.join(timeout=budget + _BACKGROUND_JOIN_SLACK_S)
 
     async def _await_background_tasks(self) -> None:
+        await asyncio.sleep(0)  # let spawns scheduled from other threads run first
         tasks = [t for t in self._background_tasks if t is not asyncio.current_task()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _grace(call: Call) -> float:

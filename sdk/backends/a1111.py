@@ -13,22 +13,38 @@ Mapping: every knob exists: ``width``/``height`` exact (multiples of 8), ``steps
 effective values are read back from ``info``. Errors: the webui's ``{"error", "detail"}`` body;
 500 (e.g. ``OutOfMemoryError``) -> ServerError (retried), 401/404/422 -> BackendError.
 There is no moderation and no rate limit. Unverified: Forge / SD.Next field-level differences.
+
+Abandoned attempts: txt2img is one blocking request with no job id, and closing the connection
+does not stop the server. So when an attempt is abandoned while its txt2img is on the server
+(the deadline passed, or its cancel token fired, e.g. it lost a hedge race) the backend sends
+``POST /sdapi/v1/interrupt`` (``modules/api/api.py``: ``add_api_route("/sdapi/v1/interrupt",
+self.interruptapi, methods=["POST"])``, which calls ``shared.state.interrupt()``; ``provider_apis.md``
+§5 "Progress, interrupt, skip") on a background thread or task, bounded by
+``interrupt_grace_s``, so the caller's deadline is not spent on it. The blocked txt2img then
+returns the images made so far; they are refused (``Cancelled`` / ``DeadlineExceeded``), never
+returned as a result. The webui interrupts whatever job it is running: on a server shared with
+other clients set ``interrupt_on_abandon = false``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from .._deadline import Deadline
-from .._errors import BackendError, InvalidOutput
+from .._errors import BackendError, Cancelled, DeadlineExceeded, InvalidOutput
 from .._redact import register_secret
 from .._types import GenerateRequest
 from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply
-from .base import Capabilities
+from .base import BackendOutput, Capabilities
+
+INTERRUPT_PATH = "/sdapi/v1/interrupt"
 
 
 class A1111Settings(RemoteSettings):
@@ -40,6 +56,10 @@ class A1111Settings(RemoteSettings):
     max_n: int = Field(default=8, ge=1, le=16)
     max_size: int = Field(default=2048, ge=64)
     default_size: int = Field(default=1024, ge=64)
+    #: POST /sdapi/v1/interrupt when an attempt is abandoned mid-txt2img (see the module docstring)
+    interrupt_on_abandon: bool = True
+    #: budget of that best-effort POST; it runs in the background, never on the caller's deadline
+    interrupt_grace_s: float = Field(default=0.5, gt=0, le=5)
 
 
 class A1111Backend(RemoteBackend):
@@ -86,9 +106,52 @@ class A1111Backend(RemoteBackend):
             body["override_settings"] = {"sd_model_checkpoint": self.settings.model}
         return body
 
+    # -- generate, interrupting the server when the attempt is abandoned ---------------------
+
+    def generate(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
+        self.validate(request)
+        guard = self._interrupt_guard(deadline, lambda: self.fire_and_forget(self._interrupt_call()))
+        try:
+            return self._drive(self._txt2img(request, deadline, guard), deadline)
+        except (DeadlineExceeded, Cancelled):
+            guard.fire()
+            raise
+        finally:
+            guard.disarm()
+
+    async def agenerate(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
+        self.validate(request)
+        loop = asyncio.get_running_loop()
+        guard = self._interrupt_guard(deadline, lambda: self.afire_and_forget(self._interrupt_call(), loop))
+        try:
+            return await self._adrive(self._txt2img(request, deadline, guard), deadline)
+        except (DeadlineExceeded, Cancelled, asyncio.CancelledError):  # CancelledError: a hedge race lost
+            guard.fire()
+            raise
+        finally:
+            guard.disarm()
+
+    def _interrupt_guard(self, deadline: Deadline, send: Callable[[], None]) -> InterruptGuard:
+        guard = InterruptGuard(send if self.settings.interrupt_on_abandon else None)
+        if deadline.cancel is not None:
+            # a sync attempt blocks inside txt2img: the token's callback is what can still act
+            deadline.cancel.on_cancel(guard.fire)
+        return guard
+
+    def _interrupt_call(self) -> Call:
+        return Call("POST", INTERRUPT_PATH, retry=False, grace_s=self.settings.interrupt_grace_s)
+
     def protocol(self, request: GenerateRequest, deadline: Deadline) -> Protocol:
+        return self._txt2img(request, deadline, InterruptGuard(None))
+
+    def _txt2img(self, request: GenerateRequest, deadline: Deadline, guard: InterruptGuard) -> Protocol:
+        self._check(deadline)  # already cancelled or late: the request never leaves, nothing to interrupt
+        guard.arm()  # from here until the reply, the server may be computing this request
         reply = yield Call("POST", "/sdapi/v1/txt2img", json=self.request_body(request))
+        guard.disarm()
         assert reply is not None
+        # an interrupted run answers 200 with the images made so far: never a result
+        self._check(deadline)
         data = reply.json()
         encoded = data.get("images") if isinstance(data, dict) else None
         if not isinstance(encoded, list) or not encoded:
@@ -103,6 +166,35 @@ class A1111Backend(RemoteBackend):
 
     def error_for(self, reply: Reply) -> BackendError:
         return self.generic_error(reply, self.provider_message(reply))
+
+
+class InterruptGuard:
+    """Sends the interrupt at most once, and only while this attempt's txt2img may be running.
+
+    Armed just before txt2img is sent and disarmed when its reply arrives or the attempt ends,
+    so a cancel that comes later (or a request that never left) cannot stop someone else's job.
+    """
+
+    def __init__(self, send: Callable[[], None] | None) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._armed = False
+        self.sent = False
+
+    def arm(self) -> None:
+        with self._lock:
+            self._armed = True
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+
+    def fire(self) -> None:
+        with self._lock:
+            if not self._armed or self.sent or self._send is None:
+                return
+            self.sent = True
+        self._send()  # outside the lock: it only schedules the request
 
 
 def _info(value: Any) -> dict[str, Any]:

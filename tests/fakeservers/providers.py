@@ -11,6 +11,8 @@ import base64
 import io
 import itertools
 import struct
+import threading
+import time
 import zlib
 from typing import Any
 
@@ -113,6 +115,44 @@ def install_a1111(server: FakeServer) -> tuple[str, str]:
 
     server.route("POST", "/sdapi/v1/txt2img", txt2img)
     return "POST", "/sdapi/v1/txt2img"
+
+
+class A1111Interruptible:
+    """A webui whose txt2img computes for ``run_s`` unless ``POST /sdapi/v1/interrupt`` stops it.
+
+    As the webui does, an interrupted run answers 200 at once with the images made so far
+    (``interrupted_images`` of them); the interrupt answers ``{}`` and is recorded with its time.
+    ``started`` is set when a txt2img request reaches the server.
+    """
+
+    def __init__(self, server: FakeServer, run_s: float = 3.0, interrupted_images: int = 1) -> None:
+        self.run_s = run_s
+        self.interrupted_images = interrupted_images
+        self.started = threading.Event()
+        self.interrupt = threading.Event()
+        #: time.monotonic() of each interrupt received
+        self.interrupts: list[float] = []
+        self._lock = threading.Lock()
+        server.route("POST", "/sdapi/v1/txt2img", self._txt2img)
+        server.route("POST", "/sdapi/v1/interrupt", self._interrupt)
+
+    def _txt2img(self, req: Recorded) -> Response:
+        import json
+
+        body = req.json()
+        n = int(body.get("batch_size") or 1)
+        self.started.set()
+        interrupted = self.interrupt.wait(self.run_s)
+        count = min(n, self.interrupted_images) if interrupted else n
+        info = {"seed": 7, "all_seeds": [7 + i for i in range(count)], "width": body["width"],
+                "height": body["height"]}
+        return Response(json={"images": [B64_PNG] * count, "parameters": body, "info": json.dumps(info)})
+
+    def _interrupt(self, req: Recorded) -> Response:
+        with self._lock:
+            self.interrupts.append(time.monotonic())
+        self.interrupt.set()
+        return Response(json={})
 
 
 class ReplicateJobs:
