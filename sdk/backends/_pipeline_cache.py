@@ -254,23 +254,28 @@ def resolve_dtype(dtype: str, device: str) -> str:
 def load_pipeline(spec: LoadSpec) -> Any:
     """``DiffusionPipeline.from_pretrained`` for ``spec``, moved to its device; errors mapped."""
     import torch
-    from diffusers import DiffusionPipeline
+
+    from .._hf_quiet import quiet_hf
 
     started = time.perf_counter()
-    import diffusers.utils.deprecation_utils as deprecation
+    # no progress bars or "accelerate not found" notices in the embedding application's output;
+    # the user's own diffusers/transformers settings come back afterwards
+    with quiet_hf():
+        import diffusers.utils.deprecation_utils as deprecation
+        from diffusers import DiffusionPipeline
 
-    # newer diffusers renamed `torch_dtype` to `dtype` (the old name warns); older ones know only it
-    dtype_kwarg = "dtype" if hasattr(deprecation, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
-    kwargs: dict[str, Any] = {dtype_kwarg: getattr(torch, spec.dtype)}
-    if spec.variant:
-        kwargs["variant"] = spec.variant
-    kwargs.update(null_components(spec.model))  # e.g. SD3 saved without T5
-    try:
-        pipe = DiffusionPipeline.from_pretrained(spec.model, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"`model` {spec.model!r} could not be loaded: {exc}") from exc
-    pipe = pipe.to(spec.device)
-    pipe.set_progress_bar_config(disable=True)
+        # newer diffusers renamed `torch_dtype` to `dtype` (the old name warns); older ones know only it
+        dtype_kwarg = "dtype" if hasattr(deprecation, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+        kwargs: dict[str, Any] = {dtype_kwarg: getattr(torch, spec.dtype)}
+        if spec.variant:
+            kwargs["variant"] = spec.variant
+        kwargs.update(null_components(spec.model))  # e.g. SD3 saved without T5
+        try:
+            pipe = DiffusionPipeline.from_pretrained(spec.model, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"`model` {spec.model!r} could not be loaded: {exc}") from exc
+        pipe = pipe.to(spec.device)
+    pipe.set_progress_bar_config(disable=True)  # the denoising loop's bar, on every call
     log.info("loaded %s (%s) on %s/%s in %.2f s", spec.model, type(pipe).__name__, spec.device, spec.dtype,
              time.perf_counter() - started)
     return pipe
