@@ -65,8 +65,10 @@ def build_tiny(family: str, out: str | os.PathLike[str], *, seed: int = 0, overw
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    from ._hf_quiet import quiet_hf
+
     try:
-        with _BUILD_LOCK:
+        with _BUILD_LOCK, quiet_hf():  # no "Writing model shards" bars in the caller's output
             _build_into(family, tmp, seed)
         (tmp / MARKER).write_text(json.dumps({"family": family, "seed": seed, "note": RANDOM_WEIGHTS_NOTE}))
         _publish(tmp, target, overwrite)
@@ -118,6 +120,17 @@ def _build_into(family: str, folder: Path, seed: int) -> None:
     shutil.rmtree(tokenizer_dir)
     # model_index.json is written by save_pretrained; is_built() checks it, so write it last
     pipe.save_pretrained(str(folder), safe_serialization=True)
+
+
+def offline_clip_tokenizer(folder: str | os.PathLike[str]) -> Any:
+    """A ``CLIPTokenizer`` over the byte-level vocabulary, written to ``folder`` (no download).
+
+    For random-weight pipelines of real architectures (``benchmarks/sdk_overhead.py
+    --full-size``): ids stay below 514, so any CLIP text encoder's embedding table covers them.
+    """
+    path = Path(folder)
+    _write_clip_tokenizer(path)
+    return _tokenizer(path)
 
 
 def _write_clip_tokenizer(folder: Path) -> None:
