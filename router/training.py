@@ -277,14 +277,18 @@ def train(
         ("correction", {"objective": "regression"}, data.correction),
     ]
     init = init_scores(data.x, p.latency_quantile)
-    for k, (name, objective, y) in enumerate(specs):
-        ok = ~np.isnan(y)
-        tr, va = i_tr[ok[i_tr]], i_va[ok[i_va]]
-        if len(tr) < 50 or len(va) < 10:
-            raise ValueError(f"not enough rows with a {name!r} target: {len(tr)} train / {len(va)} validation")
-        say(f"training {name} on {len(tr):,} rows")
-        boosters[name] = _fit(objective, (data.x[tr], y[tr], data.weight[tr], init[tr, k]),
-                              (data.x[va], y[va], data.weight[va], init[va, k]), p, client)
+    try:
+        for k, (name, objective, y) in enumerate(specs):
+            ok = ~np.isnan(y)
+            tr, va = i_tr[ok[i_tr]], i_va[ok[i_va]]
+            if len(tr) < 50 or len(va) < 10:
+                raise ValueError(f"not enough rows with a {name!r} target: {len(tr)} train / {len(va)} validation")
+            say(f"training {name} on {len(tr):,} rows")
+            boosters[name] = _fit(objective, (data.x[tr], y[tr], data.weight[tr], init[tr, k]),
+                                  (data.x[va], y[va], data.weight[va], init[va, k]), p, client)
+    finally:
+        if client is not None and isinstance(dask_scheduler, str):
+            client.close()  # a client we connected ourselves; a caller's Client stays theirs
     # every model's score on the held-out slice is the prior plus the trees' correction
     raw = {name: b.predict(data.x[i_ca], raw_score=True, num_threads=p.num_threads) + init[i_ca, k]
            for k, (name, b) in enumerate(boosters.items())}
@@ -309,7 +313,7 @@ def train(
         "metrics": metrics,
         "train_seconds": round(time.perf_counter() - started, 2),
         "init_score": "cold-start prior (router.models.init_scores)",
-        "distributed": client is not None,
+        "distributed": dask_scheduler is not None,
         "model_files": {name: f"{name}.{version}.txt" for name in MODEL_NAMES},
     }
     write_artifact(Path(out_dir), manifest, {name: b.model_to_string() for name, b in boosters.items()})
