@@ -27,10 +27,20 @@ log = logging.getLogger("pixelroute.hf")
 
 
 class _Redirect(logging.Filter):
-    """Drops a library's warning/info records from its own handlers, re-logging them at DEBUG."""
+    """Drops a library's warning/info records from its handlers, re-logging them at DEBUG.
+
+    Only that library's records: a handler can be shared (pytest's capture handler sits on
+    the root logger and on the library's), and the user's other records, ours included, must
+    pass through it untouched.
+    """
+
+    def __init__(self, library: str) -> None:
+        super().__init__()
+        self.library = library
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
+        own = record.name == self.library or record.name.startswith(self.library + ".")
+        if not own or record.levelno >= logging.ERROR:
             return True
         log.debug("%s: %s", record.name, record.getMessage())
         return False
@@ -75,7 +85,7 @@ def _silence() -> list[Any]:
             library.disable_progress_bar()
             undo.append(library.enable_progress_bar)
         root = library.get_logger()  # the library's root logger, which owns its handlers
-        redirect = _Redirect()
+        redirect = _Redirect(root.name)
         for handler in root.handlers:
             handler.addFilter(redirect)
             undo.append(lambda handler=handler, redirect=redirect: handler.removeFilter(redirect))

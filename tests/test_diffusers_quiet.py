@@ -74,3 +74,29 @@ def test_notices_inside_the_quiet_scope_go_to_debug_and_the_scope_nests_across_t
                for r in caplog.records)
     handler_filters = [f for h in dl.get_logger().handlers for f in h.filters]
     assert not handler_filters  # every redirect was removed again
+
+
+def test_a_handler_shared_with_the_application_still_gets_the_applications_records() -> None:
+    import diffusers.utils.logging as dl
+
+    from sdk._hf_quiet import quiet_hf
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(f"{record.name}: {record.getMessage()}")
+
+    shared = Collect()
+    app, library = logging.getLogger("myapp"), dl.get_logger()
+    app.addHandler(shared)
+    library.addHandler(shared)  # as pytest's capture handler or an application's file handler does
+    try:
+        with quiet_hf():
+            app.warning("the application's own warning")
+            dl.get_logger("diffusers.pipelines").warning("a loading notice")
+            dl.get_logger("diffusers.pipelines").error("a loading error")
+    finally:
+        app.removeHandler(shared)
+        library.removeHandler(shared)
+    assert seen == ["myapp: the application's own warning", "diffusers.pipelines: a loading error"]
