@@ -7,7 +7,7 @@ problem) already are. What is not are the layers whose kernel choice depends on 
 - A linear layer is one GEMM over ``batch x tokens`` rows. MKL picks its kernel by the whole
   shape: measured on this CPU (MKL 2024.2, AVX-512), 1-3 rows (the timestep and pooled-text
   embeddings of a lone request) sum in a different order than 4+ rows, and with 4 input
-  features even 1024 vs 2048 rows differ (~2e-6, enough to flip a pixel's rounding).
+  features 1,024 vs 16,384 rows differ (~2e-6, enough to flip a pixel's rounding).
 - A 1x1 convolution is the same GEMM in oneDNN: batches of 1-12 differed from 16+.
 - Memory layout: an attention block's output is a channels-last view; group norm and oneDNN
   pick their kernel by layout, and a batch of one of that view has an ambiguous layout.
