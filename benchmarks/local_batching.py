@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="default: the tiny family's default")
     parser.add_argument("--guidance", type=float, default=None, help="default: the tiny family's default")
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds per request")
+    parser.add_argument("--raw", action="store_true",
+                        help="also time the pipeline alone: c single calls vs one batched call")
     args = parser.parse_args()
 
     import torch
@@ -95,9 +97,57 @@ def main() -> int:
                     rates[mode].append(round_trip(mode, c))
             off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
             print(f"| {c} | {off:.2f} | {on:.2f} | {on / off:.2f}x | {missed['off']} / {missed['on']} |")
+        if args.raw:
+            raw_pipeline(backends, levels, args.rounds, args.size, steps or 1, guidance or 0.0)
         for b in backends.values():
             b.close()
     return 0
+
+
+def raw_pipeline(backends: dict[str, Any], levels: list[int], rounds: int, size: int, steps: int,
+                 guidance: float) -> None:
+    """The ceiling batching can reach: the pipeline alone, no worker, no window, no SDK.
+
+    ``plain`` is the off backend's pipeline, ``invariant`` the on backend's (wrapped) one;
+    "identical" compares every batched image with the same seed run alone, as floats.
+    """
+    import numpy as np
+    import torch
+
+    pipes = {}
+    for mode, backend in backends.items():
+        slot = backend._cache.acquire(backend._load_spec(), id(backend))
+        backend._cache.release(slot)
+        pipes[mode] = slot.pipe
+
+    def call(pipe: Any, seeds: list[int]) -> tuple[float, Any]:
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = pipe([f"prompt {s}" for s in seeds], num_inference_steps=steps, guidance_scale=guidance,
+                       width=size, height=size, generator=generators, output_type="np")
+        return time.perf_counter() - t0, out.images
+
+    print("\npipeline alone (ms per image; ratios vs c single calls of the plain pipeline):")
+    print("| c | plain single | invariant single | invariant batched | batched/plain | single cost "
+          "| identical |")
+    print("|---|---|---|---|---|---|---|")
+    for c in [c for c in levels if c > 1]:
+        seeds = list(range(c))
+        call(pipes["on"], seeds)  # the first call of a batch shape pays oneDNN set-up
+        times: dict[str, list[float]] = {"plain": [], "single": [], "batched": []}
+        identical = True
+        for _ in range(rounds):
+            times["plain"].append(sum(call(pipes["off"], [s])[0] for s in seeds))
+            singles = [call(pipes["on"], [s]) for s in seeds]
+            times["single"].append(sum(t for t, _ in singles))
+            batched_s, batched = call(pipes["on"], seeds)
+            times["batched"].append(batched_s)
+            identical &= all(np.array_equal(img[0], batched[i]) for i, (_, img) in enumerate(singles))
+        plain, single, batch = (statistics.median(times[k]) * 1000 / c
+                                for k in ("plain", "single", "batched"))
+        print(f"| {c} | {plain:.1f} | {single:.1f} | {batch:.1f} | {plain / batch:.2f}x | "
+              f"{single / plain:.2f}x | {'yes' if identical else 'NO'} |")
 
 
 if __name__ == "__main__":
