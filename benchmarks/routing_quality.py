@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from router import Router, simulate, train
@@ -27,16 +26,9 @@ from router.evaluation import (
     replay_outcomes,
     router_policy,
 )
-from router.simulate import DEFAULT_BACKENDS, SimBackend, generate_prompts, load_prompts, make_workload
+from router.simulate import DEFAULT_BACKENDS, generate_prompts, load_prompts, make_workload, overclaiming
 
 PARTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / "partiprompts" / "PartiPrompts.tsv"
-
-
-def wrong_priors() -> list[SimBackend]:
-    flux = next(b for b in DEFAULT_BACKENDS if b.name == "flux-dev")
-    liar = replace(flux, strengths={**flux.strengths, "typography": 0.95, "counting": 0.9},
-                   weakness={**flux.weakness, "typography": 0.9, "counting": 0.6})
-    return [liar if b.name == "flux-dev" else b for b in DEFAULT_BACKENDS]
 
 
 def main() -> None:
@@ -47,7 +39,7 @@ def main() -> None:
     workloads = [("templates seed 77", generate_prompts(200, seed=77), 77)]
     if PARTI.is_file():
         workloads.append(("PartiPrompts seed 78", load_prompts(PARTI), 78))
-    for world, sims in (("default", list(DEFAULT_BACKENDS)), ("wrong-priors", wrong_priors())):
+    for world, sims in (("default", list(DEFAULT_BACKENDS)), ("wrong-priors", overclaiming())):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "model"
             train(simulate(args.n_train, backends=sims, seed=1), out, profiles=[b.profile() for b in sims])

@@ -158,6 +158,20 @@ _SPATIAL = ("behind", "in front of", "to the left of", "on top of", "next to", "
 _SURFACES = ("in a mirror", "on a chrome surface", "through a glass window", "in a calm lake")
 
 
+def overclaiming(backends: Sequence[SimBackend] = DEFAULT_BACKENDS, name: str = "flux-dev") -> list[SimBackend]:
+    """A world where one vendor's claims are wrong: ``name`` declares itself strong at text and
+    counting but is weak at both. Cold-start routing believes the claims; a router retrained on
+    the logs learns otherwise. This is the case that justifies learning from telemetry."""
+    if not any(b.name == name for b in backends):
+        raise ValueError(f"`name` must be one of the simulated backends but is {name!r}")
+
+    def liar(b: SimBackend) -> SimBackend:
+        return replace(b, strengths={**b.strengths, "typography": 0.95, "counting": 0.9},
+                       weakness={**b.weakness, "typography": 0.9, "counting": 0.6})
+
+    return [liar(b) if b.name == name else b for b in backends]
+
+
 def generate_prompts(n: int, seed: int = 0) -> list[str]:
     """Template prompts covering every scenario, for when no prompt file is given."""
     rng = np.random.default_rng(seed)

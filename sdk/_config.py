@@ -179,6 +179,10 @@ def embedded_default(cache_dir: Path | None = None) -> Settings:
     base = load_settings(None)
     cache = cache_dir or base.cache_dir
     tiny = cache / "tiny"
+    # Shadow prices: the tiny pipelines stand in for a distilled model and a high-fidelity one,
+    # priced as FLUX.1 [schnell] ($0.003/image) and SD3.5 Large ($0.065/image) in
+    # ../shared/data/backend_figures.md §1, so routing behaves as it would with the real pair.
+    # Latency priors are the tiny pipelines' own on a 2-core CPU at their default steps.
     backends = [
         {
             "name": "local-fast",
@@ -187,8 +191,9 @@ def embedded_default(cache_dir: Path | None = None) -> Settings:
             "make_tiny": "sd15",
             "default_steps": 2,
             "step_options": [1, 2, 4],
-            "price": {"per_gpu_second": 0.0014},  # an A100 at Replicate's rate, backend_figures.md §1
-            "strengths": {"typography": 0.1, "counting": 0.3, "composition": 0.3},
+            "price": {"per_image": 0.003},
+            "typical_latency_s": 0.3,
+            "strengths": {"typography": 0.1, "counting": 0.3, "composition": 0.3, "reflection": 0.4},
         },
         {
             "name": "local-quality",
@@ -197,8 +202,9 @@ def embedded_default(cache_dir: Path | None = None) -> Settings:
             "make_tiny": "sdxl",
             "default_steps": 8,
             "step_options": [4, 8, 12],
-            "price": {"per_gpu_second": 0.0014},
-            "strengths": {"typography": 0.5, "counting": 0.6, "composition": 0.6},
+            "price": {"per_image": 0.065},
+            "typical_latency_s": 0.8,
+            "strengths": {"typography": 0.7, "counting": 0.6, "composition": 0.6, "reflection": 0.6},
         },
     ]
     data = base.model_dump()

@@ -73,7 +73,9 @@ def test_demo_closes_the_loop_small(tmp_path: Path, capsys: pytest.CaptureFixtur
     for policy in ("cold_start", "always_cheapest", "always_fastest", "litellm_latency", "routellm_threshold",
                    "oracle"):
         assert f"| {policy} |" in out
-    assert (tmp_path / "demo" / "router-model" / "manifest.json").exists()
+    for world in ("A", "B"):
+        assert (tmp_path / "demo" / f"world-{world}" / "router-model" / "manifest.json").exists()
+    assert "world B: cost per accepted image, trained" in out
     assert sum(line.startswith('--- ') for line in out.splitlines()) == 3  # three real routed generations
     assert (tmp_path / "demo" / "example-0.png").exists()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from router.evaluation import baseline_policies, compare_policies, paired_cost, 
 from router.features import candidate_matrix
 from router.models import MANIFEST, TrainedModels
 from router.policy import expand_options
-from router.simulate import DEFAULT_BACKENDS, generate_prompts, load_prompts, make_workload
+from router.simulate import DEFAULT_BACKENDS, generate_prompts, load_prompts, make_workload, overclaiming
 from router.training import TrainParams
 
 PROFILES = [b.profile() for b in DEFAULT_BACKENDS]
@@ -137,11 +136,7 @@ def test_trained_router_beats_cold_start_where_the_priors_are_wrong(tmp_path: Pa
     """The case that justifies learning: flux-dev DECLARES itself strong at text and counting (so
     cold start sends it typography prompts) but is really weak at both. Logged corrections show it;
     the trained router must be clearly cheaper per accepted image at equal-or-better attainment."""
-    by = {b.name: b for b in DEFAULT_BACKENDS}
-    flux = by["flux-dev"]
-    liar = replace(flux, strengths={**flux.strengths, "typography": 0.95, "counting": 0.9},
-                   weakness={**flux.weakness, "typography": 0.9, "counting": 0.6})
-    sims = [liar if b.name == "flux-dev" else b for b in DEFAULT_BACKENDS]
+    sims = overclaiming(DEFAULT_BACKENDS, "flux-dev")
     train(simulate(8000, backends=sims, seed=1), tmp_path / "m", profiles=[b.profile() for b in sims])
     fresh = make_workload(sims, _fresh_prompts(), 1500, seed=78)
     mine = replay_outcomes(router_policy(Router.load(tmp_path / "m")), fresh, sims)
