@@ -6,7 +6,7 @@ The SDK converts its own request, SLA and backends into these; any other program
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -134,7 +134,12 @@ class Candidate:
     why_not: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a scalar: a plain comprehension is ~10x cheaper than dataclasses.asdict,
+        # which deep-copies, and this runs for every candidate of every decision
+        return {name: getattr(self, name) for name in _CANDIDATE_FIELDS}
+
+
+_CANDIDATE_FIELDS = tuple(Candidate.__dataclass_fields__)
 
 
 @dataclass
