@@ -27,7 +27,8 @@ The fix computes each sample's problem with the same shape whatever the batch:
   previous blanket pairing doubled every VAE convolution of a lone image (~20% of a call).
 
 Switched on only for backends that micro-batch (``max_batch_size > 1``). Measured on CPU
-float32; on CUDA, cuBLAS/cuDNN choose kernels by their own heuristics and this was not
+float32 with one and two torch threads (tiny sd15/sdxl/sd3: batched floats equal single-call
+floats exactly); on CUDA, cuBLAS/cuDNN choose kernels by their own heuristics and this was not
 verified here (no GPU): the tests that guard exactness run on CPU.
 """
 
