@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,9 @@ class Router:
         self._clock = clock
         self._last_check = clock()
         self._manifest_key = _stat_key(model_dir / MANIFEST) if model_dir else None
+        #: ids of a backends list -> (those profiles, their options): the same options list for the same
+        #: profiles lets the predictor find its cached plan by identity instead of hashing every option
+        self._options: dict[tuple[int, ...], tuple[list[BackendProfile], list[tuple[BackendProfile, int | None]]]] = {}
 
     @classmethod
     def cold_start(cls, correction_cost_per_hour: float = 60.0, exploration: float = 0.02,
@@ -77,10 +81,22 @@ class Router:
     def decide(self, request: RouteRequest, sla: SLASpec, backends: Sequence[BackendProfile],
                context: RouteContext | None = None) -> Decision:
         ctx = context or RouteContext()
-        options = expand_options(backends)
+        options = self._options_for(backends)
         preds = self.predictor.predict(request, options, ctx)
         return decide(options, preds, sla, ctx, self.config, self._rng,
                       policy_name=self.policy_name, router_version=self.version)
+
+    def _options_for(self, backends: Sequence[BackendProfile]) -> list[tuple[BackendProfile, int | None]]:
+        key = tuple(map(id, backends))
+        hit = self._options.get(key)
+        # the entry keeps its profiles alive, so their ids cannot be reused while it exists
+        if hit is not None and all(map(operator.is_, hit[0], backends)):
+            return hit[1]
+        if len(self._options) >= 256:
+            self._options.clear()
+        options = expand_options(backends)
+        self._options[key] = (list(backends), options)
+        return options
 
     def predict(self, request: RouteRequest, backends: Sequence[BackendProfile],
                 context: RouteContext | None = None) -> tuple[list[tuple[BackendProfile, int | None]], Predictions]:

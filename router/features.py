@@ -24,12 +24,13 @@ import math
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _priors
 from ._types import BackendProfile, RouteContext, RouteRequest
-from .classifier import CLASSES, default_classifier
+from .classifier import default_classifier
 
 #: bump when a feature's meaning changes without its name changing
 SCHEMA_VERSION = "pixelroute.features/3"
@@ -37,7 +38,6 @@ SCENARIOS: tuple[str, ...] = ("typography", "counting", "composition", "reflecti
 #: CLIP's text encoder sees 77 tokens; longer prompts lose their tail in SD-family models
 CLIP_WINDOW = 77
 
-_WORD = re.compile(r"[a-z0-9']+")
 _QUOTED = re.compile(r"[\"\u201c][^\"\u201d]{1,80}[\"\u201d]")
 _NUMERAL = re.compile(r"\d+")
 #: multi-word cues only; single words go through one dictionary lookup per word (much faster than
@@ -104,6 +104,9 @@ COL_PRIOR_LOG_P50 = FEATURE_NAMES.index("prior_log_p50_s")
 COL_PRIOR_SIGMA = FEATURE_NAMES.index("prior_sigma")
 COL_PRIOR_LOGIT_FAIL = FEATURE_NAMES.index("prior_logit_fail")
 COL_PRIOR_CORRECTION = FEATURE_NAMES.index("prior_correction_s")
+# featurize_table writes in_flight .. prior_logit_fail as one block: they must stay contiguous
+assert FEATURE_NAMES[_C0:COL_PRIOR_LOGIT_FAIL + 1] == ("in_flight", "queue_depth", "breaker", "recent_failure_rate",
+                                                       "prior_log_p50_s", "prior_sigma", "prior_logit_fail")
 _BREAKER = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
 #: P(fail) priors are clipped to this range so that their logit is finite
 _FAIL_CLIP = (1e-4, 0.99)
@@ -115,38 +118,74 @@ def schema_hash() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@lru_cache(maxsize=8192)
-def prompt_vector(prompt: str, has_negative_prompt: bool = False) -> np.ndarray:
-    """The prompt block (read-only array). Cached: the SDK re-decides with the same prompt on fallback."""
-    lower = prompt.lower()
-    words = _WORD.findall(lower)
-    n_words = len(words)
-    # CLIP BPE splits rare words and punctuation: ~1.3 tokens per word is a good cheap estimate
-    tokens_est = 1.3 * n_words + prompt.count(",") + prompt.count(".") + 2
-    counts = dict.fromkeys(_LEXICON_WORDS, 0)
-    plurals = 0
-    for w in words:
+#: one pass finds the featurizer's words AND the classifier's tokens: a word with an apostrophe
+#: ("isn't") is one word here and its pieces ("isn", "t") for the classifier; a double quote is a
+#: classifier token only (see :func:`router.classifier.tokens`, which a test keeps equal)
+_TOKEN = re.compile(r"[a-z0-9']+|[\"\u201c\u201d]")
+_QUOTE_CHARS = frozenset("\"\u201c\u201d")
+#: every phrase of _PHRASES contains one of these: most prompts skip that regex altogether
+_PHRASE_TRIGGERS = ("front", "next", "top", "left", "right", "hidden", "art")
+_CATEGORIES: tuple[str, ...] = tuple(_LEXICON_WORDS)
+_CAT_INDEX = {c: i for i, c in enumerate(_CATEGORIES)}
+_QUOTE_INFO: tuple[int, bool, tuple[str, ...]] = (-1, False, ('"',))
+#: token -> (lexicon category index or -1, counts as a plural noun, classifier tokens); bounded
+_WORD_INFO: dict[str, tuple[int, bool, tuple[str, ...]]] = {}
+_MAX_WORD_INFO = 200_000
+
+
+def _word_info(w: str) -> tuple[int, bool, tuple[str, ...]]:
+    """What one word contributes (memoised: prompts reuse words, and this is the per-word Python work)."""
+    if len(_WORD_INFO) >= _MAX_WORD_INFO:
+        _WORD_INFO.clear()
+    if w in _QUOTE_CHARS:
+        info = _QUOTE_INFO
+    else:
         cat = _LEXICON.get(w)
         if cat is None and len(w) > 5:
             cat = next((c for prefix, c in _PREFIXES if w.startswith(prefix)), None)
-        if cat is not None:
-            counts[cat] += 1
-        if len(w) > 3 and w[-1] == "s" and w[-2] not in "sui'" and w not in _EXCEPTIONS:
-            plurals += 1
-    for phrase in _PHRASES.findall(lower):
-        counts[_PHRASE_LEXICON[phrase]] += 1
-    counts["conj"] += prompt.count(",")
-    reflective = counts["reflective"]
-    clf = default_classifier().predict(prompt)
-    probs = dict(zip(CLASSES, clf.tolist(), strict=True))
+        plural = len(w) > 3 and w[-1] == "s" and w[-2] not in "sui'" and w not in _EXCEPTIONS
+        pieces = tuple(t for t in w.split("'") if t) if "'" in w else (w,)
+        info = (-1 if cat is None else _CAT_INDEX[cat], plural, pieces)
+    _WORD_INFO[w] = info
+    return info
+
+
+@lru_cache(maxsize=8192)
+def prompt_vector(prompt: str, has_negative_prompt: bool = False) -> np.ndarray:
+    """The prompt block (read-only array). Cached: the SDK re-decides with the same prompt on fallback.
+
+    One regex pass and one memoised lookup per word feed both the lexicon counts and the n-gram
+    classifier (~10 us for a new prompt; it was ~25 us with separate passes and numpy).
+    """
+    lower = prompt.lower()
+    counts = [0] * len(_CATEGORIES)
+    plurals = n_words = 0
+    clf_tokens: list[str] = []
+    get = _WORD_INFO.get
+    for w in _TOKEN.findall(lower):
+        info = get(w) or _word_info(w)
+        cat, plural, pieces = info
+        if info is not _QUOTE_INFO:
+            n_words += 1
+            if cat >= 0:
+                counts[cat] += 1
+            plurals += plural
+        clf_tokens += pieces
+    if any(t in lower for t in _PHRASE_TRIGGERS):
+        for phrase in _PHRASES.findall(lower):
+            counts[_CAT_INDEX[_PHRASE_LEXICON[phrase]]] += 1
+    text, number, conj, spatial, occlusion, reflective, anatomy, negation, style = counts
+    conj += prompt.count(",")
+    # CLIP BPE splits rare words and punctuation: ~1.3 tokens per word is a good cheap estimate
+    tokens_est = 1.3 * n_words + prompt.count(",") + prompt.count(".") + 2
+    p_typography, p_counting, p_composition, p_anatomy = default_classifier().predict_tokens(clf_tokens)
     # reflection has no labelled prompt set: a saturating lexicon score stands in for a probability
-    probs["reflection"] = 1.0 - math.exp(-0.8 * reflective)
+    p_reflection = 1.0 - math.exp(-0.8 * reflective)
     vec = np.array([
         len(prompt), n_words, tokens_est, float(tokens_est > CLIP_WINDOW),
-        len(_QUOTED.findall(prompt)), counts["text"], len(_NUMERAL.findall(lower)), counts["number"], plurals,
-        counts["conj"], counts["spatial"], counts["occlusion"], reflective, counts["anatomy"],
-        counts["negation"], counts["style"], float(has_negative_prompt),
-        *(probs[s] for s in SCENARIOS),
+        len(_QUOTED.findall(prompt)), text, len(_NUMERAL.findall(lower)), number, plurals,
+        conj, spatial, occlusion, reflective, anatomy, negation, style, float(has_negative_prompt),
+        p_typography, p_counting, p_composition, p_reflection, p_anatomy,
     ], dtype=np.float64)
     vec.setflags(write=False)
     return vec
@@ -203,11 +242,12 @@ class OptionTable:
                                for p, k in zip(profiles, presets, strict=True)])
         self.local_list = [bool(p.local) for p in profiles]
         self.prior_fail_list = self.prior_fail.tolist()
+        self.fail_logit_list = [math.log(f / (1.0 - f)) for f in np.clip(self.prior_fail, *_FAIL_CLIP).tolist()]
+        self.sigma_list = self.sigma.tolist()
         self._codes: tuple[dict[str, int] | None, np.ndarray] = (None, np.full(n, -1.0))
         self.no_load = np.zeros((n, 4))
-        #: request shape -> (backend codes, rows template, price, step penalty); see :func:`featurize`
-        self.templates: dict[tuple[object, ...], tuple[dict[str, int] | None, np.ndarray, np.ndarray,
-                                                         np.ndarray]] = {}
+        #: request shape -> :class:`_Template`; see :func:`featurize`
+        self.templates: dict[tuple[object, ...], _Template] = {}
 
     def __len__(self) -> int:
         return len(self.options)
@@ -223,26 +263,49 @@ class OptionTable:
 
     def context_block(self, context: RouteContext) -> np.ndarray:
         """in_flight, queue_depth, breaker, recent_failure_rate per option (training's context columns)."""
-        return self.live_context(context)[:, :4]
+        return np.array([row[:4] for row in self.live_tail(context, [0.0] * len(self.names))]).reshape(-1, 4)
 
-    def live_context(self, context: RouteContext) -> np.ndarray:
-        """Per option: the 4 context columns, then log of the latency prior's load factor and the logit
-        of the P(fail) prior. The serving twin of :func:`_fill_context` on Python floats (for ~10
-        options one numpy call costs more than the whole loop); a test keeps the two equal."""
-        out = np.zeros((len(self.names), 6))
+    def live_tail(self, context: RouteContext, log_latency: Sequence[float]) -> list[tuple[float, ...]]:
+        """Per option, the 7 contiguous columns ``in_flight .. prior_logit_fail``: the 4 context columns,
+        the latency prior (``log_latency`` + log of the load factor), sigma and the logit of the P(fail)
+        prior. The serving twin of :func:`_fill_context` on Python floats (for ~10 options one numpy
+        call costs more than the whole loop); a test keeps the two equal."""
+        out: list[tuple[float, ...]] = []
         get = context.backends.get
         lo, hi = _FAIL_CLIP
+        q_local, q_remote = _priors.QUEUE_FACTOR_LOCAL, _priors.INFLIGHT_FACTOR_REMOTE
         for i, name in enumerate(self.names):
             st = get(name)
-            in_flight, queue, breaker, recent = (0.0, 0.0, 0.0, 0.0) if st is None else (
-                float(st.in_flight), float(st.queue_depth), _BREAKER.get(st.breaker, 0.0), st.recent_failure_rate)
-            load = (1.0 + _priors.QUEUE_FACTOR_LOCAL * (queue + in_flight)) if self.local_list[i] else \
-                (1.0 + _priors.INFLIGHT_FACTOR_REMOTE * in_flight)
-            declared = self.prior_fail_list[i]
-            fail = (0.5 * (declared + recent) if recent > 0 else declared) + (0.1 if breaker == 0.5 else 0.0)
-            fail = min(max(fail, lo), hi)
-            out[i] = (in_flight, queue, breaker, recent, math.log(load), math.log(fail / (1.0 - fail)))
+            log_lat, sigma, fail_logit = log_latency[i], self.sigma_list[i], self.fail_logit_list[i]
+            if st is None:
+                out.append((0.0, 0.0, 0.0, 0.0, log_lat, sigma, fail_logit))
+                continue
+            in_flight, queue, recent = float(st.in_flight), float(st.queue_depth), st.recent_failure_rate
+            breaker = _BREAKER.get(st.breaker, 0.0)
+            if in_flight or queue:  # log(1) = 0: an idle backend keeps the template's prior exactly
+                log_lat += math.log((1.0 + q_local * (queue + in_flight)) if self.local_list[i] else
+                                    (1.0 + q_remote * in_flight))
+            if recent > 0 or breaker == 0.5:
+                declared = self.prior_fail_list[i]
+                fail = (0.5 * (declared + recent) if recent > 0 else declared) + (0.1 if breaker == 0.5 else 0.0)
+                fail = lo if fail < lo else hi if fail > hi else fail
+                fail_logit = math.log(fail / (1.0 - fail))
+            out.append((in_flight, queue, breaker, recent, log_lat, sigma, fail_logit))
         return out
+
+
+class _Template(NamedTuple):
+    """What a request's shape (size, images, steps, guidance, seed) fixes for one option table."""
+
+    codes: dict[str, int] | None
+    #: request, backend and prior columns with no load; the prompt columns are filled per request
+    rows: np.ndarray
+    price: np.ndarray
+    penalty: np.ndarray
+    #: penalty is 1 everywhere (no option runs fewer steps than its default): skip the multiply
+    unit_penalty: bool
+    #: ``log_prior_latency_s`` per option as Python floats (the latency prior before load)
+    log_latency: list[float]
 
 
 #: tables by the identity of the profiles they were built from (the table keeps them alive, so an id
@@ -365,21 +428,21 @@ def _fill_context(rows: np.ndarray, table: OptionTable, idx: np.ndarray | None, 
     rows[:, COL_PRIOR_LOGIT_FAIL] = np.log(fail / (1.0 - fail))
 
 
-def _template(request: RouteRequest, table: OptionTable, backend_codes: dict[str, int] | None
-              ) -> tuple[dict[str, int] | None, np.ndarray, np.ndarray, np.ndarray]:
+def _template(request: RouteRequest, table: OptionTable, backend_codes: dict[str, int] | None) -> _Template:
     key = (request.width, request.height, request.n, request.steps, request.guidance, request.seed is not None,
            id(backend_codes))
     cached = table.templates.get(key)
-    if cached is None or cached[0] is not backend_codes:
+    if cached is None or cached.codes is not backend_codes:
         if len(table.templates) >= _MAX_TEMPLATES:
             table.templates.clear()
-        template, price, penalty = _request_rows(
+        rows, price, penalty = _request_rows(
             table, None, _nan_if_none(request.width), _nan_if_none(request.height), float(request.n),
             _nan_if_none(request.steps), _nan_if_none(request.guidance), float(request.seed is not None),
             table.codes(backend_codes))
-        _fill_context(template, table, None, table.no_load)
+        _fill_context(rows, table, None, table.no_load)
         price.setflags(write=False)
-        cached = table.templates[key] = (backend_codes, template, price, penalty)
+        cached = table.templates[key] = _Template(backend_codes, rows, price, penalty, bool((penalty == 1.0).all()),
+                                                  rows[:, _B0 + 3].tolist())
     return cached
 
 
@@ -395,21 +458,28 @@ def featurize(
     (size, images, steps, guidance, seed) is cached per option table, so a decision copies a
     template and fills in the prompt and the live context.
     """
-    table = option_table(options)
-    _, template, price, penalty = _template(request, table, backend_codes)
-    rows = template.copy()
-    _fill_prompt(rows, table, None, prompt_vector(request.prompt, request.negative_prompt is not None), penalty)
+    return featurize_table(request, option_table(options), context, backend_codes)
+
+
+def featurize_table(request: RouteRequest, table: OptionTable, context: RouteContext,
+                    backend_codes: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`featurize` for a table the caller keeps (a trained predictor holds one per option list)."""
+    t = _template(request, table, backend_codes)
+    rows = t.rows.copy()
+    pv = prompt_vector(request.prompt, request.negative_prompt is not None)
+    rows[:, :N_PROMPT] = pv
+    # the cold-start correction prior, as _fill_prompt computes it (same operations, same floats)
+    risk = table.risk_weights @ pv[_P_START:]
+    rows[:, COL_PRIOR_CORRECTION] = (risk if t.unit_penalty else t.penalty * risk) + _priors.BASE_CORRECTION_S
     if context.backends:
-        live = table.live_context(context)
-        rows[:, _C0:_C0 + 4] = live[:, :4]
-        rows[:, COL_PRIOR_LOG_P50] = rows[:, _B0 + 3] + live[:, 4]
-        rows[:, COL_PRIOR_LOGIT_FAIL] = live[:, 5]
-    return rows, price
+        # in_flight .. prior_logit_fail are contiguous: one assignment from Python floats
+        rows[:, _C0:COL_PRIOR_LOGIT_FAIL + 1] = table.live_tail(context, t.log_latency)
+    return rows, t.price
 
 
 def prices(request: RouteRequest, options: Sequence[tuple[BackendProfile, int | None]]) -> np.ndarray:
     """Each option's price for ``request`` (read-only; from the same cache as :func:`featurize`)."""
-    return _template(request, option_table(options), None)[2]
+    return _template(request, option_table(options), None).price
 
 
 def candidate_matrix(

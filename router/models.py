@@ -22,6 +22,7 @@ into a *perfect* binary tree of one depth and walks all rows x all trees level b
 
 from __future__ import annotations
 
+import ctypes
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,8 @@ from .features import (
     COL_PRIOR_LOGIT_FAIL,
     COL_PRIOR_SIGMA,
     FEATURE_NAMES,
-    featurize,
+    featurize_table,
+    option_table,
     prices,
     schema_hash,
 )
@@ -123,7 +125,9 @@ class ForestEvaluator:
                           np.array(left, dtype=i32), np.array(right, dtype=i32),
                           np.array(leaves, dtype=np.float64), np.array(roots, dtype=i32),
                           np.array(tree_model, dtype=i32))
-        self._c_pointers = [a.ctypes.data for a in self._c_arrays]
+        p = [a.ctypes.data for a in self._c_arrays]
+        self._c_forest = _cforest.Forest(*p, len(roots), len(trees_per_model))
+        self._c_forest_ptr = ctypes.addressof(self._c_forest)
 
     @property
     def compiled(self) -> bool:
@@ -157,14 +161,20 @@ class ForestEvaluator:
         if self._lib is not None:
             xc = np.ascontiguousarray(x, dtype=np.float64)
             out = np.zeros((xc.shape[0], self.n_models)) if init is None else init
-            p = self._c_pointers
-            self._lib.forest_raw(xc.ctypes.data, xc.shape[0], xc.shape[1], p[0], p[1], p[2], p[3], p[4], p[5], p[6],
-                                 len(self._c_arrays[5]), self.n_models, out.ctypes.data)
+            self._lib.forest_raw(self._c_forest_ptr, xc.ctypes.data, xc.shape[0], xc.shape[1], out.ctypes.data)
             return out
         if init is None:
             return self.raw_numpy(x)
         init += self.raw_numpy(x)
         return init
+
+    def predict_compiled(self, x: np.ndarray, prior_col: int, z: float, shift: np.ndarray, out: np.ndarray) -> None:
+        """The trained predictor's arithmetic in C (``forest_predict`` in :mod:`router._cforest`): ``out``
+        (4 x rows) gets p50 s, sigma, P(fail), correction s. All arrays C-contiguous float64; the four
+        models are :data:`MODEL_NAMES` and the prior columns start at ``prior_col``."""
+        assert self._lib is not None
+        self._lib.forest_predict(self._c_forest_ptr, x.ctypes.data, x.shape[0], x.shape[1], prior_col, z,
+                                 shift.ctypes.data, out.ctypes.data)
 
     def raw_numpy(self, x: np.ndarray) -> np.ndarray:
         """The numpy path of :meth:`raw` (used when no C compiler is available)."""
@@ -246,6 +256,8 @@ class TrainedModels:
 
 
 _PRIOR_COLS = [COL_PRIOR_LOG_P50, COL_PRIOR_SIGMA, COL_PRIOR_LOGIT_FAIL, COL_PRIOR_CORRECTION]
+# forest_predict (router._cforest) reads the four prior columns as one contiguous block
+assert list(range(COL_PRIOR_LOG_P50, COL_PRIOR_LOG_P50 + 4)) == _PRIOR_COLS
 
 
 def _prior_to_init(alpha: float) -> np.ndarray:
@@ -268,10 +280,13 @@ class _OptionPlan:
 
     def __init__(self, models: TrainedModels, options: Sequence[tuple[BackendProfile, int | None]]) -> None:
         self.options = list(options)
+        #: the caller's list itself: a router passes the same list for the same backends (cheap lookup)
+        self.given = options
         # model features describe a backend as it was described at training time, so that a
         # profile edited since (say a new typical latency) keeps the prior the trees were fitted on
         self.feature_options = [(models.feature_profiles.get(p.name, p), s) for p, s in self.options]
         self.same_profiles = all(a == b for (a, _), (b, _) in zip(self.options, self.feature_options, strict=True))
+        self.table = option_table(self.feature_options)
         names = [p.name for p, _ in self.options]
         self.known = np.array([n in models.backend_codes for n in names], dtype=bool)
         self.all_known = bool(self.known.all())
@@ -292,8 +307,13 @@ class LgbmPredictor:
         self._z = z_score(models.alpha)
         self._to_init = _prior_to_init(models.alpha)
         self._plans: dict[tuple[tuple[int, int | None], ...], _OptionPlan] = {}
+        #: id of the options list a router passed -> its plan (the plan keeps the list alive)
+        self._plans_by_list: dict[int, _OptionPlan] = {}
 
     def _plan(self, options: Sequence[tuple[BackendProfile, int | None]]) -> _OptionPlan:
+        plan = self._plans_by_list.get(id(options))
+        if plan is not None and plan.given is options:
+            return plan
         key = tuple((id(p), s) for p, s in options)
         plan = self._plans.get(key)
         # the plan keeps its profiles alive, so an id in the key cannot be reused while it exists
@@ -301,22 +321,33 @@ class LgbmPredictor:
             if len(self._plans) >= 256:
                 self._plans.clear()
             plan = self._plans[key] = _OptionPlan(self.models, options)
+        if len(self._plans_by_list) >= 256:
+            self._plans_by_list.clear()
+        self._plans_by_list[id(options)] = plan
+        plan.given = options
         return plan
 
     def predict(self, request: RouteRequest, options: Sequence[tuple[BackendProfile, int | None]],
                 context: RouteContext) -> Predictions:
         m = self.models
         plan = self._plan(options)
-        rows, price = featurize(request, plan.feature_options, context, m.backend_codes)
+        rows, price = featurize_table(request, plan.table, context, m.backend_codes)
         if not plan.same_profiles:
             price = prices(request, options)  # the bill follows the live profile
-        # trees add their corrections onto the prior (init scores) shifted by the conformal offsets
-        start = rows[:, _PRIOR_COLS] @ self._to_init
-        start += plan.shift
-        raw = m.evaluator.raw(rows, init=start)
-        log50 = raw[:, 0]
-        preds = Predictions(np.exp(log50), np.maximum(raw[:, 1] - log50, 1e-3) / self._z,
-                            1.0 / (1.0 + np.exp(-raw[:, 2])), np.maximum(raw[:, 3], 0.0), price)
+        ev = m.evaluator
+        if ev.compiled and len(MODEL_NAMES) == ev.n_models:
+            # one C call: prior init scores + conformal shift, the trees, exp / sigmoid / clamps
+            out = np.empty((4, len(rows)))
+            ev.predict_compiled(rows, COL_PRIOR_LOG_P50, self._z, plan.shift, out)
+            preds = Predictions(out[0], out[1], out[2], out[3], price)
+        else:
+            # trees add their corrections onto the prior (init scores) shifted by the conformal offsets
+            start = rows[:, _PRIOR_COLS] @ self._to_init
+            start += plan.shift
+            raw = ev.raw(rows, init=start)
+            log50 = raw[:, 0]
+            preds = Predictions(np.exp(log50), np.maximum(raw[:, 1] - log50, 1e-3) / self._z,
+                                1.0 / (1.0 + np.exp(-raw[:, 2])), np.maximum(raw[:, 3], 0.0), price)
         if not plan.all_known:
             prior = prior_predictions(rows, price)
             unknown = ~plan.known

@@ -17,7 +17,6 @@ P(fail), expected correction seconds and the price. Then:
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -124,14 +123,14 @@ def decide(
     conf = config.sla_confidence
     z_sla = _z_of(conf)
     rate = config.correction_cost_per_hour / 3600.0
-    p50s = [max(v, 1e-3) for v in preds.latency_p50_s.tolist()]
-    sigmas = [max(v, 1e-6) for v in preds.latency_sigma.tolist()]
+    p50s = [v if v > 1e-3 else 1e-3 for v in preds.latency_p50_s.tolist()]
+    sigmas = [v if v > 1e-6 else 1e-6 for v in preds.latency_sigma.tolist()]
     p_fails = preds.p_fail.tolist()
     corrs = preds.correction_s.tolist()
     prices = preds.price_usd.tolist()
     # a failed attempt still leaves the person needing an image: a retry elsewhere costs a typical
     # candidate's price and correction, and the wait for the failed attempt is time lost too
-    retry = statistics.median([pr + c * rate for pr, c in zip(prices, corrs, strict=True)])
+    retry = _median([pr + c * rate for pr, c in zip(prices, corrs, strict=True)])
     log_deadline = math.log(max(deadline, 1e-9)) if math.isfinite(deadline) else math.inf
     open_breakers = {name for name, st in context.backends.items() if st.breaker == "open"}
     candidates: list[Candidate] = []
@@ -194,6 +193,13 @@ def decide(
     return Decision(backend=c.backend, steps=c.steps, fallbacks=fallbacks, candidates=candidates,
                     propensity=propensity, explored=explored, reason=reason, policy=policy_name,
                     router_version=router_version)
+
+
+def _median(values: list[float]) -> float:
+    """``statistics.median`` (the same float) without its type dispatch: this runs on every decision."""
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 def _infeasible(candidates: list[Candidate], context: RouteContext, config: PolicyConfig,

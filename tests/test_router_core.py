@@ -100,6 +100,64 @@ def test_training_and_serving_featurize_identically() -> None:
     np.testing.assert_allclose(served_price, trained_price, rtol=1e-12)
 
 
+TRICKY_PROMPTS = ["", "'", "isn't it 'quoted' \u201ccurly\u201d \"x\"", "o'left of the cat, in front of a dog.",
+                  "\u00c4\u00d6 \u0130stanbul 3d a1b2 ,,..", "half-hidden cats and mirrors reflecting",
+                  "''a'''b'", '"""', "a sign that says \"OPEN\" next to two glass bottles",
+                  "pixel art of twelve children's hands on top of a piano"]
+
+
+def test_one_pass_prompt_features_match_the_classifier_and_its_reference() -> None:
+    """prompt_vector derives the classifier's tokens from its own word pass; they must be exactly
+    classifier.tokens(prompt), and the Python-float classifier must match the float32 numpy sum."""
+    from router.classifier import CLASSES, default_classifier, ngram_buckets, tokens
+
+    clf = default_classifier()
+    seen: list[list[str]] = []
+    real = clf.predict_tokens
+
+    def spy(toks: list[str]) -> tuple[float, ...]:
+        seen.append(list(toks))
+        return real(toks)
+
+    clf.predict_tokens = spy  # type: ignore[method-assign]
+    try:
+        for prompt in TRICKY_PROMPTS:
+            seen.clear()
+            vec = prompt_vector.__wrapped__(prompt)
+            assert seen == [tokens(prompt)], prompt
+            reference = 1.0 / (1.0 + np.exp(-(clf.weights_[ngram_buckets(prompt)].sum(axis=0) + clf.bias_)))
+            np.testing.assert_allclose(clf.predict(prompt), reference, atol=1e-6)
+            p = dict(zip(CLASSES, real(tokens(prompt)), strict=True))
+            assert [vec[FEATURE_NAMES.index(f"p_{c}")] for c in CLASSES] == [p[c] for c in CLASSES], prompt
+    finally:
+        del clf.predict_tokens
+
+
+def test_one_pass_lexicon_counts() -> None:
+    col = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    vec = prompt_vector("Two glass cats, half-hidden behind a sign that says \"isn't\" in front of mirrors")
+    assert vec[col["prompt_words"]] == 15  # "isn't" is one word; the quotes are not words
+    assert vec[col["number_words"]] == 1 and vec[col["text_words"]] == 2  # sign, says
+    assert vec[col["reflective_words"]] == 2  # glass, mirrors (prefix rule)
+    # "hidden" counts as a word and "half-hidden" as a phrase; behind, "in front of"
+    assert vec[col["occlusion_words"]] == 2 and vec[col["spatial_relations"]] == 2
+    assert vec[col["plural_nouns"]] == 3  # cats, says, mirrors (glass is an exception)
+    assert vec[col["conjunctions"]] == 1 and vec[col["quoted_spans"]] == 1
+
+
+def test_options_cache_follows_the_backends_list() -> None:
+    r = Router.cold_start(exploration=0.0)
+    backends = [FAST, TYPO]
+    sla = SLASpec(deadline_s=60)
+    first = r.decide(RouteRequest("a cat"), sla, backends)
+    assert {c.backend for c in first.candidates} == {"fast", "typo"}
+    backends.append(SLOW)  # the same list object, grown in place
+    assert {c.backend for c in r.decide(RouteRequest("a cat"), sla, backends).candidates} == {"fast", "typo", "slow"}
+    cheaper = BackendProfile(name="typo", kind="ideogram", price={"per_image": 0.001}, typical_latency_s=9.0)
+    d = r.decide(RouteRequest("a cat"), sla, [FAST, cheaper])  # an equal name, a new profile object
+    assert [c.cost_usd for c in d.candidates if c.backend == "typo"] == [pytest.approx(0.001)]
+
+
 def test_long_prompt_flags_the_clip_window() -> None:
     vec = prompt_vector(" ".join(["word"] * 80))
     assert vec[FEATURE_NAMES.index("prompt_over_clip_window")] == 1.0
