@@ -73,6 +73,8 @@ def call(be: RemoteBackend, mode: str, deadline_s: float, **knobs: Any) -> tuple
     if mode == "aiohttp":  # the optional aiohttp transport behind the same httpx API
         pytest.importorskip("httpx_aiohttp")
         be = create_backend(be.settings.model_copy(update={"async_transport": "aiohttp"}))  # type: ignore[assignment]
+    elif mode == "async":  # httpx's own async transport, whatever `auto` would pick
+        be = create_backend(be.settings.model_copy(update={"async_transport": "httpx"}))  # type: ignore[assignment]
     start = time.monotonic()
     try:
         out: Any = be.generate(request, Deadline(deadline_s)) if mode == "sync" else asyncio.run(run_async())

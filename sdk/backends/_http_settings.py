@@ -38,8 +38,8 @@ class RemoteSettings(BackendSettings):
     #: size rule: the nearest allowed aspect ratio must be within this distance in |log(w/h)|
     aspect_tolerance: float = Field(default=0.05, ge=0, le=1)
     #: the async transport: httpx's own, or aiohttp under the httpx API (``pip install pixelroute[aiohttp]``),
-    #: several times faster at high concurrency (docs/benchmarks.md)
-    async_transport: Literal["httpx", "aiohttp"] = "httpx"
+    #: several times faster at high concurrency (docs/benchmarks.md); ``auto`` = aiohttp when installed
+    async_transport: Literal["auto", "httpx", "aiohttp"] = "auto"
 
 
 
@@ -60,10 +60,19 @@ def new_async_client(
     settings: RemoteSettings, transport: httpx.AsyncBaseTransport | None, backend: str
 ) -> httpx.AsyncClient:
     """The async twin of :func:`new_sync_client`; ``async_transport = "aiohttp"`` swaps the transport."""
-    if transport is None and settings.async_transport == "aiohttp":
+    wants_aiohttp = settings.async_transport == "aiohttp" or (
+        settings.async_transport == "auto" and _aiohttp_available()
+    )
+    if transport is None and wants_aiohttp:
         transport = aiohttp_transport(limits_for(settings), backend)
     return httpx.AsyncClient(transport=transport, limits=limits_for(settings), follow_redirects=False,
                              trust_env=False)
+
+
+def _aiohttp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("httpx_aiohttp") is not None
 
 
 def aiohttp_transport(limits: httpx.Limits, backend: str) -> httpx.AsyncBaseTransport:
