@@ -137,15 +137,9 @@ def _cascade_sync(engine: Engine, call: Call, pool: cf.Executor, gate: Gate, thr
         exc = err
     score = _score(gate, output, plan, call, threshold, hifi)
     result = engine.complete(call, plan, output, exc)
-    if result is None or hifi is None or score is None or score >= threshold:
+    upgrade = _escalation(engine, call, result, hifi, score, threshold)
+    if upgrade is None:
         return _refresh(engine, call, result)
-    try:
-        upgrade = engine.plan(call, only={hifi})
-    except PixelrouteError as err:
-        call.notes["cascade"]["escalation_skipped"] = str(err)
-        return _refresh(engine, call, result)
-    call.notes["cascade"]["escalated"] = True
-    engine.begin(upgrade)
     try:
         better = engine.complete(call, upgrade, _call(upgrade), None, judge=False)
     except Exception as err:
@@ -237,15 +231,9 @@ async def _cascade_async(engine: Engine, call: Call, gate: Gate, threshold: floa
     output, exc = await _guarded(engine, call, plan)
     score = _score(gate, output, plan, call, threshold, hifi)
     result = engine.complete(call, plan, output, exc)
-    if result is None or hifi is None or score is None or score >= threshold:
+    upgrade = _escalation(engine, call, result, hifi, score, threshold)
+    if upgrade is None:
         return _refresh(engine, call, result)
-    try:
-        upgrade = engine.plan(call, only={hifi})
-    except PixelrouteError as err:
-        call.notes["cascade"]["escalation_skipped"] = str(err)
-        return _refresh(engine, call, result)
-    call.notes["cascade"]["escalated"] = True
-    engine.begin(upgrade)
     out2, exc2 = await _guarded(engine, call, upgrade)
     better = engine.complete(call, upgrade, out2, exc2, judge=False)
     return _refresh(engine, call, better or result)
@@ -265,6 +253,22 @@ def _cascade_plan(engine: Engine, call: Call) -> tuple[Plan, str | None]:
         plan = engine.plan(call, only={cheap})
     call.notes["cascade"] = {"first": cheap, "high_fidelity": hifi, "escalated": False}
     return plan, hifi
+
+
+def _escalation(
+    engine: Engine, call: Call, result: Result | None, hifi: str | None, score: float | None, threshold: float
+) -> Plan | None:
+    """The high-fidelity attempt to start after a gated cheap one, or ``None`` to keep what we have."""
+    if result is None or hifi is None or score is None or score >= threshold:
+        return None
+    try:
+        upgrade = engine.plan(call, only={hifi})
+    except PixelrouteError as err:  # no time or money left for it: the cheap result stands
+        call.notes["cascade"]["escalation_skipped"] = str(err)
+        return None
+    call.notes["cascade"]["escalated"] = True
+    engine.begin(upgrade)
+    return upgrade
 
 
 def _score(
