@@ -151,3 +151,16 @@ def test_contrast_gate() -> None:
     req = GenerateRequest(prompt="x")
     assert ContrastGate()(flat(req, None).images[0], req) == 0.0
     assert ContrastGate()(checkerboard(req, None).images[0], req) == 1.0
+
+
+def test_async_cascade_escalates_on_gate_failure(tmp_path: Path) -> None:
+    async def main() -> None:
+        backends = [backend("cheap", flat, price=0.001, latency=0.02),
+                    backend("hifi", checkerboard, price=0.04, latency=0.02, strengths={"typography": 1.0})]
+        cfg = load_settings({"router": {"exploration": 0.0}})
+        async with AsyncClient(cfg, backends=backends, store=f"sqlite:///{tmp_path / 'c.db'}") as client:
+            r = await client.generate("a sign that says 'OPEN'", cascade=True, width=64, height=64)
+            assert r.backend == "hifi" and r.trace["cascade"]["escalated"] is True
+            assert [a["backend"] for a in r.trace["attempts"]] == ["cheap", "hifi"]
+
+    asyncio.run(main())
