@@ -16,9 +16,9 @@ import hashlib
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._deadline import CancelToken, Deadline
@@ -92,7 +92,8 @@ class Plan:
     candidate: Candidate | None
     attempt: int
     started: float
-    ts: datetime
+    #: wall-clock start, seconds since the epoch (``time.time()``), for the record's ``ts``
+    ts: float
     context: dict[str, Any]
     hedge: bool = False
     #: the decision as recorded once in the trace, reused for the attempt's telemetry record
@@ -175,8 +176,7 @@ class Engine:
         ``only`` restricts the candidates (the cascade's escalation step); ``hedge`` marks a
         hedged second attempt that runs beside one still in flight.
         """
-        from router import RouteContext, SLASpec
-
+        router_api = _router_api()
         if call.deadline.cancelled:
             raise Cancelled(f"request {call.request_id} was cancelled")
         if call.attempt_no >= self.settings.execution.max_attempts and call.last_error is not None:
@@ -234,8 +234,13 @@ class Engine:
 
         remaining = call.deadline.remaining()
         budget = None if call.sla.max_cost_usd is None else max(0.0, call.sla.max_cost_usd - call.spent_usd)
-        spec = SLASpec(deadline_s=None if math.isinf(remaining) else remaining, max_cost_usd=budget)
-        context = RouteContext.from_dict({"backends": {b.name: self.health[b.name].snapshot() for b in pool}})
+        spec = router_api.SLASpec(deadline_s=None if math.isinf(remaining) else remaining, max_cost_usd=budget)
+        # one snapshot per candidate: the router sees it as BackendState objects (no dict round
+        # trip) and the chosen backend's attempt record carries the same one it was chosen on
+        snapshots = {b.name: self.health[b.name].snapshot() for b in pool}
+        context = router_api.RouteContext(
+            {name: router_api.BackendState(**snap) for name, snap in snapshots.items()}
+        )
         router = self._current_router()
         profiles = [self._profile(b) for b in pool]
         decision = router.decide(self._route_request(call.request), spec, profiles, context)
@@ -270,7 +275,6 @@ class Engine:
         request = call.request
         if candidate is not None and candidate.steps is not None and request.steps is None:
             request = request.model_copy(update={"steps": candidate.steps})
-        snapshot = self.health[chosen_name].snapshot()
         attempt_no, call.planned = call.planned, call.planned + 1
         return Plan(
             backend=backend,
@@ -280,8 +284,8 @@ class Engine:
             candidate=candidate,
             attempt=attempt_no,
             started=self.clock(),
-            ts=datetime.now(UTC),
-            context=snapshot,
+            ts=time.time(),
+            context=snapshots[chosen_name],
             hedge=hedge,
             decision_dict=decision_dict,
         )
@@ -523,7 +527,7 @@ class Engine:
                 "cost_usd": 0.0,
                 "refused_reason": redact(reason)[:2000],
             },
-            ts=datetime.now(UTC),
+            ts=time.time(),
         )
         self._emit(call, record)
 
@@ -537,14 +541,14 @@ class Engine:
         context: dict[str, Any],
         decision: dict[str, Any],
         outcome: dict[str, Any],
-        ts: datetime,
+        ts: float,
     ) -> dict[str, Any]:
         req = call.request
         return {
             "schema": SCHEMA,
             "request_id": call.request_id,
             "attempt": attempt,
-            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+            "ts": _utc_ms(ts),
             "backend": backend,
             "prompt": req.prompt,
             "prompt_sha256": hashlib.sha256(req.prompt.encode()).hexdigest(),
@@ -563,18 +567,14 @@ class Engine:
     # -- conversions -------------------------------------------------------------------------
 
     def _profile(self, backend: Backend) -> Any:
-        from router import BackendProfile
-
         prof = self._profiles.get(backend.name)
         if prof is None:
-            prof = self._profiles[backend.name] = BackendProfile.from_dict(backend.describe())
+            prof = self._profiles[backend.name] = _router_api().BackendProfile.from_dict(backend.describe())
         return prof
 
     @staticmethod
     def _route_request(request: GenerateRequest) -> Any:
-        from router import RouteRequest
-
-        return RouteRequest(
+        return _router_api().RouteRequest(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             width=request.width,
@@ -585,6 +585,39 @@ class Engine:
             seed=request.seed,
             scheduler=request.scheduler,
         )
+
+
+_router_module: Any = None
+
+
+def _router_api() -> Any:
+    """The ``router`` package, imported on first use (``import sdk`` stays light) and then kept:
+    a ``from router import ...`` per decision cost ~1.2 us in ``_handle_fromlist`` each time."""
+    global _router_module
+    if _router_module is None:
+        import router
+
+        _router_module = router
+    return _router_module
+
+
+#: (whole second, its "YYYY-MM-DDTHH:MM:SS." text); replaced as one tuple, so threads read it safely
+_second_text: tuple[int, str] = (-1, "")
+
+
+def _utc_ms(ts: float) -> str:
+    """``ts`` (epoch seconds) as ISO-8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``.
+
+    Every attempt record needs one; strftime is ~2 us, so the second's text is made once per second.
+    """
+    global _second_text
+    second = int(ts)
+    cached_second, text = _second_text
+    if second != cached_second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _second_text = (second, text)
+    # min(): a float a hair under the next second must not print as ".1000"
+    return f"{text}{min(999, int((ts - second) * 1000)):03d}Z"
 
 
 def _attempt_deadline(call_deadline: Deadline) -> Deadline:

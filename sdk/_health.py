@@ -91,9 +91,17 @@ class CircuitBreaker:
     @property
     def recent_failure_rate(self) -> float:
         with self._lock:
-            if not self._recent:
-                return 0.0
-            return self._recent.count(False) / len(self._recent)
+            return self._failure_rate_locked()
+
+    def _failure_rate_locked(self) -> float:
+        if not self._recent:
+            return 0.0
+        return self._recent.count(False) / len(self._recent)
+
+    def status(self) -> tuple[State, float]:
+        """State and recent failure rate read together (one lock round trip per router decision)."""
+        with self._lock:
+            return self._state_locked(), self._failure_rate_locked()
 
 
 class BackendHealth:
@@ -116,9 +124,11 @@ class BackendHealth:
             self.in_flight -= 1
 
     def snapshot(self) -> dict[str, object]:
+        in_flight = self.in_flight
+        state, failure_rate = self.breaker.status()
         return {
-            "in_flight": self.in_flight,
-            "queue_depth": max(0, self.in_flight - self.capacity),
-            "breaker": self.breaker.state,
-            "recent_failure_rate": round(self.breaker.recent_failure_rate, 4),
+            "in_flight": in_flight,
+            "queue_depth": max(0, in_flight - self.capacity),
+            "breaker": state,
+            "recent_failure_rate": round(failure_rate, 4),
         }
