@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._deadline import CancelToken, Deadline
 from ._errors import (
-    BackendError,
     BackendUnavailable,
     Cancelled,
     ContentRejected,
@@ -34,6 +33,14 @@ from ._errors import (
     error_code,
 )
 from ._health import BackendHealth
+from ._records import (
+    as_pixelroute_error,
+    candidates_note,
+    decision_record,
+    sla_text,
+    utc_ms,
+    why_not_note,
+)
 from ._redact import redact
 from ._types import SLA, GenerateRequest, Result
 
@@ -215,9 +222,9 @@ class Engine:
 
         if not pool:
             if hedge:
-                raise NoFeasibleBackend("no second candidate for a hedge: " + _why_not_note(why_not))
+                raise NoFeasibleBackend("no second candidate for a hedge: " + why_not_note(why_not))
             if call.last_error is not None:
-                call.last_error.add_note(_why_not_note(why_not))
+                call.last_error.add_note(why_not_note(why_not))
                 raise call.last_error
             if validation_errors and len(validation_errors) == len(names):
                 raise validation_errors[0]
@@ -226,7 +233,7 @@ class Engine:
                 if not hedge:
                     self._record_refusal(call, msg, [])
                 raise BackendUnavailable(msg)
-            msg = "no backend can serve this request: " + _why_not_note(why_not)
+            msg = "no backend can serve this request: " + why_not_note(why_not)
             if not hedge:
                 self._record_refusal(call, msg, [])
             refused = [{"backend": k, "feasible": False, "why_not": v} for k, v in why_not.items()]
@@ -250,7 +257,7 @@ class Engine:
         if chosen_name is None and call.pinned:
             chosen_name = self._pinned_despite_prediction(call, decision)
         if chosen_name is None and hedge:
-            cands_note = _candidates_note([c.to_dict() for c in decision.candidates])
+            cands_note = candidates_note([c.to_dict() for c in decision.candidates])
             raise NoFeasibleBackend("no affordable hedge: " + cands_note)
         if chosen_name is None:
             self._record_decision(call, decision, why_not)
@@ -258,9 +265,9 @@ class Engine:
                 {"backend": k, "feasible": False, "why_not": v} for k, v in why_not.items()
             ]
             if call.last_error is not None:
-                call.last_error.add_note("no fallback fits what is left: " + _candidates_note(cands))
+                call.last_error.add_note("no fallback fits what is left: " + candidates_note(cands))
                 raise call.last_error
-            msg = "no backend can meet the SLA " + _sla_text(call.sla) + ": " + _candidates_note(cands)
+            msg = "no backend can meet the SLA " + sla_text(call.sla) + ": " + candidates_note(cands)
             if not hedge:
                 self._record_refusal(call, msg, cands, decision)
             raise NoFeasibleBackend(msg, cands)
@@ -343,7 +350,7 @@ class Engine:
                 trace=self.trace(call, plan.backend.name),
             )
 
-        err = _as_pixelroute_error(exc, plan.backend.name)
+        err = as_pixelroute_error(exc, plan.backend.name)
         code = error_code(err)
         health.breaker.record(False, code)
         cost = getattr(err, "cost_usd", None) or 0.0  # abandoned paid jobs report what they cost
@@ -498,7 +505,7 @@ class Engine:
             backend=be.name,
             params=params,
             context=plan.context,
-            decision=_decision_record(plan.decision_dict, cand),
+            decision=decision_record(plan.decision_dict, cand),
             outcome=outcome,
             ts=plan.ts,
         )
@@ -508,7 +515,7 @@ class Engine:
     ) -> None:
         """A request refused before any backend ran is recorded too, with the reason."""
         dec: dict[str, Any] = (
-            _decision_record(decision.to_dict(), None) if decision else {"policy": None, "propensity": None}
+            decision_record(decision.to_dict(), None) if decision else {"policy": None, "propensity": None}
         )
         dec["candidates"] = candidates
         record = self._base_record(
@@ -548,7 +555,7 @@ class Engine:
             "schema": SCHEMA,
             "request_id": call.request_id,
             "attempt": attempt,
-            "ts": _utc_ms(ts),
+            "ts": utc_ms(ts),
             "backend": backend,
             "prompt": req.prompt,
             "prompt_sha256": hashlib.sha256(req.prompt.encode()).hexdigest(),
@@ -601,25 +608,6 @@ def _router_api() -> Any:
     return _router_module
 
 
-#: (whole second, its "YYYY-MM-DDTHH:MM:SS." text); replaced as one tuple, so threads read it safely
-_second_text: tuple[int, str] = (-1, "")
-
-
-def _utc_ms(ts: float) -> str:
-    """``ts`` (epoch seconds) as ISO-8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``.
-
-    Every attempt record needs one; strftime is ~2 us, so the second's text is made once per second.
-    """
-    global _second_text
-    second = int(ts)
-    cached_second, text = _second_text
-    if second != cached_second:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        _second_text = (second, text)
-    # min(): a float a hair under the next second must not print as ".1000"
-    return f"{text}{min(999, int((ts - second) * 1000)):03d}Z"
-
-
 def _attempt_deadline(call_deadline: Deadline) -> Deadline:
     """The call's deadline with a cancel token of the attempt's own, linked to the call's.
 
@@ -629,56 +617,3 @@ def _attempt_deadline(call_deadline: Deadline) -> Deadline:
     if call_deadline.cancel is not None:
         call_deadline.cancel.on_cancel(token.cancel)
     return Deadline(None, clock=call_deadline.clock, cancel=token, at=call_deadline.at)
-
-
-def _decision_record(d: dict[str, Any] | None, cand: Candidate | None) -> dict[str, Any]:
-    if not d:
-        return {"policy": None, "router_version": None, "propensity": None, "explored": False,
-                "predicted": None}
-    return {
-        "policy": d["policy"],
-        "router_version": d["router_version"],
-        "propensity": d["propensity"],
-        "explored": d["explored"],
-        "predicted": None
-        if cand is None
-        else {
-            "latency_p50_s": cand.latency_p50_s,
-            "latency_p95_s": cand.latency_p95_s,
-            "p_fail": cand.p_fail,
-            "correction_s": cand.correction_s,
-            "cost_usd": cand.cost_usd,
-        },
-        "reason": d["reason"],
-        "fallbacks": d["fallbacks"],
-        "candidates": d["candidates"],
-    }
-
-
-def _as_pixelroute_error(exc: BaseException | None, backend: str) -> PixelrouteError:
-    if isinstance(exc, PixelrouteError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        err: PixelrouteError = DeadlineExceeded(f"backend `{backend}` timed out")
-    else:
-        name = type(exc).__name__ if exc else "unknown"
-        err = BackendError(f"backend `{backend}` raised {name}: {redact(str(exc))}", backend=backend)
-    err.__cause__ = exc
-    return err
-
-
-def _sla_text(sla: SLA) -> str:
-    parts = []
-    if sla.deadline_s is not None:
-        parts.append(f"deadline {sla.deadline_s} s")
-    if sla.max_cost_usd is not None:
-        parts.append(f"max cost ${sla.max_cost_usd}")
-    return "(" + (", ".join(parts) or "no constraints") + ")"
-
-
-def _candidates_note(cands: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{c['backend']}: {c.get('why_not') or 'feasible'}" for c in cands)
-
-
-def _why_not_note(why_not: dict[str, str]) -> str:
-    return "; ".join(f"{k}: {v}" for k, v in why_not.items())
