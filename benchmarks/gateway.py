@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,17 +27,9 @@ from pathlib import Path
 import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
-KEY = "bench-key"
+sys.path.insert(0, str(REPO))
 
-
-def config_file(folder: Path) -> Path:
-    path = folder / "bench.toml"
-    path.write_text(
-        f'[telemetry]\nstore = "sqlite:///{folder / "bench.db"}"\n\n'
-        '[[backends]]\nname = "mock-a"\nkind = "mock"\nprice = { per_image = 0.01 }\n\n'
-        '[[backends]]\nname = "mock-b"\nkind = "mock"\nprice = { per_image = 0.02 }\n'
-    )
-    return path
+from tests._app_servers import start, stop, write_config  # noqa: E402 - the launcher the load tests use
 
 
 def pct(values: list[float], q: float) -> float:
@@ -62,61 +50,6 @@ def direct(config: Path, n: int) -> tuple[list[float], float]:
             client.generate(f"poster {i % 50}", seed=i)
             lat.append(time.perf_counter() - t)
         return lat, n / (time.perf_counter() - start)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(kind: str, config: Path) -> tuple[subprocess.Popen[bytes], str, str, dict[str, str]]:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    if kind == "gateway":
-        env["PIXELROUTE_GATEWAY_KEY"] = KEY
-        args = [
-            sys.executable,
-            "-m",
-            "sdk",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-        path, headers = "/v1/images/generations", {"Authorization": f"Bearer {KEY}"}
-    else:
-        env.update(PIXELROUTE_CONFIG_FILE=str(config), EXAMPLE_API_KEY=KEY)
-        args = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "2",
-            "--threads",
-            "8",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(REPO / "examples" / "flask_app"),
-            "--log-level",
-            "warning",
-            "app:create_app()",
-        ]
-        path, headers = "/pixelroute/generate", {"X-Key": KEY}
-    proc = subprocess.Popen(args, env=env, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, url, path, headers
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{kind} did not start")
 
 
 async def load(
@@ -150,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     rows: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        config = config_file(Path(tmp))
+        config = write_config(Path(tmp))
         for _ in range(args.runs):
             lat, rps = direct(config, args.sequential)
             r = rows.setdefault("direct", {"p50": [], "p99": [], "rps_seq": [], "rps_conc": []})
@@ -158,7 +91,8 @@ def main() -> None:
             r["p99"].append(pct(lat, 0.99))
             r["rps_seq"].append(rps)
         for kind in ("gateway", "flask"):
-            proc, url, path, headers = start(kind, config)
+            server = start("gunicorn" if kind == "flask" else kind, Path(tmp))
+            url, path, headers = server.url, server.generate_path, server.headers
             try:
                 asyncio.run(load(url, path, headers, 300, args.concurrency))  # warm-up
                 for _ in range(args.runs):
@@ -171,8 +105,7 @@ def main() -> None:
                         asyncio.run(load(url, path, headers, args.requests, args.concurrency))[1]
                     )
             finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
+                stop(server)
     med = {k: {m: statistics.median(v) if v else float("nan") for m, v in r.items()} for k, r in rows.items()}
     base = med["direct"]
     print(
