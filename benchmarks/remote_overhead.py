@@ -1,9 +1,13 @@
-"""SDK overhead on the remote path: ``AsyncClient.generate`` (and the bare backend) vs raw httpx.
+"""SDK overhead on the remote path: ``AsyncClient.generate`` and the bare backend vs raw HTTP clients.
 
 A local server (a separate process, asyncio, HTTP/1.1 keep-alive) answers the OpenAI images
 route instantly with a small PNG. Each mode sends the same request at concurrency 1, 16 and
-256; we report requests/s and per-request latency p50/p99, and the SDK overhead as the
-difference to raw httpx in the same run. Medians over ``--runs`` runs.
+256; we report requests/s and per-request latency p50/p99. Per transport (httpx's own, and
+aiohttp with the ``aiohttp`` extra) there are three modes: ``raw[...]`` (a bare client: POST and
+parse the JSON), ``backend[...]`` (``OpenAIBackend.agenerate``: deadline, retries, size-capped
+read, base64 + Pillow verify and decode) and ``AsyncClient[...]`` (the whole SDK: routing,
+telemetry to SQLite, trace). The SDK overhead is a mode's latency minus that of the raw client of
+the same transport, in the same run. Medians over ``--runs`` runs.
 
     .venv/bin/python benchmarks/remote_overhead.py [--requests 2000] [--runs 3]
 """
@@ -97,8 +101,6 @@ async def _run_once(url: str, total: int, concurrency: int, db: str) -> dict[str
 
     body = {"model": "gpt-image-1", "prompt": "a lighthouse", "n": 1, "size": "1024x1024"}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    settings = OpenAISettings(name="local", base_url=url + "/v1", api_key_env=None, max_connections=256,
-                              max_keepalive_connections=256, price={"per_image": 0.01}, typical_latency_s=0.01)
     out: dict[str, dict[str, float]] = {}
 
     async with httpx.AsyncClient(limits=limits) as raw:
@@ -106,32 +108,37 @@ async def _run_once(url: str, total: int, concurrency: int, db: str) -> dict[str
             response = await raw.post(url + PATH, json=body)
             return response.json()
 
-        out["raw_httpx"] = await _measure(raw_send, total, concurrency)
+        out["raw[httpx]"] = await _measure(raw_send, total, concurrency)
 
-    backend = create_backend(settings)
-    request = GenerateRequest(prompt="a lighthouse")
-    out["backend_agenerate"] = await _measure(lambda: backend.agenerate(request, Deadline(30)), total, concurrency)
-    await backend.aclose()
-
+    transports = ["httpx"]
     try:
-        import httpx_aiohttp  # noqa: F401
+        import aiohttp
+        import httpx_aiohttp  # noqa: F401  (what async_transport = "aiohttp" runs on)
     except ImportError:
-        pass
+        print("aiohttp extra not installed: the aiohttp rows are skipped", file=sys.stderr)
     else:
-        fast = create_backend(settings.model_copy(update={"async_transport": "aiohttp"}))
-        out["backend_agenerate_aiohttp"] = await _measure(lambda: fast.agenerate(request, Deadline(30)),
-                                                          total, concurrency)
-        await fast.aclose()
-        cfg_fast = load_settings({"router": {"exploration": 0.0}, "telemetry": {"store": f"sqlite:///{db}.fast"}})
-        fast_settings = settings.model_copy(update={"async_transport": "aiohttp"})
-        async with AsyncClient(cfg_fast, backends=[create_backend(fast_settings)]) as client:
-            out["AsyncClient_aiohttp"] = await _measure(
-                lambda: client.generate("a lighthouse", sla=SLA(deadline_s=30), backend="local"), total, concurrency)
+        transports.append("aiohttp")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+            async def aiohttp_send() -> Any:
+                async with session.post(url + PATH, json=body) as response:
+                    return json.loads(await response.read())
 
-    cfg = load_settings({"router": {"exploration": 0.0}, "telemetry": {"store": f"sqlite:///{db}"}})
-    async with AsyncClient(cfg, backends=[create_backend(settings)]) as client:
-        out["AsyncClient_generate"] = await _measure(
-            lambda: client.generate("a lighthouse", sla=SLA(deadline_s=30), backend="local"), total, concurrency)
+            out["raw[aiohttp]"] = await _measure(aiohttp_send, total, concurrency)
+
+    request = GenerateRequest(prompt="a lighthouse")
+    for transport in transports:
+        settings = OpenAISettings(name="local", base_url=url + "/v1", api_key_env=None, max_connections=256,
+                                  max_keepalive_connections=256, price={"per_image": 0.01}, typical_latency_s=0.01,
+                                  async_transport=transport)
+        backend = create_backend(settings)
+        out[f"backend[{transport}]"] = await _measure(lambda b=backend: b.agenerate(request, Deadline(30)),
+                                                      total, concurrency)
+        await backend.aclose()
+        cfg = load_settings({"router": {"exploration": 0.0}, "telemetry": {"store": f"sqlite:///{db}.{transport}"}})
+        async with AsyncClient(cfg, backends=[create_backend(settings)]) as client:
+            out[f"AsyncClient[{transport}]"] = await _measure(
+                lambda: client.generate("a lighthouse", sla=SLA(deadline_s=30), backend="local"),
+                total, concurrency)
     return out
 
 
@@ -159,8 +166,10 @@ def main() -> None:
                     runs.append(asyncio.run(_run_once(url, total, concurrency, str(Path(tmp) / "t.db"))))
             med = {mode: {k: statistics.median(r[mode][k] for r in runs) for k in runs[0][mode]} for mode in runs[0]}
             for mode, m in med.items():
-                o50 = m["p50_ms"] - med["raw_httpx"]["p50_ms"]
-                o99 = m["p99_ms"] - med["raw_httpx"]["p99_ms"]
+                # overhead against the raw client of the same transport: what the SDK adds to it
+                raw = med["raw[" + mode.partition("[")[2]]
+                o50 = m["p50_ms"] - raw["p50_ms"]
+                o99 = m["p99_ms"] - raw["p99_ms"]
                 print(f"{concurrency:>11} {mode:<22} {m['rps']:>8.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f} "
                       f"{o50:>13.2f} {o99:>13.2f}")
     finally:

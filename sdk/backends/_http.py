@@ -99,6 +99,11 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
         self._asleep = _async_sleep(sleep)
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
+        #: the transports holding the clients' pools; requests are sent on them (see new_sync_client)
+        self._pool: httpx.BaseTransport | None = None
+        self._apool: httpx.AsyncBaseTransport | None = None
+        #: parsed URLs by the protocol's URL text: a backend talks to a handful of URLs
+        self._urls: dict[str, httpx.URL] = {}
         self._lock = threading.Lock()
         self._key: str | None = None
         self._background: dict[threading.Thread, float] = {}
@@ -165,7 +170,7 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
     def close(self) -> None:
         self._join_background()
         with self._lock:
-            client, self._client = self._client, None
+            client, self._client, self._pool = self._client, None, None
         if client is not None:
             client.close()
         if self._aclient is not None and self._async_transport is None:
@@ -174,7 +179,7 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
 
     async def aclose(self) -> None:
         await self._await_background_tasks()
-        aclient, self._aclient = self._aclient, None
+        aclient, self._aclient, self._apool = self._aclient, None, None
         if aclient is not None:
             await aclient.aclose()
         self.close()
@@ -247,20 +252,20 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
             self._key = value
         return self._key
 
-    def _sync_client(self) -> httpx.Client:
-        client = self._client
-        if client is None:
+    def _sync_client(self) -> tuple[httpx.Client, httpx.BaseTransport]:
+        client, pool = self._client, self._pool
+        if client is None or pool is None:
             with self._lock:
-                if self._client is None:
+                if self._client is None or self._pool is None:
                     # built once, on first use: construction costs ~30 ms (TLS context)
-                    self._client = new_sync_client(self.settings, self._transport)
-                client = self._client
-        return client
+                    self._client, self._pool = new_sync_client(self.settings, self._transport)
+                client, pool = self._client, self._pool
+        return client, pool
 
-    def _async_client(self) -> httpx.AsyncClient:
-        if self._aclient is None:
-            self._aclient = new_async_client(self.settings, self._async_transport, self.name)
-        return self._aclient
+    def _async_client(self) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
+        if self._aclient is None or self._apool is None:
+            self._aclient, self._apool = new_async_client(self.settings, self._async_transport, self.name)
+        return self._aclient, self._apool
 
     def _resolve(self, host: str, port: int) -> list[str]:
         # looked up in this module at call time, so a test can stand in for DNS

@@ -50,23 +50,35 @@ def limits_for(settings: RemoteSettings) -> httpx.Limits:
     )
 
 
-def new_sync_client(settings: RemoteSettings, transport: httpx.BaseTransport | None) -> httpx.Client:
+def new_sync_client(
+    settings: RemoteSettings, transport: httpx.BaseTransport | None
+) -> tuple[httpx.Client, httpx.BaseTransport]:
     """A pooled client that never follows redirects itself (downloads re-check every hop) nor reads proxies
-    from the environment."""
-    return httpx.Client(transport=transport, limits=limits_for(settings), follow_redirects=False, trust_env=False)
+    from the environment, and the transport that holds its pool.
+
+    The driver builds requests with the client (its default headers) and sends them on the
+    transport: the client's own ``send`` adds only what we switch off (redirects, auth) or do not
+    want (a cookie jar filled from untrusted hosts), at ~20% of the per-request CPU at high rates.
+    """
+    if transport is None:
+        transport = httpx.HTTPTransport(limits=limits_for(settings), trust_env=False)
+    client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+    return client, transport
 
 
 def new_async_client(
     settings: RemoteSettings, transport: httpx.AsyncBaseTransport | None, backend: str
-) -> httpx.AsyncClient:
+) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
     """The async twin of :func:`new_sync_client`; ``async_transport = "aiohttp"`` swaps the transport."""
     wants_aiohttp = settings.async_transport == "aiohttp" or (
         settings.async_transport == "auto" and _aiohttp_available()
     )
-    if transport is None and wants_aiohttp:
-        transport = aiohttp_transport(limits_for(settings), backend)
-    return httpx.AsyncClient(transport=transport, limits=limits_for(settings), follow_redirects=False,
-                             trust_env=False)
+    if transport is None:
+        limits = limits_for(settings)
+        transport = (aiohttp_transport(limits, backend) if wants_aiohttp
+                     else httpx.AsyncHTTPTransport(limits=limits, trust_env=False))
+    client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
+    return client, transport
 
 
 def _aiohttp_available() -> bool:
