@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sdk._deadline import Deadline
-from sdk._errors import ConfigError, ValidationError
+from sdk._errors import ConfigError, ContentRejected, QuotaExceeded, RateLimited, ValidationError
 from sdk._types import GenerateRequest
 from sdk.backends import _http, create_backend, settings_model
 from sdk.backends._http import RemoteBackend, nearest_aspect
@@ -121,6 +121,21 @@ def test_openai_compatible_server_without_key_and_custom_sizes() -> None:
     assert json.loads(rec.last.content)["size"] == "768x512"
 
 
+@pytest.mark.parametrize(("error", "expected"), [
+    # billing 429s (help.openai.com article 5955604): a specific code, the broad type insufficient_quota
+    ({"code": "credit_balance_exhausted", "type": "insufficient_quota"}, QuotaExceeded),
+    ({"code": "project_spend_limit_exceeded", "type": "insufficient_quota"}, QuotaExceeded),
+    ({"code": None, "type": "insufficient_quota"}, QuotaExceeded),
+    ({"code": "rate_limit_exceeded", "type": "requests"}, RateLimited),
+])
+def test_openai_429_billing_codes_are_quota_not_rate_limits(error: dict[str, Any], expected: type) -> None:
+    body = {"error": {"message": "limit", "param": None, **error}}
+    be, rec = backend("openai", httpx.Response(429, json=body), max_retries=0)
+    with pytest.raises(expected):
+        run(be)
+    assert len(rec.requests) == 1
+
+
 # -- Stability -----------------------------------------------------------------------------------
 
 
@@ -161,6 +176,14 @@ def test_stability_refusals(knobs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as err:
         run(be, **knobs)
     assert err.value.field == field and rec.requests == []
+
+
+def test_stability_402_body_is_quota_with_its_message() -> None:
+    body = {"errors": ["You lack sufficient credits to make this request."], "id": "ea88", "name": "payment_required"}
+    be, rec = backend("stability", httpx.Response(402, json=body))
+    with pytest.raises(QuotaExceeded, match="lack sufficient credits"):
+        run(be)
+    assert len(rec.requests) == 1
 
 
 # -- the size rule ----------------------------------------------------------------------------
@@ -217,6 +240,15 @@ def test_ideogram_v2a_refuses_negative_prompt() -> None:
         run(be, negative_prompt="x")
 
 
+def test_ideogram_422_safety_body_is_content_rejected_with_its_text() -> None:
+    # GenerateImageSafetyError in Ideogram's OpenAPI document: {"error": "<text>"}
+    body = {"error": "Prompt provided failed safety check due to the inclusion of prohibited content."}
+    be, rec = backend("ideogram", httpx.Response(422, json=body))
+    with pytest.raises(ContentRejected, match="failed safety check"):
+        run(be)
+    assert len(rec.requests) == 1
+
+
 # -- Imagen --------------------------------------------------------------------------------------
 
 
@@ -225,11 +257,13 @@ def imagen_ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"predictions": [{"mimeType": "image/png", "bytesBase64Encoded": B64_PNG}] * n})
 
 
+PROXY = "https://imagen-proxy.example"  # a base_url set by hand: Google's hosts no longer serve Imagen
+
+
 def test_imagen_gemini_api_body_and_header() -> None:
-    be, rec = backend("imagen", imagen_ok, image_size="2K")
+    be, rec = backend("imagen", imagen_ok, image_size="2K", base_url=PROXY)
     run(be, width=1024, height=768, n=2, guidance=6.0)
-    assert rec.last.url == ("https://generativelanguage.googleapis.com/v1beta/models/"
-                            "imagen-4.0-generate-001:predict")
+    assert rec.last.url == f"{PROXY}/v1beta/models/imagen-4.0-generate-001:predict"
     assert rec.last.headers["x-goog-api-key"] == "gem-map-0004"
     assert json.loads(rec.last.content) == {"instances": [{"prompt": "a lighthouse at dusk"}], "parameters": {
         "sampleCount": 2, "aspectRatio": "4:3", "includeRaiReason": True, "outputOptions": {"mimeType": "image/png"},
@@ -237,16 +271,27 @@ def test_imagen_gemini_api_body_and_header() -> None:
 
 
 def test_imagen_seed_and_negative_prompt_only_on_vertex() -> None:
-    be, _ = backend("imagen", imagen_ok)
+    be, _ = backend("imagen", imagen_ok, base_url=PROXY)
     with pytest.raises(ValidationError, match="`seed` cannot be honoured"):
         run(be, seed=3)
-    be, rec = backend("imagen", imagen_ok, vertex_project="proj", vertex_location="europe-west4")
+    be, rec = backend("imagen", imagen_ok, vertex_project="proj", vertex_location="europe-west4", base_url=PROXY)
     run(be, seed=3, negative_prompt="fog")
-    assert rec.last.url == ("https://europe-west4-aiplatform.googleapis.com/v1/projects/proj/locations/"
+    assert rec.last.url == (f"{PROXY}/v1/projects/proj/locations/"
                             "europe-west4/publishers/google/models/imagen-4.0-generate-001:predict")
     assert rec.last.headers["authorization"] == "Bearer gem-map-0004"
     params = json.loads(rec.last.content)["parameters"]
     assert params["seed"] == 3 and params["addWatermark"] is False and params["negativePrompt"] == "fog"
+
+
+@pytest.mark.parametrize("vertex", [{}, {"vertex_project": "proj", "vertex_location": "europe-west4"}])
+@pytest.mark.parametrize("model", ["imagen-4.0-generate-001", "imagen-3.0-generate-002", "imagegeneration@006"])
+def test_imagen_models_are_refused_on_googles_hosts_since_the_shutdown(vertex: dict[str, str], model: str) -> None:
+    be, rec = backend("imagen", imagen_ok, model=model, **vertex)
+    host = "europe-west4-aiplatform.googleapis.com" if vertex else "generativelanguage.googleapis.com"
+    assert be.settings.base_url == (f"https://{host}" if vertex else None)  # the URL the call would have used
+    with pytest.raises(ValidationError, match="shut down every Imagen model on 2026-08-17") as err:
+        run(be)
+    assert err.value.field == "model" and rec.requests == []  # refused before anything is sent
 
 
 # -- AUTOMATIC1111 -------------------------------------------------------------------------------
@@ -311,6 +356,33 @@ def test_replicate_version_and_width_height_inputs() -> None:
         "prompt": "a lighthouse at dusk", "output_format": "png", "width": 768, "height": 512, "cfg": 3.5}}
     with pytest.raises(ValidationError, match="`seed` cannot be honoured"):
         run(be, seed=1)
+
+
+@pytest.mark.usefixtures("public_dns")
+def test_replicate_partial_batch_after_the_safety_checker_is_content_rejected() -> None:
+    # flux-schnell drops the images its NSFW checker flags and still succeeds (cog-flux predict.py)
+    done = {"id": "p2", "status": "succeeded", "input": {"prompt": "x", "num_outputs": 2},
+            "output": ["https://replicate.delivery/xezq/out-1.png"]}
+    be, rec = backend("replicate", httpx.Response(201, json=done))
+    with pytest.raises(ContentRejected, match="returned 1 of 2 images"):
+        run(be, n=2)
+    assert len(rec.requests) == 1  # nothing downloaded
+
+
+def test_replicate_all_nsfw_failure_is_content_rejected() -> None:
+    text = "All generated images contained NSFW content. Try running it again with a different prompt."
+    be, _ = backend("replicate", httpx.Response(201, json={"id": "p3", "status": "failed", "error": text}))
+    with pytest.raises(ContentRejected, match="NSFW") as err:
+        run(be)
+    assert err.value.job_id == "p3"  # type: ignore[attr-defined]
+
+
+def test_replicate_402_billing_required_is_quota_and_not_retried() -> None:
+    body = {"title": "Billing required", "detail": "You need to set up billing to run this model.", "status": 402}
+    be, rec = backend("replicate", httpx.Response(402, json=body))
+    with pytest.raises(QuotaExceeded, match="set up billing"):
+        run(be)
+    assert len(rec.requests) == 1
 
 
 # -- keys, presets, lazy clients --------------------------------------------------------------

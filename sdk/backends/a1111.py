@@ -12,7 +12,12 @@ Mapping: every knob exists: ``width``/``height`` exact (multiples of 8), ``steps
 ``override_settings.sd_model_checkpoint``. Unset steps/guidance are left to the server and the
 effective values are read back from ``info``. Errors: the webui's ``{"error", "detail"}`` body;
 500 (e.g. ``OutOfMemoryError``) -> ServerError (retried), 401/404/422 -> BackendError.
-There is no moderation and no rate limit. Unverified: Forge / SD.Next field-level differences.
+There is no moderation and no rate limit. SD.Next (vladmandic/automatic ``modules/api/models.py``,
+``modules/api/generate.py``) builds its txt2img request model the same way, from the
+``StableDiffusionProcessingTxt2Img`` constructor plus ``send_images``/``save_images``, validates
+``sampler_name`` and answers ``{images, parameters, info}`` with ``info`` a JSON string; its
+``sampler_index`` default is ``UniPC`` (we send ``sampler_name`` only when asked). Still
+unverified: Forge, and per-field defaults of SD.Next's processing class.
 
 Abandoned attempts: txt2img is one blocking request with no job id, and closing the connection
 does not stop the server. So when an attempt is abandoned while its txt2img is on the server

@@ -12,8 +12,12 @@ Mapping: size -> ``aspect_ratio`` ``ASPECT_W_H`` (nearest in |log(w/h)| within
 (1..8); ``seed`` (0..2147483647); ``negative_prompt`` only on V_1/V_2 and their turbos. No steps
 or guidance. Errors: 422 (prompt safety check) and any ``is_image_safe: false`` ->
 ContentRejected; 429 (``inflight_limit``) -> RateLimited; 402 (``insufficient_funds`` /
-``daily_limit``) -> QuotaExceeded. Unverified in the reference: the error body shape (we branch
-on the status code) and the server's default model, so ``model`` is always sent.
+``daily_limit``) -> QuotaExceeded. Error bodies, from Ideogram's own OpenAPI document (as
+vendored in tryAGI/Ideogram ``src/libs/Ideogram/openapi.yaml`` at 449fa57): the 422 of
+``/generate`` is ``GenerateImageSafetyError`` ``{"error": "<text>"}``, whose text becomes the
+message; 400, 401 and 429 declare no body, and ``/generate`` declares no 402, so we branch on the
+status code. The same document gives ``ImageRequest.model`` the default ``V_2``; ``model`` is
+always sent anyway.
 """
 
 from __future__ import annotations

@@ -15,9 +15,20 @@ Mapping: size -> ``aspectRatio`` (1:1, 3:4, 4:3, 9:16, 16:9; nearest in |log(w/h
 ``addWatermark: false``) on Vertex only: the Gemini API refuses them, so do we. No steps.
 ``includeRaiReason`` is always sent so filtered images say so. Errors: a ``raiFilteredReason``,
 fewer images than asked, no ``predictions`` or an ``IMAGE_SAFETY`` finish reason ->
-ContentRejected; 429 ``RESOURCE_EXHAUSTED`` -> RateLimited. Unverified in the reference: whether
-the Gemini API still serves Imagen (google-genai disabled it on 2026-08-21), the 400 text for an
-RAI-blocked prompt, and Retry-After headers.
+ContentRejected; 429 ``RESOURCE_EXHAUSTED`` -> RateLimited.
+
+Retired: Google shut down every Imagen model on 2026-08-17, on the Gemini API and on Vertex AI
+alike ("All Imagen models shut down on August 17, 2026 ... for both the Gemini Developer API and
+Agent Platform Gemini API (formerly Vertex AI)",
+https://firebase.google.com/docs/ai-logic/imagen-models-migration; "Imagen ... is now shut down
+and no longer available in the Gemini API", https://ai.google.dev/gemini-api/docs/imagen; every
+``imagen-*`` and ``imagegeneration@*`` id is listed as a discontinued endpoint in
+https://docs.cloud.google.com/vertex-ai/generative-ai/docs/image/set-output-resolution; and
+googleapis/python-genai commit 43ef621 "Disable GenerateImages for Gemini API" makes the SDK
+refuse it). So :meth:`ImagenBackend.validate` refuses an Imagen model on Google's own hosts
+before anything is sent: the router skips the backend instead of paying a round trip for a 404.
+A ``base_url`` you set yourself (a proxy or a compatible server) is still served. Unverified:
+the 400 text for an RAI-blocked prompt, and Retry-After headers.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from .._deadline import Deadline
-from .._errors import BackendError, ConfigError, ContentRejected, InvalidOutput
+from .._errors import BackendError, ConfigError, ContentRejected, InvalidOutput, ValidationError
 from .._types import GenerateRequest
 from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect
 from .base import Capabilities
@@ -33,6 +44,10 @@ from .base import Capabilities
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "1:1": (1, 1), "3:4": (3, 4), "4:3": (4, 3), "9:16": (9, 16), "16:9": (16, 9),
 }
+#: model ids Google shut down on 2026-08-17 (all of Imagen; see the module docstring)
+RETIRED_PREFIXES = ("imagen-", "imagegeneration")
+RETIRED_NOTE = ("Google shut down every Imagen model on 2026-08-17, on the Gemini API and Vertex AI "
+                "(https://firebase.google.com/docs/ai-logic/imagen-models-migration)")
 
 
 class ImagenSettings(RemoteSettings):
@@ -60,6 +75,8 @@ class ImagenBackend(RemoteBackend):
 
     def __init__(self, settings: RemoteSettings, **kw: Any) -> None:
         assert isinstance(settings, ImagenSettings)
+        #: the default hosts are Google's own, where Imagen is retired; a base_url set by hand is not
+        self.google_hosts = settings.base_url is None
         if settings.vertex_project and settings.base_url is None:
             loc = settings.vertex_location
             host = "aiplatform.googleapis.com" if loc == "global" else f"{loc}-aiplatform.googleapis.com"
@@ -79,6 +96,11 @@ class ImagenBackend(RemoteBackend):
         return {"x-goog-api-key": key}
 
     def validate(self, request: GenerateRequest) -> None:
+        model = self.settings.model or ""
+        if self.google_hosts and model.startswith(RETIRED_PREFIXES):
+            raise ValidationError(f"`model` {model!r} cannot be served by backend `{self.name}`: {RETIRED_NOTE}. "
+                                  "Use another backend, or set `base_url` to a server that still serves it.",
+                                  field="model", value=model)
         super().validate(request)
         self.request_body(request)
 

@@ -8,9 +8,17 @@ Mapping: ``width``x``height`` must be one of the model's sizes (no other size is
 ``n`` -> ``n``; steps, guidance, seed and negative prompt do not exist in this API and are
 refused. Responses: ``data[].b64_json`` or ``data[].url`` (dall-e with ``response_format=url``,
 downloaded from allowed hosts). Errors: 400 ``moderation_blocked`` / ``content_policy_violation``
--> ContentRejected; 400 ``billing_hard_limit_reached`` and 429 ``insufficient_quota`` ->
-QuotaExceeded; other 429 -> RateLimited (``retry-after-ms`` / ``retry-after``).
-Unverified in the reference: ``rate_limit_exceeded`` as the 429 code (we branch on the status).
+-> ContentRejected; 400 ``billing_hard_limit_reached`` and the 429 billing codes
+(``insufficient_quota``, ``credit_balance_exhausted``, ``organization_usage_limit_exceeded``,
+``organization_spend_limit_exceeded``, ``project_spend_limit_exceeded``, matched in
+``error.code`` or ``error.type``) -> QuotaExceeded, not retried; any other 429 (``code:
+"rate_limit_exceeded"``) -> RateLimited (``retry-after-ms`` / ``retry-after``). Sources for the
+429s: https://help.openai.com/en/articles/5955604-troubleshooting-api-rate-limits-and-429-errors
+(the billing codes; "Billing-related errors can still use the broader error.type value
+insufficient_quota"; "Retrying a billing, spending, or quota error does not restore access") and
+https://learn.microsoft.com/microsoft-cloud/dev/dev-proxy/concepts/openai-rate-limit-reached
+(429 ``rate_limit_exceeded`` for requests or tokens per minute; an images-endpoint body with that
+code is in chatboxai/chatbox#1361).
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ DALLE3_SIZES = ((1024, 1024), (1792, 1024), (1024, 1792))
 DALLE2_SIZES = ((256, 256), (512, 512), (1024, 1024))
 
 CONTENT_CODES = {"moderation_blocked", "content_policy_violation"}
-QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
+#: billing errors: retrying cannot succeed (help.openai.com article 5955604 lists the 429 ones)
+QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "credit_balance_exhausted",
+               "organization_usage_limit_exceeded", "organization_spend_limit_exceeded",
+               "project_spend_limit_exceeded"}
 
 
 class OpenAISettings(RemoteSettings):
@@ -134,10 +145,11 @@ class OpenAIBackend(RemoteBackend):
         message = self.provider_message(reply)
         data = reply.json_or_none()
         err = data.get("error") if isinstance(data, dict) else None
-        code = str(err.get("code") or err.get("type") or "") if isinstance(err, dict) else ""
-        if code in CONTENT_CODES:
+        # a billing 429 may carry a specific `code` with the broader `type: insufficient_quota`: read both
+        codes = {str(err.get(k) or "") for k in ("code", "type")} if isinstance(err, dict) else set()
+        if codes & CONTENT_CODES:
             return self.error(ContentRejected, message, reply)
-        if code in QUOTA_CODES:
+        if codes & QUOTA_CODES:
             return self.error(QuotaExceeded, message, reply)
         return self.generic_error(reply, message)
 

@@ -12,15 +12,31 @@ Inputs are model-specific, so the mapping is configuration: ``inputs`` names the
 for each of our knobs (``aspect_ratio``/``width``/``height``, ``n``, ``seed``, ``steps``,
 ``guidance``, ``negative_prompt``); a knob with no name is refused. The size rule is the same
 nearest-ratio rule as the other aspect-ratio providers (``aspect_ratios``), or exact
-``width``/``height`` inputs when configured. Defaults fit ``black-forest-labs/flux-schnell``,
-whose input names are **unverified** in the reference (check the model's API tab).
+``width``/``height`` inputs when configured. Defaults fit ``black-forest-labs/flux-schnell``:
+inputs ``prompt``, ``aspect_ratio`` (the 11 ratios of ``DEFAULT_RATIOS``), ``num_outputs`` (1..4),
+``seed``, ``num_inference_steps`` (1..4), ``output_format`` (webp | jpg | png). Sources: the
+model's own schema, replicate/cog-flux ``predict.py`` (``Inputs``, ``ASPECT_RATIOS``,
+``SchnellPredictor.predict``; its README names it as the code behind this model) and
+https://replicate.com/black-forest-labs/flux-schnell/versions/c846a69991daf4c0e5d016514849d14ee5b2e6846ce6b9d6f21369e564cfe51e/api.
+The 1..4 step range is not checked here: Replicate refuses more with a 422 (``BackendError``).
+
+Safety: flux-schnell drops each image its NSFW checker flags, and fails the prediction with
+"All generated images contained NSFW content. ..." only when every image was dropped
+(cog-flux ``Predictor.postprocess``). So a ``failed`` prediction whose error mentions a safety
+word, and a ``succeeded`` one with fewer outputs than ``n``, are both ContentRejected.
 
 Paying once: the create POST is never retried (a retried create can start a second paid job);
 the job id is in :attr:`BackendOutput.job_id`, and on a timeout or cancel it rides on the
 exception (``exc.job_id``) after a best-effort cancel (``on_abandon = "cancel"``, the default,
 bounded by ``cancel_grace_s``) or is left running for :meth:`ReplicateBackend.resume`
-(``on_abandon = "keep"``). Unverified: 402 on exhausted credit, the ``Cancel-After`` duration
-syntax (sent only with ``server_deadline = true``), the text of NSFW failures (matched loosely).
+(``on_abandon = "keep"``). 402 is what Replicate answers when billing is missing or credit is
+spent (problem-details ``{"title": "Billing required", "detail": ..., "status": 402}`` in
+replicate/replicate-javascript#342, "failed with status 402 Payment Required" from
+api.replicate.com in replicate/scribble-diffusion#88): QuotaExceeded. ``Cancel-After`` (sent
+only with ``server_deadline = true``) is a unit-suffixed duration: the official examples are
+``1m`` (https://replicate.com/changelog/2025-10-16-prediction-deadlines) and ``5m``
+(replicate/replicate-python-beta ``tests/api_resources/test_predictions.py``); the seconds form
+we send (``90s``) is still unverified against an official source.
 """
 
 from __future__ import annotations
@@ -63,7 +79,7 @@ class ReplicateSettings(RemoteSettings):
     on_abandon: Literal["cancel", "keep"] = "cancel"
     #: time allowed to a cancel sent after the deadline passed
     cancel_grace_s: float = Field(default=0.08, gt=0, le=5)
-    #: also send ``Cancel-After`` so the server stops the job at the deadline (unverified syntax)
+    #: also send ``Cancel-After: <N>s`` so the server stops the job at the deadline (the ``s`` unit is unverified)
     server_deadline: bool = False
 
 
@@ -169,6 +185,12 @@ class ReplicateBackend(RemoteBackend):
         urls = [output] if isinstance(output, str) else output if isinstance(output, list) else []
         if not urls:
             raise self.error(ContentRejected, f"prediction {job_id} succeeded with no output", reply)
+        asked = self._asked_n(job)
+        if asked is not None and len(urls) < asked:
+            # flux-schnell drops the images its safety checker flags and still succeeds; a partial
+            # batch is not what was asked for (the same rule as imagen and ideogram)
+            raise self.error(ContentRejected, f"prediction {job_id} returned {len(urls)} of {asked} images "
+                                              "(the rest were filtered)", reply)
         images = []
         for url in urls:
             if not isinstance(url, str):
@@ -182,6 +204,13 @@ class ReplicateBackend(RemoteBackend):
             predict_s = None
         return self.output(images, job_id=job_id, gpu_s=predict_s,
                            params={"input": job.get("input") if isinstance(job.get("input"), dict) else None})
+
+    def _asked_n(self, job: dict[str, Any]) -> int | None:
+        """How many outputs the prediction was asked for, from its ``input`` echo (so resume knows too)."""
+        name = self.settings.inputs.get("n")
+        echo = job.get("input")
+        value = echo.get(name) if name and isinstance(echo, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
     def _prediction(self, reply: Reply) -> dict[str, Any]:
         job = reply.json()

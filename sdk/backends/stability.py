@@ -13,7 +13,11 @@ randomised); ``guidance`` -> ``cfg_scale`` (1..10, SD3.5 models only); ``model``
 No ``steps`` and one image per call (``n`` = 1). Errors: ``finish_reason: CONTENT_FILTERED``
 (a 200 with a blurred image) and 403 ``content_moderation`` -> ContentRejected; 402 ->
 QuotaExceeded; 429 -> RateLimited, with a 60 s ``retry_after`` when no header says otherwise
-(the documented 60-second lock-out). Unverified in the reference: the 402 body, ``Retry-After``.
+(the documented 60-second lock-out). Still unverified (no Stability source found; searched the
+platform.stability.ai reference copies, GitHub issues and code): whether a 429 carries
+``Retry-After`` (we honour one if present, else wait 60 s), and the 402 body. Two independent
+third-party captures agree on ``{"errors": ["You lack sufficient credits ..."], "id": ...,
+"name": "payment_required"}``; we branch on the status, and ``errors`` becomes the message.
 """
 
 from __future__ import annotations
