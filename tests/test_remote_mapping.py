@@ -320,11 +320,12 @@ def test_a1111_txt2img_body_with_basic_auth() -> None:
 
 
 @pytest.mark.usefixtures("public_dns")
+@pytest.mark.usefixtures("public_dns")
 def test_replicate_create_body_and_poll_urls() -> None:
     state = {"polls": 0}
 
     def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "replicate.delivery":
+        if request.headers["host"] == "replicate.delivery":  # downloads go to the checked address
             return httpx.Response(200, content=PNG)
         if request.method == "POST":
             return httpx.Response(201, json={"id": "abc123", "status": "starting"})
@@ -342,7 +343,9 @@ def test_replicate_create_body_and_poll_urls() -> None:
                                                     "aspect_ratio": "16:9", "num_outputs": 1, "seed": 1,
                                                     "num_inference_steps": 4}}
     assert rec.requests[1].url == "https://api.replicate.com/v1/predictions/abc123"
-    assert "authorization" not in rec.requests[2].headers  # result download: no credentials
+    download = rec.requests[2]
+    assert "authorization" not in download.headers  # result download: no credentials
+    assert download.url.host == "93.184.216.34" and download.extensions["sni_hostname"] == "replicate.delivery"
     assert out.job_id == "abc123" and out.gpu_s == 0.9 and out.cost_usd == pytest.approx(0.003)
 
 

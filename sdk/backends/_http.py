@@ -46,6 +46,7 @@ from .._types import GenerateRequest
 from ._http_driver import MAX_MESSAGE_CHARS, MAX_REDIRECTS, HttpDriver, _async_sleep, logger
 from ._http_protocol import Call, Pause, Protocol, Reply, RunState, retry_after
 from ._http_safety import ResponseSafety, decode_image
+from ._http_safety import resolve_async as _resolve_async
 from ._http_safety import resolve_sync as _resolve_sync
 from ._http_settings import PILLOW_MAX_PIXELS, RemoteSettings, new_async_client, new_sync_client
 from ._presets import apply_preset
@@ -270,6 +271,9 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
     def _resolve(self, host: str, port: int) -> list[str]:
         # looked up in this module at call time, so a test can stand in for DNS
         return _resolve_sync(host, port)
+
+    async def _aresolve(self, host: str, port: int) -> list[str]:
+        return await _resolve_async(host, port)  # as _resolve
 
 
 def nearest_aspect(width: int, height: int, ratios: Mapping[str, tuple[int, int]], tolerance: float,

@@ -52,6 +52,7 @@ from .._errors import (
 )
 from .._redact import redact
 from ._http_protocol import Call, Pause, Protocol, Reply, RunState
+from ._http_safety import pin_address
 from .base import BackendOutput
 
 if TYPE_CHECKING:
@@ -105,9 +106,13 @@ class HttpDriver:
 
         def _redirect(self, call: Call, reply: Reply) -> httpx.URL | None: ...
 
-        def _check_download(self, url: httpx.URL, resolve: Callable[[str, int], list[str]]) -> None: ...
+        def _check_download(self, url: httpx.URL, resolve: Callable[[str, int], list[str]]) -> str: ...
 
-        async def _acheck_download(self, url: httpx.URL) -> None: ...
+        async def _acheck_download(
+            self, url: httpx.URL, resolve: Callable[[str, int], Awaitable[list[str]]]
+        ) -> str: ...
+
+        async def _aresolve(self, host: str, port: int) -> list[str]: ...
 
     def _drive(self, gen: Protocol, deadline: Deadline) -> BackendOutput:
         run = RunState()
@@ -236,9 +241,8 @@ class HttpDriver:
         url = self._url(call.url)
         for _ in range(MAX_REDIRECTS + 1):
             self._check(deadline)
-            if call.download:
-                self._check_download(url, resolve=self._resolve)
-            reply = self._send_sync(call, url, deadline)
+            address = self._check_download(url, resolve=self._resolve) if call.download else None
+            reply = self._send_sync(call, url, deadline, address)
             next_url = self._redirect(call, reply)
             if next_url is None:
                 return self._accept(reply)
@@ -249,9 +253,8 @@ class HttpDriver:
         url = self._url(call.url)
         for _ in range(MAX_REDIRECTS + 1):
             self._check(deadline)
-            if call.download:
-                await self._acheck_download(url)
-            reply = await self._send_async(call, url, deadline)
+            address = await self._acheck_download(url, resolve=self._aresolve) if call.download else None
+            reply = await self._send_async(call, url, deadline, address)
             next_url = self._redirect(call, reply)
             if next_url is None:
                 return self._accept(reply)
@@ -261,9 +264,9 @@ class HttpDriver:
     # Requests are built by the client (its default headers, the timeout extension) and sent on
     # its transport: see new_sync_client for what the client's own send would add.
 
-    def _send_sync(self, call: Call, url: httpx.URL, deadline: Deadline) -> Reply:
+    def _send_sync(self, call: Call, url: httpx.URL, deadline: Deadline, address: str | None = None) -> Reply:
         client, pool = self._sync_client()
-        request = client.build_request(**self._request_args(call, url, deadline))
+        request = client.build_request(**self._request_args(call, url, deadline, address))
         try:
             response = pool.handle_request(request)
             response.request = request
@@ -275,9 +278,9 @@ class HttpDriver:
             raise self._transport_error(exc, deadline) from exc
         return Reply(response.status_code, response.headers, body, str(url))
 
-    async def _send_async(self, call: Call, url: httpx.URL, deadline: Deadline) -> Reply:
+    async def _send_async(self, call: Call, url: httpx.URL, deadline: Deadline, address: str | None = None) -> Reply:
         client, pool = self._async_client()
-        request = client.build_request(**self._request_args(call, url, deadline))
+        request = client.build_request(**self._request_args(call, url, deadline, address))
         try:
             async with asyncio.timeout(deadline.timeout()):
                 response = await pool.handle_async_request(request)
@@ -326,7 +329,7 @@ class HttpDriver:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _request_args(self, call: Call, url: httpx.URL, deadline: Deadline) -> dict[str, Any]:
+    def _request_args(self, call: Call, url: httpx.URL, deadline: Deadline, address: str | None) -> dict[str, Any]:
         headers = dict(call.headers)
         if not call.download:
             key = self._api_key()
@@ -335,6 +338,9 @@ class HttpDriver:
         left = deadline.timeout(self.settings.timeout_s)
         args: dict[str, Any] = {"method": call.method, "url": url, "headers": headers,
                                 "timeout": httpx.Timeout(left, connect=min(left or 10.0, 10.0))}
+        if address is not None:  # a checked result URL: connect to the address that was checked
+            args["url"], pinned_headers, args["extensions"] = pin_address(url, address)
+            headers.update(pinned_headers)
         if call.json is not None:
             args["json"] = call.json
         if call.form is not None:

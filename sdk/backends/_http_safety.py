@@ -13,7 +13,7 @@ import asyncio
 import io
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -58,20 +58,27 @@ class ResponseSafety:
                              "(redirects are followed only for downloads, on the same host)", reply)
         return target
 
-    def _check_download(self, url: httpx.URL, resolve: Callable[[str, int], list[str]]) -> None:
-        host, port = self._check_download_host(url)
-        self._check_addresses(url, resolve(host, port))
-        self._check_scheme(url)
+    # The address that passed the checks is the one connected to (see pin_address): resolving the
+    # name again when connecting would let a DNS answer that changes in between (rebinding) reach
+    # a private address after a public one was checked.
 
-    async def _acheck_download(self, url: httpx.URL) -> None:
+    def _check_download(self, url: httpx.URL, resolve: Callable[[str, int], list[str]]) -> str:
+        """Check a result URL; return the checked address to connect to."""
         host, port = self._check_download_host(url)
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise self.error(InvalidOutput, f"result URL host `{host}` does not resolve") from exc
-        self._check_addresses(url, [str(info[4][0]) for info in infos])
+        addresses = resolve(host, port)
+        return self._checked_address(url, host, addresses)
+
+    async def _acheck_download(self, url: httpx.URL, resolve: Callable[[str, int], Awaitable[list[str]]]) -> str:
+        host, port = self._check_download_host(url)
+        addresses = await resolve(host, port)
+        return self._checked_address(url, host, addresses)
+
+    def _checked_address(self, url: httpx.URL, host: str, addresses: list[str]) -> str:
+        if not addresses:
+            raise self.error(InvalidOutput, f"result URL host `{host}` does not resolve")
+        self._check_addresses(url, addresses)
         self._check_scheme(url)
+        return addresses[0]
 
     def _check_scheme(self, url: httpx.URL) -> None:
         if url.scheme != "https" and not (url.scheme == "http" and self.settings.allow_private_download_hosts):
@@ -133,6 +140,29 @@ def resolve_sync(host: str, port: int) -> list[str]:
         return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     except OSError as exc:
         raise InvalidOutput(f"result URL host `{host}` does not resolve") from exc
+
+
+async def resolve_async(host: str, port: int) -> list[str]:
+    """The async twin of :func:`resolve_sync` (the event loop's resolver)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InvalidOutput(f"result URL host `{host}` does not resolve") from exc
+    return [str(info[4][0]) for info in infos]
+
+
+def pin_address(url: httpx.URL, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+    """``url`` sent to the checked ``address``: the URL, extra headers and request extensions.
+
+    The connection goes to the address; ``Host`` keeps the name for the server and ``sni_hostname``
+    keeps it for TLS, so the certificate is still verified against the name (httpx's and
+    httpx-aiohttp's transports both honour that extension).
+    """
+    if "%" in address:  # a scoped link-local address (only allowed in tests): let the transport resolve
+        return url, {}, {}
+    host = url.host
+    extensions: dict[str, Any] = {"sni_hostname": host} if url.scheme == "https" else {}
+    return url.copy_with(host=address), {"Host": url.netloc.decode("ascii")}, extensions
 
 
 def url_for_message(url: str) -> str:
