@@ -37,6 +37,9 @@ KIND_PRESETS: dict[str, KindPreset] = {
     "openai": KindPreset(30.0, 0.5, 0.03),
     # BF §2: Imagen 4 Fast / Standard "3-5 s / 8-15 s" -> 8 s for the standard tier.
     "imagen": KindPreset(8.0, 0.3, 0.03),
+    # BF §2 "Gemini image models: typical ~30 s; allow 30-60 s before retrying"; BF §6: IMAGE_SAFETY refusals
+    # "even on benign images", so a higher failure prior than the other APIs.
+    "gemini": KindPreset(30.0, 0.4, 0.05),
     # BF §2: FLUX.1-dev on Replicate 1.69 s call, 3.76 s per prompt including the download.
     "replicate": KindPreset(3.8, 0.25, 0.02),
     "mock": KindPreset(0.05, 0.1, 0.0),

@@ -108,10 +108,12 @@ def echo_key(code: int) -> Any:
 CANARY_FAULTS = [
     ("openai", 400), ("openai", 401), ("openai", 429), ("openai", 500), ("openai", 402),
     ("stability", 400), ("stability", 403), ("stability", 503), ("ideogram", 401), ("ideogram", 422),
-    ("imagen", 400), ("imagen", 429), ("a1111", 500), ("replicate", 422),
+    ("imagen", 400), ("imagen", 429), ("gemini", 400), ("gemini", 429), ("gemini", 503), ("a1111", 500),
+    ("replicate", 422),
 ]
 PATHS = {"openai": "/v1/images/generations", "stability": "/v2beta/stable-image/generate/sd3",
          "ideogram": "/generate", "imagen": "/v1beta/models/imagen-4.0-generate-001:predict",
+         "gemini": "/v1beta/models/gemini-2.5-flash-image:generateContent",
          "a1111": "/sdapi/v1/txt2img", "replicate": "/v1/models/black-forest-labs/flux-schnell/predictions"}
 
 
@@ -133,6 +135,42 @@ def test_canary_key_absent_from_errors_logs_and_telemetry(server: FakeServer, tm
     assert records and CANARY not in json.dumps(records)
     assert all(CANARY not in rec.getMessage() and sent not in rec.getMessage() for rec in caplog.records)
     assert sent not in json.dumps(records)
+
+
+def gemini_echo(shape: str) -> Any:
+    """A 200 ``generateContent`` refusal that echoes the key in the provider text we quote."""
+
+    def handler(req: Recorded) -> Response:
+        text = f"cannot draw that; you sent {req.headers.get('x-goog-api-key')}"
+        if shape == "prompt_feedback":
+            return Response(json={"promptFeedback": {"blockReason": "SAFETY", "blockReasonMessage": text}})
+        if shape == "finish_message":
+            return Response(json={"candidates": [{"finishReason": "IMAGE_SAFETY", "finishMessage": text}]})
+        return Response(json=fake.gemini_answer([{"text": text}]))
+
+    return handler
+
+
+@pytest.mark.parametrize("shape", ["prompt_feedback", "finish_message", "text_only"])
+def test_gemini_refusal_falls_back_with_one_record_per_attempt_and_no_canary(
+        server: FakeServer, tmp_path: Path, shape: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    path = "/v1beta/models/gemini-2.5-flash-image:generateContent"
+    server.route("POST", path, gemini_echo(shape))
+    fake.install_stability(server)
+    # gemini is the clear first choice (far cheaper at the same latency), so its refusal is what falls back
+    bes = [remote("gemini", server, 0.001), remote("stability", server, 0.5)]
+    with Client(client_config(), backends=bes, store=f"sqlite:///{tmp_path / 't.db'}") as client:
+        r = client.generate("a lighthouse", sla=SLA(deadline_s=5), width=1024, height=1024)
+        trace = client.trace(r.request_id)
+        client.recorder.flush()
+        records = list(client._store.iter_records())
+    assert r.backend == "stability"
+    assert [(a["backend"], a["error"]) for a in trace["attempts"]] == [("gemini", "content_rejected"),
+                                                                       ("stability", None)]
+    assert server.count("POST", path) == 1  # a refusal is never retried
+    assert len(records) == 2 and CANARY not in json.dumps(records) and CANARY not in json.dumps(trace)
+    assert all(CANARY not in rec.getMessage() for rec in caplog.records)
 
 
 @pytest.mark.parametrize("fault", [reset_mid_body(5), slow_drip(0.05, chunk=4),

@@ -155,6 +155,9 @@ def check(out: Any, expected: Any) -> None:
         assert isinstance(out.__cause__, Exception) or out.status or isinstance(out, DeadlineExceeded | InvalidOutput)
 
 
+GEMINI_429 = {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
+                        "status": "RESOURCE_EXHAUSTED"}}
+
 PROVIDER_CASES: list[tuple[str, str, Fault, Any, int]] = [
     ("stability", "content_filtered_header",
      body(fake.PNG, "image/png", headers={"finish-reason": "CONTENT_FILTERED"}), ContentRejected, 1),
@@ -183,13 +186,41 @@ PROVIDER_CASES: list[tuple[str, str, Fault, Any, int]] = [
     ("imagen", "429_resource_exhausted",
      status(429, {"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}}),
      RateLimited, 3),
+    ("gemini", "image_safety_finish",
+     body(json.dumps({"candidates": [{"content": {"role": "model"}, "finishReason": "IMAGE_SAFETY"}]}).encode()),
+     ContentRejected, 1),
+    ("gemini", "image_prohibited_content_finish", body(json.dumps({"candidates": [{
+        "content": {"role": "model"}, "finishReason": "IMAGE_PROHIBITED_CONTENT",
+        "finishMessage": "The model output could not be generated. Support code: 42876398."}]}).encode()),
+     ContentRejected, 1),
+    ("gemini", "prompt_feedback_block", body(b'{"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}'),
+     ContentRejected, 1),
+    ("gemini", "no_image_finish", body(json.dumps(fake.gemini_answer([], finish="NO_IMAGE")).encode()),
+     ContentRejected, 1),
+    ("gemini", "text_only_answer",
+     body(json.dumps(fake.gemini_answer([{"text": "I can't create that image."}])).encode()), ContentRejected, 1),
+    ("gemini", "429_resource_exhausted", status(429, GEMINI_429), RateLimited, 3),
+    ("gemini", "429_retry_info_too_long",
+     status(429, {"error": {**GEMINI_429["error"], "details": [
+         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "38s"}]}}), RateLimited, 1),
+    ("gemini", "400_invalid_argument",
+     status(400, {"error": {"code": 400, "message": "Unsupported aspect ratio", "status": "INVALID_ARGUMENT"}}),
+     BackendError, 1),
+    ("gemini", "500_internal", status(500, {"error": {"code": 500, "message": "Internal", "status": "INTERNAL"}}),
+     ServerError, 3),
+    ("gemini", "truncated_image",
+     body(json.dumps(fake.gemini_answer([fake.gemini_image(fake.truncated_png())])).encode()), InvalidOutput, 1),
+    ("gemini", "non_image_inline_data",
+     body(json.dumps(fake.gemini_answer([fake.gemini_image(b"hello", "text/plain")])).encode()), InvalidOutput, 1),
+    ("gemini", "image_mime_but_not_an_image",
+     body(json.dumps(fake.gemini_answer([fake.gemini_image(b"<html>x</html>")])).encode()), InvalidOutput, 1),
     ("a1111", "500_out_of_memory", status(500, {"error": "OutOfMemoryError", "detail": "CUDA out of memory"}),
      ServerError, 3),
     ("a1111", "404_sampler", status(404, {"detail": "Sampler not found"}), BackendError, 1),
 ]
 
 INSTALL = {"stability": fake.install_stability, "ideogram": fake.install_ideogram, "imagen": fake.install_imagen,
-           "a1111": fake.install_a1111}
+           "gemini": fake.install_gemini, "a1111": fake.install_a1111}
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -208,13 +239,37 @@ def test_provider_faults(server: FakeServer, mode: str, kind: str, case: str, fa
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.parametrize("kind", ["stability", "ideogram", "imagen", "a1111"])
+@pytest.mark.parametrize("kind", ["stability", "ideogram", "imagen", "gemini", "a1111"])
 def test_each_provider_succeeds_after_a_reset_and_a_503(server: FakeServer, mode: str, kind: str) -> None:
     route = INSTALL[kind](server)
     server.script(*route, reset_mid_body(10), status(503))
     out, elapsed = call(make(kind, server), mode, 2.0)
     check(out, OK)
     assert out.extra["retries"] == 2 and server.count(*route) == 3
+
+
+# (id, faults for the next requests, requests made): each is retried and then succeeds
+GEMINI_RECOVERIES: list[tuple[str, list[Fault], int]] = [
+    ("429_retry_after_fits", [status(429, GEMINI_429, {"Retry-After": "0.05"})], 2),
+    ("429_retry_info_fits", [status(429, {"error": {**GEMINI_429["error"], "details": [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.05s"}]}})], 2),
+    ("429_without_retry_after", [status(429, GEMINI_429)], 2),
+    ("500_then_ok", [status(500, {"error": {"code": 500, "message": "Internal", "status": "INTERNAL"}})], 2),
+    ("503_twice_then_ok", [status(503), status(503)], 3),
+    ("reset_mid_body_then_ok", [reset_mid_body(20)], 2),
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(("case", "script", "requests"), GEMINI_RECOVERIES, ids=[c[0] for c in GEMINI_RECOVERIES])
+def test_gemini_recovers_after_retryable_faults(server: FakeServer, mode: str, case: str, script: list[Fault],
+                                                requests: int) -> None:
+    route = fake.install_gemini(server)
+    server.script(*route, *script)
+    out, elapsed = call(make("gemini", server), mode, 2.0)
+    check(out, OK)
+    assert server.count(*route) == requests and out.extra["retries"] == requests - 1
+    assert elapsed <= 2.0 + SLACK_S, f"{case}: took {elapsed:.3f}s"
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

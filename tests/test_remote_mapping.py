@@ -17,6 +17,7 @@ from sdk.backends import _http, create_backend, settings_model
 from sdk.backends._http import RemoteBackend, nearest_aspect
 from sdk.backends._presets import preset
 from sdk.backends.stability import ASPECT_RATIOS as STABILITY_RATIOS
+from tests._mock_transport import Recorder
 from tests.fakeservers.providers import B64_PNG, PNG
 
 KEYS = {"OPENAI_API_KEY": "sk-map-0001", "STABILITY_API_KEY": "sk-map-0002", "IDEOGRAM_API_KEY": "ideo-map-3",
@@ -27,23 +28,6 @@ KEYS = {"OPENAI_API_KEY": "sk-map-0001", "STABILITY_API_KEY": "sk-map-0002", "ID
 def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in KEYS.items():
         monkeypatch.setenv(key, value)
-
-
-class Recorder:
-    """A MockTransport handler that records requests and answers like the provider."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.answer(request) if callable(self.answer) else self.answer
-
-    @property
-    def last(self) -> httpx.Request:
-        return self.requests[-1]
 
 
 def backend(kind: str, answer: Any, **settings: Any) -> tuple[RemoteBackend, Recorder]:

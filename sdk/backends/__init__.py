@@ -21,6 +21,7 @@ KINDS: dict[str, str] = {
     "stability": "sdk.backends.stability:StabilityBackend",
     "ideogram": "sdk.backends.ideogram:IdeogramBackend",
     "imagen": "sdk.backends.imagen:ImagenBackend",
+    "gemini": "sdk.backends.gemini:GeminiBackend",
     "a1111": "sdk.backends.a1111:A1111Backend",
     "replicate": "sdk.backends.replicate:ReplicateBackend",
 }

@@ -1,9 +1,10 @@
 """Prices and known limits of the seed systems, as defaults that configuration overrides.
 
-Every figure comes from ``../shared/data/backend_figures.md`` (BF) or ``provider_apis.md`` (PA);
-the comment on each entry names the table row. They are dated snapshots (2024–2026): prices
-change, so a config's ``price`` / ``typical_latency_s`` / ``strengths`` always win. Entries
-leave a field out where no source gave a number, rather than guessing.
+Every figure comes from ``../shared/data/backend_figures.md`` (BF), ``provider_apis.md`` (PA) or,
+for the Gemini image models, Google's pricing page; the comment on each entry names the row or
+quote. They are dated snapshots (2024–2026): prices change, so a config's ``price`` /
+``typical_latency_s`` / ``strengths`` always win. Entries leave a field out where no source gave a
+number, rather than guessing.
 
 ``strengths`` are in [0, 1] per scenario; ``counting`` and ``composition`` are GenEval
 "Counting" and "Position" scores (BF §4.1) where a row exists.
@@ -61,6 +62,17 @@ PRESETS: dict[tuple[str, str], Preset] = {
     ("imagen", "imagen-4.0-ultra-generate-001"): {"price": {"per_image": 0.06}, "typical_latency_s": 32.5,
                                                   "max_n": 4},
     ("imagen", "imagen-3.0-generate-002"): {"price": {"per_image": 0.04}, "max_n": 4},
+    # -- Gemini image models (generateContent) -- prices: https://ai.google.dev/gemini-api/docs/pricing, 2.5 Flash
+    # Image: "Output images up to 1024x1024px consume 1290 tokens and are equivalent to $0.039 per image";
+    # 3.1 Flash Image: "$0.067 per 1K image*, $0.101 per 2K image*, and $0.151 per 4K image"; 3 Pro Image:
+    # "$0.134 per 1K/2K image** and $0.24 per 4K image" (quoted in a 2026-09 capture of that page). Latency BF §2
+    # "Gemini image models | typical | ~30 s". max_n: "candidateCount: 1" on the Vertex model pages.
+    ("gemini", "gemini-2.5-flash-image"): {"price": {"per_image": 0.039}, "typical_latency_s": 30.0, "max_n": 1},
+    ("gemini", "gemini-3.1-flash-image"): {"price": {"per_image": 0.067}, "typical_latency_s": 30.0, "max_n": 1},
+    ("gemini", "gemini-3.1-flash-image:2K"): {"price": {"per_image": 0.101}},
+    ("gemini", "gemini-3.1-flash-image:4K"): {"price": {"per_image": 0.151}},
+    ("gemini", "gemini-3-pro-image"): {"price": {"per_image": 0.134}, "typical_latency_s": 30.0, "max_n": 1},
+    ("gemini", "gemini-3-pro-image:4K"): {"price": {"per_image": 0.24}},
     # -- Replicate -- BF §1 "FLUX.1 [schnell] | Replicate | 0.003", "FLUX.1 [dev] | Replicate | 0.025";
     # latency BF §2 "FLUX.1 [dev] on Replicate ... 3.76 s per prompt" (incl. download),
     # "FLUX.1 [schnell] on fal | 1 image | 1.27 s"; GenEval BF §4.1 "FLUX.1 [schnell] | 0.71"
@@ -89,7 +101,9 @@ def preset(kind: str, model: str | None, variant: str | None = None) -> Preset |
 
 def apply_preset(kind: str, settings: S) -> S:
     """Fill ``price``, ``typical_latency_s`` and ``strengths`` from the preset where config left them unset."""
-    found = preset(kind, settings.model, getattr(settings, "quality", None))
+    # the variant that refines a price: OpenAI's `quality`, or an output size (Gemini's `image_size`)
+    variant = getattr(settings, "quality", None) or getattr(settings, "image_size", None)
+    found = preset(kind, settings.model, variant)
     if not found:
         return settings
     update: dict[str, Any] = {}

@@ -36,9 +36,10 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from .._deadline import Deadline
-from .._errors import BackendError, ConfigError, ContentRejected, InvalidOutput, ValidationError
+from .._errors import BackendError, ContentRejected, InvalidOutput, ValidationError
 from .._types import GenerateRequest
-from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect
+from ._google import GoogleBackend, GoogleSettings
+from ._http import Call, Protocol, RemoteSettings, Reply, nearest_aspect
 from .base import Capabilities
 
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -50,14 +51,11 @@ RETIRED_NOTE = ("Google shut down every Imagen model on 2026-08-17, on the Gemin
                 "(https://firebase.google.com/docs/ai-logic/imagen-models-migration)")
 
 
-class ImagenSettings(RemoteSettings):
+class ImagenSettings(GoogleSettings):
     """``kind = "imagen"``. Set ``vertex_project`` (and ``vertex_location``) to use Vertex AI."""
 
     kind: Literal["imagen"] = "imagen"
     model: str | None = "imagen-4.0-generate-001"
-    api_key_env: str | None = "GEMINI_API_KEY"
-    vertex_project: str | None = None
-    vertex_location: str = "us-central1"
     #: Imagen 4: 1K | 2K (not on -fast)
     image_size: Literal["1K", "2K"] | None = None
     person_generation: Literal["dont_allow", "allow_adult", "allow_all"] | None = None
@@ -65,23 +63,13 @@ class ImagenSettings(RemoteSettings):
     output_mime_type: Literal["image/png", "image/jpeg"] = "image/png"
 
 
-class ImagenBackend(RemoteBackend):
+class ImagenBackend(GoogleBackend):
     """Imagen ``:predict``."""
 
     kind = "imagen"
+    method = "predict"
     Settings: ClassVar[type[RemoteSettings]] = ImagenSettings
-    default_base_url = "https://generativelanguage.googleapis.com"
     settings: ImagenSettings
-
-    def __init__(self, settings: RemoteSettings, **kw: Any) -> None:
-        assert isinstance(settings, ImagenSettings)
-        #: the default hosts are Google's own, where Imagen is retired; a base_url set by hand is not
-        self.google_hosts = settings.base_url is None
-        if settings.vertex_project and settings.base_url is None:
-            loc = settings.vertex_location
-            host = "aiplatform.googleapis.com" if loc == "global" else f"{loc}-aiplatform.googleapis.com"
-            settings = settings.model_copy(update={"base_url": f"https://{host}"})
-        super().__init__(settings, **kw)
 
     @classmethod
     def capabilities_for(cls, settings: RemoteSettings) -> Capabilities:
@@ -89,11 +77,6 @@ class ImagenBackend(RemoteBackend):
         return Capabilities(max_width=16384, max_height=16384, size_multiple=1, max_n=4,
                             supports_negative_prompt=vertex, supports_seed=vertex, supports_steps=False,
                             supports_guidance=True, supports_scheduler=False)
-
-    def auth_headers(self, key: str) -> dict[str, str]:
-        if self.settings.vertex_project:
-            return {"Authorization": f"Bearer {key}"}
-        return {"x-goog-api-key": key}
 
     def validate(self, request: GenerateRequest) -> None:
         model = self.settings.model or ""
@@ -103,15 +86,6 @@ class ImagenBackend(RemoteBackend):
                                   field="model", value=model)
         super().validate(request)
         self.request_body(request)
-
-    def path(self) -> str:
-        s = self.settings
-        if not s.model:
-            raise ConfigError(f"backend `{self.name}` (imagen) needs a `model`")
-        if s.vertex_project:
-            return (f"/v1/projects/{s.vertex_project}/locations/{s.vertex_location}"
-                    f"/publishers/google/models/{s.model}:predict")
-        return f"/v1beta/models/{s.model}:predict"
 
     def request_body(self, request: GenerateRequest) -> dict[str, Any]:
         """The exact JSON sent."""

@@ -101,6 +101,26 @@ def install_imagen(server: FakeServer, model: str = "imagen-4.0-generate-001") -
     return "POST", path
 
 
+def gemini_answer(parts: list[dict[str, Any]], finish: str = "STOP") -> dict[str, Any]:
+    """A ``generateContent`` answer (google/genai/types.py GenerateContentResponse, camelCase on the wire)."""
+    return {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
+            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1290, "totalTokenCount": 1302},
+            "modelVersion": "gemini-2.5-flash-image", "responseId": "fake-response-1"}
+
+
+def gemini_image(data: bytes = PNG, mime: str = "image/png") -> dict[str, Any]:
+    return {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}}
+
+
+def install_gemini(server: FakeServer, model: str = "gemini-2.5-flash-image") -> tuple[str, str]:
+    def generate(req: Recorded) -> Response:
+        return Response(json=gemini_answer([gemini_image()]))
+
+    path = f"/v1beta/models/{model}:generateContent"
+    server.route("POST", path, generate)
+    return "POST", path
+
+
 def install_a1111(server: FakeServer) -> tuple[str, str]:
     def txt2img(req: Recorded) -> Response:
         body = req.json()
