@@ -9,14 +9,17 @@ server sees the name in ``Host``.
 from __future__ import annotations
 
 import asyncio
+import ssl
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
 from sdk._deadline import Deadline
-from sdk._errors import InvalidOutput
+from sdk._errors import BackendError, InvalidOutput
 from sdk._types import GenerateRequest
 from sdk.backends import _http, create_backend, settings_model
 from sdk.backends._http import RemoteBackend
@@ -122,3 +125,103 @@ def test_pinned_url_keeps_the_name_for_host_and_tls() -> None:
 
     pinned, headers, extensions = pin_address(httpx.URL("http://files.test:8000/a.png"), "127.0.0.1")
     assert str(pinned) == "http://127.0.0.1:8000/a.png" and extensions == {}  # no TLS, no SNI
+
+
+# -- TLS: the certificate is still checked against the name, not the address -------------------
+
+
+class _Image(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(PNG)))
+        self.end_headers()
+        self.wfile.write(PNG)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+
+@pytest.fixture
+def ca() -> Any:
+    trustme = pytest.importorskip("trustme")
+    return trustme.CA()
+
+
+def https_image_server(ca: Any, cert_name: str) -> tuple[ThreadingHTTPServer, int]:
+    """An https server on 127.0.0.1 whose certificate (issued by ``ca``) names ``cert_name``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(cert_name).configure_cert(context)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Image)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, httpd.server_address[1]
+
+
+def tls_backend(server: FakeServer, ca: Any, port: int, mode: str) -> RemoteBackend:
+    """An ideogram backend whose result URL is https://RESULT_HOST:port, trusting only ``ca``."""
+    def generate(req: Recorded) -> Response:
+        item = {"url": f"https://{RESULT_HOST}:{port}/files/out-0.png", "is_image_safe": True, "seed": 1}
+        return Response(json={"created": "t", "data": [item]})
+
+    server.route("POST", "/generate", generate)
+    verify = ssl.create_default_context()
+    ca.configure_trust(verify)
+    transport: dict[str, Any]
+    if mode == "sync":
+        transport = {"transport": httpx.HTTPTransport(verify=verify)}
+    elif mode == "async":
+        transport = {"async_transport": httpx.AsyncHTTPTransport(verify=verify)}
+    else:
+        aiohttp_transport = pytest.importorskip("httpx_aiohttp").AiohttpTransport
+        transport = {"async_transport": aiohttp_transport(verify=verify)}
+    settings = settings_model("ideogram")(name="ideogram-tls", kind="ideogram", base_url=server.url, api_key_env=None,
+                                          allowed_download_hosts=[RESULT_HOST], allow_private_download_hosts=True,
+                                          max_retries=0)
+    be = create_backend(settings, **transport)
+    assert isinstance(be, RemoteBackend)
+    return be
+
+
+def run_mode(be: RemoteBackend, mode: str) -> Any:
+    request = GenerateRequest(prompt="a poster")
+    if mode == "sync":
+        try:
+            return be.generate(request, Deadline(5))
+        finally:
+            be.close()
+
+    async def go() -> Any:
+        try:
+            return await be.agenerate(request, Deadline(5))
+        finally:
+            await be.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "aiohttp"])
+def test_pinned_https_download_verifies_the_certificate_against_the_name(
+        server: FakeServer, monkeypatch: pytest.MonkeyPatch, ca: Any, mode: str) -> None:
+    StandInDns(monkeypatch, ["127.0.0.1"])
+    httpd, port = https_image_server(ca, RESULT_HOST)
+    try:
+        out = run_mode(tls_backend(server, ca, port, mode), mode)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert out.images[0].size == (8, 8)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "aiohttp"])
+def test_pinned_https_download_refuses_a_certificate_for_another_name(
+        server: FakeServer, monkeypatch: pytest.MonkeyPatch, ca: Any, mode: str) -> None:
+    StandInDns(monkeypatch, ["127.0.0.1"])
+    httpd, port = https_image_server(ca, "elsewhere.pixelroute.test")
+    try:
+        with pytest.raises(BackendError) as err:
+            run_mode(tls_backend(server, ca, port, mode), mode)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not isinstance(err.value, InvalidOutput)  # refused by TLS, not by our URL rules
