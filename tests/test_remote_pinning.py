@@ -73,22 +73,11 @@ def ideogram_with_result_host(server: FakeServer, **settings: Any) -> RemoteBack
 
 
 def generate(be: RemoteBackend, mode: str) -> Any:
-    request = GenerateRequest(prompt="a poster")
-    if mode == "sync":
-        try:
-            return be.generate(request, Deadline(5))
-        finally:
-            be.close()
-    be = create_backend(be.settings.model_copy(update={"async_transport": "httpx" if mode == "async" else "aiohttp"}))
-    assert isinstance(be, RemoteBackend)
-
-    async def go() -> Any:
-        try:
-            return await be.agenerate(request, Deadline(5))
-        finally:
-            await be.aclose()
-
-    return asyncio.run(go())
+    """One generate in ``mode``: sync, or async on httpx's own transport or on aiohttp's."""
+    if mode != "sync":
+        transport = "httpx" if mode == "async" else "aiohttp"
+        be = create_backend(be.settings.model_copy(update={"async_transport": transport}))  # type: ignore[assignment]
+    return run_mode(be, mode)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async", "aiohttp"])
