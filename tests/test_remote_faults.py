@@ -248,6 +248,40 @@ def test_each_provider_succeeds_after_a_reset_and_a_503(server: FakeServer, mode
     assert out.extra["retries"] == 2 and server.count(*route) == 3
 
 
+IMAGE_ROUTE = ("GET", "/files/{name}")
+V3_UNSAFE = {"created": "2026-01-05T17:32:00+00:00",
+             "data": [{"url": None, "is_image_safe": False, "seed": 1, "prompt": "p", "resolution": "1024x1024"}]}
+# Ideogram 3.0: (id, route faulted, faults for the next requests, fault for every request, expected, generate calls)
+IDEOGRAM_V3_CASES: list[tuple[str, str, list[Fault], Fault | None, Any, int]] = [
+    ("422_prompt_safety", "generate", [], status(422, {"error": "Prompt failed the safety check."}),
+     ContentRejected, 1),
+    ("image_not_safe", "generate", [], body(json.dumps(V3_UNSAFE).encode()), ContentRejected, 1),
+    ("429_inflight_limit", "generate", [], status(429, {"reject_reason": "inflight_limit"}), RateLimited, 3),
+    ("402_insufficient_funds", "generate", [], status(402, {"reject_reason": "insufficient_funds"}),
+     QuotaExceeded, 1),
+    ("500_then_ok", "generate", [status(500)], None, OK, 2),
+    ("truncated_image_download", "image", [], body(fake.truncated_png(), "image/png"), InvalidOutput, 1),
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(("case", "target", "script", "always", "expected", "calls"), IDEOGRAM_V3_CASES,
+                         ids=[c[0] for c in IDEOGRAM_V3_CASES])
+def test_ideogram_v3_faults(server: FakeServer, mode: str, case: str, target: str, script: list[Fault],
+                            always: Fault | None, expected: Any, calls: int) -> None:
+    route = fake.install_ideogram_v3(server)
+    faulted = route if target == "generate" else IMAGE_ROUTE
+    server.script(*faulted, *script)
+    server.always(*faulted, always)
+    out, elapsed = call(make("ideogram", server, model="V_3", rendering_speed="TURBO"), mode, 2.0)
+    check(out, expected)
+    assert server.count(*route) == calls
+    assert elapsed <= 2.0 + SLACK_S, f"{case}: took {elapsed:.3f}s"
+    assert "sk-fault-canary-0000" not in str(out)
+    if expected is OK:
+        assert out.extra["retries"] == calls - 1 and out.cost_usd == pytest.approx(0.03)
+
+
 # (id, faults for the next requests, requests made): each is retried and then succeeds
 GEMINI_RECOVERIES: list[tuple[str, list[Fault], int]] = [
     ("429_retry_after_fits", [status(429, GEMINI_429, {"Retry-After": "0.05"})], 2),

@@ -39,6 +39,13 @@ PRESETS: dict[tuple[str, str], Preset] = {
     ("ideogram", "V_2_TURBO"): {"price": {"per_image": 0.05}, "typical_latency_s": 10.0, "max_n": 8},
     ("ideogram", "V_2A"): {"price": {"per_image": 0.04}, "typical_latency_s": 10.0, "max_n": 8},
     ("ideogram", "V_2A_TURBO"): {"price": {"per_image": 0.025}, "typical_latency_s": 10.0, "max_n": 8},
+    # -- Ideogram 3.0 (V_3), priced by `rendering_speed` -- BF §1 "Ideogram 3.0 Turbo / Default / Quality |
+    # 0.03 / 0.06 / 0.09" (ideogram.ai/features/api-pricing); latency as above; max_n ComfyUI's num_images 1..8
+    # (PA §3b). That row has no FLASH price, so V_3 itself carries none: FLASH stays unpriced until configured.
+    ("ideogram", "V_3"): {"typical_latency_s": 10.0, "max_n": 8},
+    ("ideogram", "V_3:TURBO"): {"price": {"per_image": 0.03}},
+    ("ideogram", "V_3:DEFAULT"): {"price": {"per_image": 0.06}},
+    ("ideogram", "V_3:QUALITY"): {"price": {"per_image": 0.09}},
     # -- OpenAI -- BF §1 "gpt-image-1 | low/medium/high 1024²" rows; latency BF §6 "gpt-image-1 ... 20–60 s typical"
     # GenEval BF §4.1 "GPT-4o image (gpt-image-1) | 0.84 | 0.85 | 0.75"
     ("openai", "gpt-image-1"): {"price": {"per_image": 0.042}, "typical_latency_s": 40.0, "max_n": 10,
@@ -101,8 +108,10 @@ def preset(kind: str, model: str | None, variant: str | None = None) -> Preset |
 
 def apply_preset(kind: str, settings: S) -> S:
     """Fill ``price``, ``typical_latency_s`` and ``strengths`` from the preset where config left them unset."""
-    # the variant that refines a price: OpenAI's `quality`, or an output size (Gemini's `image_size`)
-    variant = getattr(settings, "quality", None) or getattr(settings, "image_size", None)
+    # the variant that refines a price: OpenAI's `quality`, an output size (Gemini's `image_size`) or
+    # Ideogram 3.0's `rendering_speed` (legacy Ideogram models have no `V_2:DEFAULT` entry, so keep their own)
+    variant = (getattr(settings, "quality", None) or getattr(settings, "image_size", None)
+               or getattr(settings, "rendering_speed", None))
     found = preset(kind, settings.model, variant)
     if not found:
         return settings

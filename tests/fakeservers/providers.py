@@ -78,17 +78,48 @@ def install_stability(server: FakeServer, model_path: str = "sd3") -> tuple[str,
     return "POST", path
 
 
+def form_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The text fields of a multipart/form-data body, file parts left out."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    return {str(part.get_param("name", header="content-disposition")): part.get_payload(decode=True).decode()
+            for part in message.iter_parts() if part.get_filename() is None}
+
+
+def ideogram_answer(url: str, prompt: str, n: int) -> Response:
+    """Ideogram's ``data[]`` answer, legacy and 3.0 alike (ImageGenerationResponseV3)."""
+    item = {"url": url, "prompt": prompt, "resolution": "1024x1024", "is_image_safe": True, "seed": 1705925986,
+            "style_type": "GENERAL"}
+    return Response(json={"created": "2026-01-05T17:32:00+00:00", "data": [item] * n})
+
+
 def install_ideogram(server: FakeServer) -> tuple[str, str]:
     image_path = serve_image(server)
 
     def generate(req: Recorded) -> Response:
-        n = int(req.json()["image_request"].get("num_images") or 1)
-        item = {"url": server.url + image_path, "prompt": req.json()["image_request"]["prompt"],
-                "resolution": "1024x1024", "is_image_safe": True, "seed": 1705925986, "style_type": "GENERAL"}
-        return Response(json={"created": "2026-01-05T17:32:00+00:00", "data": [item] * n})
+        image_request = req.json()["image_request"]
+        return ideogram_answer(server.url + image_path, image_request["prompt"],
+                               int(image_request.get("num_images") or 1))
 
     server.route("POST", "/generate", generate)
     return "POST", "/generate"
+
+
+def install_ideogram_v3(server: FakeServer) -> tuple[str, str]:
+    """``POST /v1/ideogram-v3/generate``: multipart/form-data only, as its OpenAPI requestBody declares."""
+    image_path = serve_image(server)
+
+    def generate(req: Recorded) -> Response:
+        content_type = req.headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            return Response(400, json={"error": f"expected multipart/form-data, got {content_type!r}"})
+        fields = form_fields(content_type, req.body)
+        return ideogram_answer(server.url + image_path, fields["prompt"], int(fields.get("num_images") or 1))
+
+    server.route("POST", "/v1/ideogram-v3/generate", generate)
+    return "POST", "/v1/ideogram-v3/generate"
 
 
 def install_imagen(server: FakeServer, model: str = "imagen-4.0-generate-001") -> tuple[str, str]:
