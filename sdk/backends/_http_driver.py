@@ -165,7 +165,7 @@ class HttpDriver:
                 error = exc
 
     def _retrying_kwargs(self, call: Call, deadline: Deadline, run: RunState) -> dict[str, Any]:
-        attempts = 1 + (self.settings.max_retries if call.retry else 0)
+        attempts = self._attempts(call)
         base = self.settings.retry_base_s
         # wait_exponential_jitter's schedule, spelt in strategies that exist in every tenacity >= 8.2
         # (its `initial` argument is deprecated in 9.x and `multiplier` is missing from 8.x)
@@ -234,8 +234,12 @@ class HttpDriver:
         assert reply is not None
         return reply
 
+    def _attempts(self, call: Call) -> int:
+        return 1 + (self.settings.max_retries if call.retry else 0)
+
     def _may_retry(self, call: Call, exc: BackendError) -> bool:
-        return call.retry and self.settings.max_retries > 0 and exc.retryable
+        """Whether the retry loop would try again after ``exc`` as its first outcome (same rules)."""
+        return self._attempts(call) > 1 and _retryable(exc)
 
     def _exchange_once(self, call: Call, deadline: Deadline) -> Reply:
         url = self._url(call.url)
