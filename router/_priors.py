@@ -22,12 +22,18 @@ class KindPreset:
     sigma: float
     failure_rate: float
     default_steps: int | None = None
+    #: seconds to load the pipeline into memory before the first request (local kinds only)
+    load_s: float = 0.0
 
 
 KIND_PRESETS: dict[str, KindPreset] = {
     # BF §5: SDXL 1024², 30 steps, A100 bf16 + SDPA 3.31 s; diffusers-torchao FLUX-dev H100 eager 6.57 s.
     # Local jitter is small (one GPU, no network): sigma 0.15.
-    "diffusers": KindPreset(3.3, 0.15, 0.005, 30),
+    # Load time: BF §1 says only "model load is typically 10-60 s" (unsourced); first generations
+    # measured through this SDK took 8-29 s while the pipeline loaded -> 20 s until a profile
+    # declares its own (the SDK estimates one from the model's size).
+    "diffusers": KindPreset(3.3, 0.15, 0.005, 30, load_s=20.0),
+    # an A1111 server keeps its checkpoint loaded: nothing for the client to wait for
     "a1111": KindPreset(3.3, 0.15, 0.01, 30),
     # BF §2: no first-party SD3.5 API latency (a gap, §7); FLUX-dev hosted medians 1.7-6.7 s -> 6 s.
     "stability": KindPreset(6.0, 0.25, 0.02),
@@ -51,6 +57,8 @@ DEFAULT_STRENGTH = 0.5
 #: request in flight (remote: a provider slows down a little under our own load)
 QUEUE_FACTOR_LOCAL = 1.0
 INFLIGHT_FACTOR_REMOTE = 0.03
+#: log-space spread of a cold candidate's latency: load times vary far more than denoising does
+COLD_SIGMA = 0.4
 
 
 def preset(profile: BackendProfile) -> KindPreset:

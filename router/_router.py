@@ -57,13 +57,13 @@ class Router:
 
     @classmethod
     def cold_start(cls, correction_cost_per_hour: float = 60.0, exploration: float = 0.02,
-                   sla_confidence: float = 0.95, best_effort: bool = False, seed: int | None = None) -> Router:
+                   sla_confidence: float = 0.95, best_effort: bool = True, seed: int | None = None) -> Router:
         config = PolicyConfig(correction_cost_per_hour, exploration, sla_confidence, best_effort)
         return cls(ColdStartPredictor(), config, seed=seed)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str], correction_cost_per_hour: float = 60.0,
-             exploration: float = 0.02, sla_confidence: float = 0.95, best_effort: bool = False,
+             exploration: float = 0.02, sla_confidence: float = 0.95, best_effort: bool = True,
              seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> Router:
         """Load an artifact; ``ValueError`` names what is wrong (missing files, schema-hash mismatch)."""
         path = Path(model_dir)

@@ -28,18 +28,48 @@ class RouteRequest:
 
     @classmethod
     def from_dict(cls, prompt: str, params: dict[str, Any] | None, negative_prompt: str | None = None) -> RouteRequest:
+        """From the telemetry / ``route`` shape; a bad value is a ``ValueError`` naming ``params.<key>``."""
         p = params or {}
+        if not isinstance(p, dict):
+            raise ValueError(f"`params` must be an object but is {_short(p)}")
+        if not isinstance(prompt, str):
+            raise ValueError(f"`prompt` must be a string but is {_short(prompt)}")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise ValueError(f"`negative_prompt` must be a string or null but is {_short(negative_prompt)}")
+        n = _whole(p.get("n"), "params.n", 1, 10_000)
+        guidance = p.get("guidance")
+        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, int | float)
+                                     or not math.isfinite(guidance)):
+            raise ValueError(f"`params.guidance` must be a finite number or null but is {_short(guidance)}")
+        seed = p.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`params.seed` must be an integer or null but is {_short(seed)}")
+        scheduler = p.get("scheduler")
         return cls(
             prompt=prompt,
             negative_prompt=negative_prompt,
-            width=p.get("width"),
-            height=p.get("height"),
-            n=int(p.get("n") or 1),
-            steps=p.get("steps"),
-            guidance=p.get("guidance"),
-            seed=p.get("seed"),
-            scheduler=p.get("scheduler"),
+            width=_whole(p.get("width"), "params.width", 1, 1_000_000),
+            height=_whole(p.get("height"), "params.height", 1, 1_000_000),
+            n=1 if n is None else n,
+            steps=_whole(p.get("steps"), "params.steps", 1, 100_000),
+            guidance=None if guidance is None else float(guidance),
+            seed=seed,
+            scheduler=None if scheduler is None else str(scheduler),
         )
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RouteRequest:
+        """The request of a telemetry record (or a ``route`` input line): what training and serving both read."""
+        return cls.from_dict(record.get("prompt") or "", record.get("params"), record.get("negative_prompt"))
+
+
+def _whole(v: Any, where: str, lo: int, hi: int) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v) \
+            or not lo <= v <= hi:
+        raise ValueError(f"`{where}` must be a whole number between {lo} and {hi} or null but is {_short(v)}")
+    return int(v)
 
 
 @dataclass(frozen=True)
@@ -76,6 +106,8 @@ class BackendProfile:
     strengths: dict[str, float] = field(default_factory=dict)
     typical_latency_s: float | None = None
     typical_failure_rate: float | None = None
+    #: seconds a local pipeline takes to load before its first request (``None``: the kind's preset)
+    typical_load_s: float | None = None
     supports_negative_prompt: bool = True
     supports_steps: bool = True
 
@@ -88,33 +120,150 @@ class BackendProfile:
         return cls(**kwargs)
 
 
+#: the live-state keys of a backend, as telemetry's ``context`` and ``route``'s input carry them
+STATE_KEYS: tuple[str, ...] = ("in_flight", "queue_depth", "breaker", "recent_failure_rate", "loaded",
+                               "recent_latency_ratio")
+_BREAKER_STATES = ("closed", "open", "half_open")
+#: ``recent_latency_ratio`` is clipped to this range: one stuck request must not make a backend look 1000x slow
+LATENCY_RATIO_RANGE = (0.25, 8.0)
+
+
 @dataclass
 class BackendState:
-    """Live context for one backend at decision time."""
+    """Live context for one backend at decision time.
+
+    ``loaded``: a local pipeline is in memory (``False`` = the next request pays the load time);
+    remote backends are always loaded. ``recent_latency_ratio``: the geometric mean, over the
+    client's recent attempts on this backend, of observed latency / the cold-start prior's
+    expectation for that request (1.0 = as expected, or too few recent attempts to tell).
+    """
 
     in_flight: int = 0
     queue_depth: int = 0
     breaker: BreakerState = "closed"
     recent_failure_rate: float = 0.0
+    loaded: bool = True
+    recent_latency_ratio: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "context") -> BackendState:
+        """Parse one backend's state (unknown keys are ignored; a bad value is a ``ValueError`` naming it)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"`{where}` must be an object but is {_short(d)}")
+        return cls(
+            in_flight=_count(d.get("in_flight"), f"{where}.in_flight"),
+            queue_depth=_count(d.get("queue_depth"), f"{where}.queue_depth"),
+            breaker=_breaker(d.get("breaker"), f"{where}.breaker"),
+            recent_failure_rate=_unit(d.get("recent_failure_rate"), f"{where}.recent_failure_rate"),
+            loaded=_flag(d.get("loaded"), f"{where}.loaded"),
+            recent_latency_ratio=_ratio(d.get("recent_latency_ratio"), f"{where}.recent_latency_ratio"),
+        )
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _count(v: Any, where: str) -> int:
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0 or v != int(v) \
+            or v > 1_000_000:
+        raise ValueError(f"`{where}` must be a whole number between 0 and 1000000 but is {_short(v)}")
+    return int(v)
+
+
+def _unit(v: Any, where: str) -> float:
+    if v is None:
+        return 0.0
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
+        raise ValueError(f"`{where}` must be a number between 0 and 1 but is {_short(v)}")
+    return float(v)
+
+
+def _ratio(v: Any, where: str) -> float:
+    if v is None:
+        return 1.0
+    if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v > 0):
+        raise ValueError(f"`{where}` must be a positive number but is {_short(v)}")
+    lo, hi = LATENCY_RATIO_RANGE
+    return float(min(max(v, lo), hi))
+
+
+def _flag(v: Any, where: str) -> bool:
+    if v is None:
+        return True
+    if not isinstance(v, bool):
+        raise ValueError(f"`{where}` must be true or false but is {_short(v)}")
+    return v
+
+
+def _breaker(v: Any, where: str) -> BreakerState:
+    if v is None:
+        return "closed"
+    if v not in _BREAKER_STATES:
+        raise ValueError(f"`{where}` must be one of closed, open, half_open but is {_short(v)}")
+    state: BreakerState = v
+    return state
 
 
 @dataclass
 class RouteContext:
-    """Live context for every backend, keyed by backend name."""
+    """Live context: per-backend states, and a default for backends without their own.
+
+    The one parser of the telemetry ``context`` object (training, ``pixelroute route``, the SDK and
+    the simulator all go through :meth:`from_dict`). Two shapes, which may be combined:
+
+    * flat, ``{"in_flight": 2, "breaker": "closed", ...}``: the state of every backend the request
+      could go to (the SDK writes the state of the backend an attempt went to this way);
+    * per backend, ``{"backends": {"sd35": {"in_flight": 2}, ...}}``: a backend listed there has its
+      own state; its missing keys come from the flat part, then from the defaults.
+    """
 
     backends: dict[str, BackendState] = field(default_factory=dict)
+    #: the state of a backend not in ``backends`` (``None`` = idle, closed, loaded)
+    default: BackendState | None = None
 
     def get(self, name: str) -> BackendState:
-        return self.backends.get(name) or BackendState()
+        return self.backends.get(name) or self.default or _IDLE
+
+    @property
+    def empty(self) -> bool:
+        return not self.backends and self.default is None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RouteContext:
-        """Accept ``{"backends": {name: {...}}}`` or the telemetry shape ``{"in_flight": 2, ...}``."""
+        """Parse either shape (see the class docstring); a bad value is a ``ValueError`` naming its key."""
         if not d:
             return cls()
-        per = d.get("backends") or {}
-        return cls({name: BackendState(**{k: v for k, v in s.items() if k in BackendState.__dataclass_fields__})
-                    for name, s in per.items()})
+        if not isinstance(d, dict):
+            raise ValueError(f"`context` must be an object but is {_short(d)}")
+        flat = {k: d[k] for k in STATE_KEYS if k in d}
+        default = BackendState.from_dict(flat, "context") if flat else None
+        per = d.get("backends")
+        per = {} if per is None else per
+        if not isinstance(per, dict):
+            raise ValueError(f"`context.backends` must be an object of backend name -> state but is {_short(per)}")
+        states = {}
+        for name, s in per.items():
+            if not isinstance(s, dict):
+                raise ValueError(f"`context.backends.{name}` must be an object but is {_short(s)}")
+            states[str(name)] = BackendState.from_dict({**flat, **s}, f"context.backends.{name}")
+        return cls(states, default)
+
+    def state_dict(self, name: str) -> dict[str, Any]:
+        """``name``'s state as the flat telemetry object."""
+        s = self.get(name)
+        return {k: getattr(s, k) for k in STATE_KEYS}
+
+
+_IDLE = BackendState()
+
+
+def state_of(context: dict[str, Any] | None, backend: str) -> BackendState:
+    """The state of ``backend`` in a telemetry ``context`` object (either shape): what training reads."""
+    return RouteContext.from_dict(context).get(backend)
 
 
 @dataclass
@@ -132,6 +281,11 @@ class Candidate:
     cost_usd: float = 0.0
     expected_total_usd: float = 0.0
     why_not: str | None = None
+    #: the backend's pipeline is in memory (``False``: this candidate's latency includes loading it)
+    loaded: bool = True
+    #: the cold-start prior's median for this request and load, before the recent-latency correction:
+    #: what the SDK divides an observed latency by to keep ``recent_latency_ratio``
+    reference_latency_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         # every field is a scalar: a plain comprehension is ~10x cheaper than dataclasses.asdict,
@@ -155,6 +309,8 @@ class Decision:
     reason: str = ""
     policy: str = "cold_start"
     router_version: str = "cold-start"
+    #: nothing met the SLA and the backend was chosen anyway (best effort, or pinned by the caller)
+    predicted_to_miss: bool = False
 
     @property
     def chosen(self) -> Candidate | None:
@@ -173,5 +329,6 @@ class Decision:
             "reason": self.reason,
             "policy": self.policy,
             "router_version": self.router_version,
+            "predicted_to_miss": self.predicted_to_miss,
             "candidates": [c.to_dict() for c in self.candidates],
         }

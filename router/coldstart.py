@@ -21,7 +21,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._types import BackendProfile, RouteContext, RouteRequest
-from .features import COL_PRIOR_CORRECTION, COL_PRIOR_LOG_P50, COL_PRIOR_LOGIT_FAIL, COL_PRIOR_SIGMA, featurize
+from .features import (
+    COL_PRIOR_CORRECTION,
+    COL_PRIOR_LOG_P50,
+    COL_PRIOR_LOGIT_FAIL,
+    COL_PRIOR_SIGMA,
+    COL_RECENT_LOG_RATIO,
+    featurize,
+)
 from .policy import Predictions
 
 
@@ -33,7 +40,15 @@ def prior_predictions(rows: np.ndarray, price: np.ndarray) -> Predictions:
         p_fail=1.0 / (1.0 + np.exp(-rows[:, COL_PRIOR_LOGIT_FAIL])),
         correction_s=rows[:, COL_PRIOR_CORRECTION].copy(),
         price_usd=price,
+        reference_latency_s=reference_latency(rows),
     )
+
+
+def reference_latency(rows: np.ndarray) -> np.ndarray:
+    """The prior's median before the recent-latency correction: what an observed latency is divided by
+    to keep a backend's ``recent_latency_ratio`` (never a trained prediction, which would feed back)."""
+    out: np.ndarray = np.exp(rows[:, COL_PRIOR_LOG_P50] - rows[:, COL_RECENT_LOG_RATIO])
+    return out
 
 
 class ColdStartPredictor:

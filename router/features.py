@@ -11,7 +11,8 @@ request. Three blocks, in this order (see :data:`FEATURE_NAMES`):
   guidance, images, negative prompt, fixed seed;
 * the backend and live context: backend code (index among the backends a model was trained
   on), local/remote, price, prior latency, declared strengths, in-flight, queue depth, breaker
-  state, recent failure rate.
+  state, recent failure rate, cold (a local pipeline not yet in memory), and the log of the
+  recent latency ratio (observed / expected over the client's recent attempts: drift).
 
 :func:`schema_hash` changes whenever names, order or meaning change; a trained artifact
 records it and :meth:`router.Router.load` refuses a mismatch.
@@ -29,11 +30,11 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _priors
-from ._types import BackendProfile, RouteContext, RouteRequest
+from ._types import LATENCY_RATIO_RANGE, BackendProfile, BackendState, RouteContext, RouteRequest
 from .classifier import default_classifier
 
 #: bump when a feature's meaning changes without its name changing
-SCHEMA_VERSION = "pixelroute.features/3"
+SCHEMA_VERSION = "pixelroute.features/4"
 SCENARIOS: tuple[str, ...] = ("typography", "counting", "composition", "reflection", "anatomy")
 #: CLIP's text encoder sees 77 tokens; longer prompts lose their tail in SD-family models
 CLIP_WINDOW = 77
@@ -85,7 +86,7 @@ REQUEST_FEATURES: tuple[str, ...] = (
 BACKEND_FEATURES: tuple[str, ...] = (
     "backend_code", "local", "log_price_usd", "log_prior_latency_s",
     *(f"strength_{s}" for s in SCENARIOS),
-    "in_flight", "queue_depth", "breaker", "recent_failure_rate",
+    "in_flight", "queue_depth", "breaker", "recent_failure_rate", "cold", "recent_latency_log_ratio",
 )
 #: the cold-start prior's own predictions. They are features (trees can split on them) AND the
 #: models' starting point: every LightGBM target is fitted on top of the matching column
@@ -104,10 +105,15 @@ COL_PRIOR_LOG_P50 = FEATURE_NAMES.index("prior_log_p50_s")
 COL_PRIOR_SIGMA = FEATURE_NAMES.index("prior_sigma")
 COL_PRIOR_LOGIT_FAIL = FEATURE_NAMES.index("prior_logit_fail")
 COL_PRIOR_CORRECTION = FEATURE_NAMES.index("prior_correction_s")
+COL_RECENT_LOG_RATIO = FEATURE_NAMES.index("recent_latency_log_ratio")
+#: live-context columns per row (see :meth:`OptionTable.context_block`)
+N_CONTEXT = 6
 # featurize_table writes in_flight .. prior_logit_fail as one block: they must stay contiguous
 assert FEATURE_NAMES[_C0:COL_PRIOR_LOGIT_FAIL + 1] == ("in_flight", "queue_depth", "breaker", "recent_failure_rate",
+                                                       "cold", "recent_latency_log_ratio",
                                                        "prior_log_p50_s", "prior_sigma", "prior_logit_fail")
 _BREAKER = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+_RATIO_LO, _RATIO_HI = LATENCY_RATIO_RANGE
 #: P(fail) priors are clipped to this range so that their logit is finite
 _FAIL_CLIP = (1e-4, 0.99)
 
@@ -244,8 +250,15 @@ class OptionTable:
         self.prior_fail_list = self.prior_fail.tolist()
         self.fail_logit_list = [math.log(f / (1.0 - f)) for f in np.clip(self.prior_fail, *_FAIL_CLIP).tolist()]
         self.sigma_list = self.sigma.tolist()
+        # a cold local pipeline adds its load time (declared, else the kind's preset) and that time's
+        # spread; remote backends have nothing to load
+        self.load_s = arr([(p.typical_load_s if p.typical_load_s is not None else k.load_s) if p.local else 0.0
+                           for p, k in zip(profiles, presets, strict=True)])
+        self.load_list = self.load_s.tolist()
+        self.cold_sigma = np.maximum(self.sigma, _priors.COLD_SIGMA)
+        self.cold_sigma_list = self.cold_sigma.tolist()
         self._codes: tuple[dict[str, int] | None, np.ndarray] = (None, np.full(n, -1.0))
-        self.no_load = np.zeros((n, 4))
+        self.no_load = np.zeros((n, N_CONTEXT))
         #: request shape -> :class:`_Template`; see :func:`featurize`
         self.templates: dict[tuple[object, ...], _Template] = {}
 
@@ -262,36 +275,56 @@ class OptionTable:
         return col
 
     def context_block(self, context: RouteContext) -> np.ndarray:
-        """in_flight, queue_depth, breaker, recent_failure_rate per option (training's context columns)."""
-        return np.array([row[:4] for row in self.live_tail(context, [0.0] * len(self.names))]).reshape(-1, 4)
+        """The :data:`N_CONTEXT` live-context columns per option (``in_flight .. recent_latency_log_ratio``)."""
+        return np.array([row[:N_CONTEXT] for row in self.live_tail(context, [0.0] * len(self.names))]
+                        ).reshape(-1, N_CONTEXT)
 
     def live_tail(self, context: RouteContext, log_latency: Sequence[float]) -> list[tuple[float, ...]]:
-        """Per option, the 7 contiguous columns ``in_flight .. prior_logit_fail``: the 4 context columns,
-        the latency prior (``log_latency`` + log of the load factor), sigma and the logit of the P(fail)
-        prior. The serving twin of :func:`_fill_context` on Python floats (for ~10 options one numpy
-        call costs more than the whole loop); a test keeps the two equal."""
+        """Per option, the 9 contiguous columns ``in_flight .. prior_logit_fail``: the 6 context columns,
+        the latency prior (``log_latency`` + log of the load factor, plus the load time when cold, times
+        the recent latency ratio), sigma and the logit of the P(fail) prior. The serving twin of
+        :func:`_fill_context` on Python floats (for ~10 options one numpy call costs more than the whole
+        loop); a test keeps the two equal."""
         out: list[tuple[float, ...]] = []
         get = context.backends.get
+        default = context.default
         lo, hi = _FAIL_CLIP
         q_local, q_remote = _priors.QUEUE_FACTOR_LOCAL, _priors.INFLIGHT_FACTOR_REMOTE
         for i, name in enumerate(self.names):
-            st = get(name)
+            st = get(name) or default
             log_lat, sigma, fail_logit = log_latency[i], self.sigma_list[i], self.fail_logit_list[i]
             if st is None:
-                out.append((0.0, 0.0, 0.0, 0.0, log_lat, sigma, fail_logit))
+                out.append((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, log_lat, sigma, fail_logit))
                 continue
             in_flight, queue, recent = float(st.in_flight), float(st.queue_depth), st.recent_failure_rate
             breaker = _BREAKER.get(st.breaker, 0.0)
             if in_flight or queue:  # log(1) = 0: an idle backend keeps the template's prior exactly
                 log_lat += math.log((1.0 + q_local * (queue + in_flight)) if self.local_list[i] else
                                     (1.0 + q_remote * in_flight))
+            cold = 0.0
+            if not st.loaded and self.local_list[i]:
+                cold = 1.0
+                log_lat = math.log(math.exp(log_lat) + self.load_list[i])
+                sigma = self.cold_sigma_list[i]
+            ratio = st.recent_latency_ratio
+            log_ratio = 0.0 if ratio == 1.0 else math.log(min(max(ratio, _RATIO_LO), _RATIO_HI))
+            log_lat += log_ratio
             if recent > 0 or breaker == 0.5:
                 declared = self.prior_fail_list[i]
                 fail = (0.5 * (declared + recent) if recent > 0 else declared) + (0.1 if breaker == 0.5 else 0.0)
                 fail = lo if fail < lo else hi if fail > hi else fail
                 fail_logit = math.log(fail / (1.0 - fail))
-            out.append((in_flight, queue, breaker, recent, log_lat, sigma, fail_logit))
+            out.append((in_flight, queue, breaker, recent, cold, log_ratio, log_lat, sigma, fail_logit))
         return out
+
+
+def context_columns(state: BackendState) -> tuple[float, float, float, float, float, float]:
+    """One backend state as the :data:`N_CONTEXT` raw context columns (training's per-record form;
+    :meth:`OptionTable.live_tail` computes the same numbers per option at serving time)."""
+    ratio = state.recent_latency_ratio
+    return (float(state.in_flight), float(state.queue_depth), _BREAKER.get(state.breaker, 0.0),
+            float(state.recent_failure_rate), 0.0 if state.loaded else 1.0,
+            0.0 if ratio == 1.0 else math.log(min(max(ratio, _RATIO_LO), _RATIO_HI)))
 
 
 class _Template(NamedTuple):
@@ -348,7 +381,7 @@ def feature_rows(
     Row ``j`` describes option ``idx[j]`` of ``table`` (``idx=None``: every option once, in order)
     for a request given by the other arguments, each an array over rows or one value for all;
     NaN stands for "not set" (``width``, ``height``, ``steps``, ``guidance``). ``prompt_block``
-    is ``(rows, N_PROMPT)`` or one prompt's vector; ``context`` is ``(rows, 4)`` (see
+    is ``(rows, N_PROMPT)`` or one prompt's vector; ``context`` is ``(rows, N_CONTEXT)`` (see
     :meth:`OptionTable.context_block`); ``codes`` the backend code per row.
     """
     rows, price, penalty = _request_rows(table, idx, width, height, n_images, steps, guidance, fixed_seed, codes)
@@ -413,14 +446,24 @@ def _fill_prompt(rows: np.ndarray, table: OptionTable, idx: np.ndarray | None, p
 
 def _fill_context(rows: np.ndarray, table: OptionTable, idx: np.ndarray | None, context: np.ndarray) -> None:
     """The live-context columns and the latency and P(fail) priors, which depend on them."""
-    rows[:, _C0:_C0 + 4] = context
-    in_flight, queue, breaker, recent = context[:, 0], context[:, 1], context[:, 2], context[:, 3]
+    # a cold flag only means something for a local pipeline (remote backends have nothing to load)
     local = table.is_local if idx is None else table.is_local[idx]
+    context = context.copy()
+    context[:, 4] = np.where(local, context[:, 4], 0.0)
+    context[:, 5] = np.clip(context[:, 5], math.log(_RATIO_LO), math.log(_RATIO_HI))
+    rows[:, _C0:_C0 + N_CONTEXT] = context
+    in_flight, queue, breaker, recent = context[:, 0], context[:, 1], context[:, 2], context[:, 3]
+    cold, log_ratio = context[:, 4] > 0, context[:, 5]
     # the cold-start rule: one GPU runs each queued request first; remote APIs slow down a little
     # per request in flight
     load = np.where(local, 1.0 + _priors.QUEUE_FACTOR_LOCAL * (queue + in_flight),
                     1.0 + _priors.INFLIGHT_FACTOR_REMOTE * in_flight)
-    rows[:, COL_PRIOR_LOG_P50] = rows[:, _B0 + 3] + np.log(load)
+    log_lat = rows[:, _B0 + 3] + np.log(load)
+    if cold.any():
+        at = (lambda a: a) if idx is None else (lambda a: a[idx])
+        log_lat = np.where(cold, np.log(np.exp(log_lat) + at(table.load_s)), log_lat)
+        rows[:, COL_PRIOR_SIGMA] = np.where(cold, at(table.cold_sigma), rows[:, COL_PRIOR_SIGMA])
+    rows[:, COL_PRIOR_LOG_P50] = log_lat + log_ratio
     # recent failures are evidence: averaged with the declared rate once the breaker saw any
     prior_fail = table.prior_fail if idx is None else table.prior_fail[idx]
     fail = np.where(recent > 0, 0.5 * (prior_fail + recent), prior_fail) + np.where(breaker == 0.5, 0.1, 0.0)
@@ -471,7 +514,7 @@ def featurize_table(request: RouteRequest, table: OptionTable, context: RouteCon
     # the cold-start correction prior, as _fill_prompt computes it (same operations, same floats)
     risk = table.risk_weights @ pv[_P_START:]
     rows[:, COL_PRIOR_CORRECTION] = (risk if t.unit_penalty else t.penalty * risk) + _priors.BASE_CORRECTION_S
-    if context.backends:
+    if context.backends or context.default is not None:
         # in_flight .. prior_logit_fail are contiguous: one assignment from Python floats
         rows[:, _C0:COL_PRIOR_LOGIT_FAIL + 1] = table.live_tail(context, t.log_latency)
     return rows, t.price

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _cforest
 from ._types import BackendProfile, RouteContext, RouteRequest
-from .coldstart import prior_predictions
+from .coldstart import prior_predictions, reference_latency
 from .features import (
     COL_PRIOR_CORRECTION,
     COL_PRIOR_LOG_P50,
@@ -339,7 +339,7 @@ class LgbmPredictor:
             # one C call: prior init scores + conformal shift, the trees, exp / sigmoid / clamps
             out = np.empty((4, len(rows)))
             ev.predict_compiled(rows, COL_PRIOR_LOG_P50, self._z, plan.shift, out)
-            preds = Predictions(out[0], out[1], out[2], out[3], price)
+            preds = Predictions(out[0], out[1], out[2], out[3], price, reference_latency(rows))
         else:
             # trees add their corrections onto the prior (init scores) shifted by the conformal offsets
             start = rows[:, _PRIOR_COLS] @ self._to_init
@@ -347,7 +347,8 @@ class LgbmPredictor:
             raw = ev.raw(rows, init=start)
             log50 = raw[:, 0]
             preds = Predictions(np.exp(log50), np.maximum(raw[:, 1] - log50, 1e-3) / self._z,
-                                1.0 / (1.0 + np.exp(-raw[:, 2])), np.maximum(raw[:, 3], 0.0), price)
+                                1.0 / (1.0 + np.exp(-raw[:, 2])), np.maximum(raw[:, 3], 0.0), price,
+                                reference_latency(rows))
         if not plan.all_known:
             prior = prior_predictions(rows, price)
             unknown = ~plan.known

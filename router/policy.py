@@ -11,7 +11,10 @@ P(fail), expected correction seconds and the price. Then:
 * pick the feasible minimum; fallbacks = the other feasible backends (best option each) in order;
 * exploration: with probability ``exploration``, and only when the best and the alternative both
   meet the deadline and budget with slack (at 60% of what is left), pick a uniformly random
-  alternative instead. ``propensity`` is the exact probability of what was chosen.
+  alternative instead. ``propensity`` is the exact probability of what was chosen;
+* nothing feasible: best effort (the default) picks the candidate most likely on time among those
+  within the budget and with a closed breaker, marked ``predicted_to_miss``; refusal (or nothing
+  affordable) returns ``backend=None`` with ``why_not`` on every candidate.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class Predictions:
     p_fail: np.ndarray
     correction_s: np.ndarray
     price_usd: np.ndarray
+    #: the cold-start prior's median before the recent-latency correction (see ``Candidate.reference_latency_s``)
+    reference_latency_s: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ class PolicyConfig:
     correction_cost_per_hour: float = 60.0
     exploration: float = 0.02
     sla_confidence: float = 0.95
-    best_effort: bool = False
+    #: nothing meets the SLA: try the candidate most likely on time within the budget (True), or refuse
+    best_effort: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.exploration <= 1.0:
@@ -128,11 +134,15 @@ def decide(
     p_fails = preds.p_fail.tolist()
     corrs = preds.correction_s.tolist()
     prices = preds.price_usd.tolist()
+    refs = preds.reference_latency_s.tolist() if preds.reference_latency_s is not None else p50s
     # a failed attempt still leaves the person needing an image: a retry elsewhere costs a typical
     # candidate's price and correction, and the wait for the failed attempt is time lost too
     retry = _median([pr + c * rate for pr, c in zip(prices, corrs, strict=True)])
     log_deadline = math.log(max(deadline, 1e-9)) if math.isfinite(deadline) else math.inf
     open_breakers = {name for name, st in context.backends.items() if st.breaker == "open"}
+    if context.default is not None and context.default.breaker == "open":
+        open_breakers |= {p.name for p, _ in options if p.name not in context.backends}
+    cold = {p.name for p, _ in options if p.local and not context.get(p.name).loaded}
     candidates: list[Candidate] = []
     expected: list[float] = []
     p_sla: list[float] = []
@@ -156,12 +166,12 @@ def decide(
                 reasons.append(f"price ${price:.4f} > ${budget:.4f} left")
             why = "; ".join(reasons)
         candidates.append(Candidate(profile.name, steps, ok, p50, p50 * math.exp(_Z95 * sigma), on_time,
-                                    p_fails[i], corrs[i], price, exp_total, why))
+                                    p_fails[i], corrs[i], price, exp_total, why, profile.name not in cold, refs[i]))
         expected.append(exp_total)
         p_sla.append(q_sla)
         feasible.append(ok)
     if not any(feasible):
-        return _infeasible(candidates, context, config, policy_name, router_version)
+        return _infeasible(candidates, budget, open_breakers, config, policy_name, router_version)
     order = sorted((i for i in range(n) if feasible[i]), key=expected.__getitem__)
     best = order[0]
     chosen, propensity, explored = best, 1.0, False
@@ -202,17 +212,23 @@ def _median(values: list[float]) -> float:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
-def _infeasible(candidates: list[Candidate], context: RouteContext, config: PolicyConfig,
+def _infeasible(candidates: list[Candidate], budget: float, open_breakers: set[str], config: PolicyConfig,
                 policy_name: str, router_version: str) -> Decision:
+    """Nothing meets the SLA. Best effort tries the candidate most likely on time among those the
+    budget allows and whose breaker is not open (the deadline still ends the call; the budget is a
+    price, not a prediction, so it is never exceeded); refusal, or nothing affordable, returns
+    ``backend=None`` with ``why_not`` on every candidate."""
     if config.best_effort:
-        usable = [i for i, c in enumerate(candidates) if context.get(c.backend).breaker != "open"]
+        usable = [i for i, c in enumerate(candidates) if c.cost_usd <= budget and c.backend not in open_breakers]
         if usable:
             best = max(usable, key=lambda i: (candidates[i].p_on_time, -candidates[i].expected_total_usd))
             c = candidates[best]
             return Decision(backend=c.backend, steps=c.steps, candidates=candidates, propensity=1.0,
                             reason=f"best effort: nothing meets the SLA; {c.backend} has the highest "
-                                   f"P(on time)={c.p_on_time:.2f}",
-                            policy=policy_name, router_version=router_version)
-    return Decision(backend=None, candidates=candidates, propensity=1.0,
-                    reason=f"no feasible candidate among {len(candidates)}",
+                                   f"P(on time)={c.p_on_time:.2f} within the budget",
+                            policy=policy_name, router_version=router_version, predicted_to_miss=True)
+        reason = f"no candidate among {len(candidates)} fits the budget left with its breaker closed"
+    else:
+        reason = f"no feasible candidate among {len(candidates)} (on_infeasible = refuse)"
+    return Decision(backend=None, candidates=candidates, propensity=1.0, reason=reason,
                     policy=policy_name, router_version=router_version)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _priors
-from ._types import BackendProfile, BackendState, RouteContext, RouteRequest, SLASpec
+from ._types import BackendProfile, BackendState, BreakerState, RouteContext, RouteRequest, SLASpec
 from .features import SCENARIOS, prompt_vector, scenario_probabilities
 
 #: minutes a person really spends per defect (the cold-start prior guesses differently on purpose)
@@ -68,6 +68,11 @@ class SimBackend:
     #: mean in-flight requests from other traffic
     load: float = 1.0
     declared_latency_s: float | None = None
+    #: local only: seconds to load the pipeline, and the share of requests that find it not loaded
+    #: (a restarted worker, an evicted pipeline); the router is told ``declared_load_s``
+    load_s: float = 0.0
+    cold_rate: float = 0.0
+    declared_load_s: float | None = None
 
     def profile(self) -> BackendProfile:
         """What the router is told about this backend."""
@@ -77,6 +82,7 @@ class SimBackend:
             step_options=self.step_options, strengths=dict(self.strengths),
             typical_latency_s=self.declared_latency_s or self.latency_s,
             typical_failure_rate=round(self.rate_limit + self.reject_rate + self.server_error, 4),
+            typical_load_s=self.declared_load_s,
         )
 
 
@@ -88,12 +94,13 @@ DEFAULT_BACKENDS: tuple[SimBackend, ...] = (
     # SD3.5 Large Turbo, local: 4 steps ~1/20 of Large's passes (BF §5 proxy); A100 at $0.0014/s (BF §1).
     SimBackend("sd35-turbo-local", "diffusers", True, {"per_gpu_second": 0.0014}, 1.0, 0.12,
                _w(0.8, 0.45, 0.5, 0.4, 0.45), _w(0.3, 0.5, 0.5, 0.6, 0.5), default_steps=4, default_guidance=0.0,
-               step_options=(4, 8), server_error=0.003, reject_rate=0.0, rate_limit=0.0, load=0.3),
+               step_options=(4, 8), server_error=0.003, reject_rate=0.0, rate_limit=0.0, load=0.3,
+               load_s=16.0, cold_rate=0.02),
     # SDXL 1024², 30 steps, A100 bf16+SDPA 3.31 s (BF §5); GenEval counting .39 / position .15 (BF §4.1).
     SimBackend("sdxl-local", "diffusers", True, {"per_gpu_second": 0.0014}, 3.3, 0.1,
                _w(0.9, 0.6, 0.75, 0.5, 0.55), _w(0.1, 0.4, 0.2, 0.5, 0.45), default_steps=30,
                default_guidance=5.0, step_options=(20, 30, 40), server_error=0.003, reject_rate=0.0,
-               rate_limit=0.0, load=0.3),
+               rate_limit=0.0, load=0.3, load_s=9.0, cold_rate=0.02),
     # FLUX.1 [schnell] on Replicate $0.003 (BF §1), 1.27 s call + download (BF §2); text 1/30 (BF §4.5).
     SimBackend("flux-schnell", "replicate", False, {"per_image": 0.003}, 2.5, 0.2,
                _w(0.85, 0.35, 0.35, 0.35, 0.3), _w(0.2, 0.6, 0.6, 0.6, 0.7), tail_prob=0.02),
@@ -117,6 +124,47 @@ DEFAULT_BACKENDS: tuple[SimBackend, ...] = (
     SimBackend("sd35-large-api", "stability", False, {"per_image": 0.065}, 6.0, 0.25,
                _w(0.45, 0.27, 0.6, 0.35, 0.35), _w(0.6, 0.7, 0.4, 0.6, 0.6)),
 )
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A change in one backend's true behaviour over part of a workload's timeline (fractions 0-1).
+
+    ``latency_mult`` multiplies its true latency (a provider at peak hours, a GPU shared with a
+    batch job); ``down`` makes every attempt fail fast with a server error (an outage).
+    """
+
+    backend: str
+    start: float
+    end: float
+    latency_mult: float = 1.0
+    down: bool = False
+
+
+#: the worlds ``pixelroute simulate --world`` knows, as functions of the drifting backend's name
+WORLDS = ("stationary", "drifting", "outage")
+#: a client's health window: ~300 s of traffic at the simulator's 2 requests per second
+WINDOW_ITEMS = 600
+#: requests between an outage starting and the client's breaker and failure rate showing it
+OUTAGE_LAG_ITEMS = 20
+
+
+def world(name: str, backend: str | None = None, backends: Sequence[SimBackend] = DEFAULT_BACKENDS) -> list[Drift]:
+    """The drifts of a named world. ``drifting``: ``backend`` (default: the first local one, the
+    cheap workhorse) runs 2.5x slower for two peaks, 20-45% and 65-85% of the timeline;
+    ``outage``: ``backend`` (default: the first remote one) is down for 35-65%."""
+    if name not in WORLDS:
+        raise ValueError(f"`world` must be one of {', '.join(WORLDS)} but is {name!r}")
+    names = [b.name for b in backends]
+    if backend is not None and backend not in names:
+        raise ValueError(f"`drift backend` must be one of {', '.join(names)} but is {backend!r}")
+    if name == "stationary":
+        return []
+    if name == "drifting":
+        target = backend or next((b.name for b in backends if b.local), names[0])
+        return [Drift(target, 0.20, 0.45, latency_mult=2.5), Drift(target, 0.65, 0.85, latency_mult=2.5)]
+    target = backend or next((b.name for b in backends if not b.local), names[0])
+    return [Drift(target, 0.35, 0.65, down=True)]
 
 
 def load_backends(path: str | Path | None) -> list[SimBackend]:
@@ -165,9 +213,11 @@ def overclaiming(backends: Sequence[SimBackend] = DEFAULT_BACKENDS, name: str = 
     if not any(b.name == name for b in backends):
         raise ValueError(f"`name` must be one of the simulated backends but is {name!r}")
 
+    # only the quality claims lie: its declared latency is made true, so that what a router can
+    # learn online from the recent-latency ratio is not mixed into what only logged corrections show
     def liar(b: SimBackend) -> SimBackend:
         return replace(b, strengths={**b.strengths, "typography": 0.95, "counting": 0.9},
-                       weakness={**b.weakness, "typography": 0.9, "counting": 0.6})
+                       weakness={**b.weakness, "typography": 0.9, "counting": 0.6}, declared_latency_s=None)
 
     return [liar(b) if b.name == name else b for b in backends]
 
@@ -231,12 +281,37 @@ _SIZES = ((None, None), (512, 512), (768, 768), (1024, 1024), (1024, 1536), (153
 _SIZE_P = (0.3, 0.1, 0.15, 0.3, 0.08, 0.07)
 
 
+def _window_mult(drifts: Sequence[Drift], backend: str, i: int, n: int) -> float:
+    """The mean latency multiplier over the health window ending at item ``i`` (what a client saw)."""
+    lo, hi = max(0, i - WINDOW_ITEMS), i
+    if hi <= lo:
+        return 1.0
+    total = 0.0
+    for d in drifts:
+        if d.backend == backend and not d.down:
+            overlap = max(0.0, min(hi, d.end * n) - max(lo, d.start * n))
+            total += (d.latency_mult - 1.0) * overlap
+    return 1.0 + total / (hi - lo)
+
+
 def make_workload(backends: Sequence[SimBackend], prompts: Sequence[str], n: int, seed: int = 0,
-                  start: datetime | None = None) -> list[WorkItem]:
-    """``n`` requests drawn from ``prompts`` with a mix of deadlines, budgets, sizes and load."""
+                  start: datetime | None = None, drifts: Sequence[Drift] = ()) -> list[WorkItem]:
+    """``n`` requests drawn from ``prompts`` with a mix of deadlines, budgets, sizes and load.
+
+    The live context is what a client would see: in-flight and queue counts, the breaker, the
+    recent failure rate, whether a local pipeline is loaded, and the recent latency ratio
+    (observed / declared over the last :data:`WINDOW_ITEMS` requests, with noise), which lags
+    the truth that ``drifts`` change.
+    """
     if not prompts:
         raise ValueError("`prompts` must not be empty")
+    known = {b.name for b in backends}
+    for d in drifts:
+        if d.backend not in known:
+            raise ValueError(f"drift backend {d.backend!r} is not one of the simulated backends")
     rng = np.random.default_rng(seed)
+    # each backend's constant bias: its true median over the one it declares (flux-dev is slower)
+    bias = {b.name: b.latency_s / (b.declared_latency_s or b.latency_s) for b in backends}
     t0 = start or datetime(2026, 11, 1, tzinfo=UTC)
     out = []
     for i in range(n):
@@ -252,16 +327,37 @@ def make_workload(backends: Sequence[SimBackend], prompts: Sequence[str], n: int
         # traffic swells and ebbs (one cycle per 2,000 requests) so load is a real signal
         surge = 1.0 + 0.8 * math.sin(2 * math.pi * i / 2000.0)
         states = {}
+        true_mult: dict[str, float] = {}
+        down: list[str] = []
         for b in backends:
             in_flight = int(rng.poisson(b.load * surge))
+            breaker: BreakerState = "open" if rng.random() < 0.01 else "closed"
+            failure = float(np.clip(rng.normal(b.rate_limit + b.reject_rate + b.server_error, 0.01), 0, 1))
+            mult = 1.0
+            for d in drifts:
+                if d.backend == b.name and d.start * n <= i < d.end * n:
+                    if d.down:
+                        down.append(b.name)
+                        if i - d.start * n >= OUTAGE_LAG_ITEMS:  # the client has seen it by now
+                            breaker = "open" if rng.random() < 0.8 else "half_open"
+                            failure = float(np.clip(rng.normal(0.9, 0.05), 0, 1))
+                    else:
+                        mult *= d.latency_mult
+            if mult != 1.0:
+                true_mult[b.name] = mult
+            ratio = bias[b.name] * _window_mult(drifts, b.name, i, n) * float(np.exp(rng.normal(0.0, 0.1)))
             states[b.name] = BackendState(
                 in_flight=in_flight, queue_depth=int(rng.poisson(0.5 * b.load * surge)) if b.local else 0,
-                breaker="open" if rng.random() < 0.01 else "closed",
-                recent_failure_rate=float(np.clip(rng.normal(b.rate_limit + b.reject_rate + b.server_error, 0.01),
-                                                  0, 1)))
+                breaker=breaker, recent_failure_rate=round(failure, 4),
+                loaded=not (b.local and rng.random() < b.cold_rate), recent_latency_ratio=round(ratio, 4))
         ts = t0 + timedelta(seconds=0.5 * i)
         rid = f"{int(ts.timestamp() * 1000):012x}-7{seed % 0xfff:03x}-{i:016x}"
-        out.append(WorkItem(rid, ts, req, sla, RouteContext(states), int(rng.integers(1 << 62))))
+        extra: dict[str, Any] = {}
+        if true_mult:
+            extra["latency_mult"] = true_mult
+        if down:
+            extra["down"] = down
+        out.append(WorkItem(rid, ts, req, sla, RouteContext(states), int(rng.integers(1 << 62)), extra))
     return out
 
 
@@ -282,14 +378,19 @@ def realise(backend: SimBackend, item: WorkItem, steps: int | None) -> dict[str,
         median *= 1 + backend.load_sensitivity * state.in_flight
         queue = 0.0
     median *= 1 + backend.length_sensitivity * tokens / 77.0
+    median *= item.extra.get("latency_mult", {}).get(backend.name, 1.0)
     latency = float(rng.lognormal(math.log(median), backend.sigma))
     if rng.random() < backend.tail_prob:
         latency *= backend.tail_mult * (1 + float(rng.exponential(0.5)))
+    if backend.local and not state.loaded:
+        latency += backend.load_s * float(rng.lognormal(0.0, 0.25))
     latency += queue
     probs = scenario_probabilities(req.prompt)
     error: str | None = None
     if state.breaker == "open":
         error, latency = "circuit_open", 0.001
+    elif backend.name in item.extra.get("down", ()):
+        error, latency = "server_error", float(rng.uniform(0.3, 2.0))  # 503s and refused connections
     elif rng.random() < backend.rate_limit + (0.5 if backend.inflight_cap and
                                                 state.in_flight * req.n >= backend.inflight_cap else 0.0):
         error, latency = "rate_limited", float(rng.uniform(0.1, 0.4))
@@ -354,8 +455,10 @@ def simulate(
     epsilon: float = 0.15,
     label_rate: float = 0.7,
     start: datetime | None = None,
+    drifts: Sequence[Drift] = (),
 ) -> Iterator[dict[str, Any]]:
-    """Yield ``n`` simulated §4 records logged by epsilon-greedy over the cold-start router."""
+    """Yield ``n`` simulated §4 records logged by epsilon-greedy over the cold-start router
+    (``drifts``: see :func:`world`)."""
     from ._router import Router
     from .policy import expand_options
 
@@ -366,7 +469,7 @@ def simulate(
     prompt_list = list(prompts) if prompts else generate_prompts(500, seed)
     greedy = Router.cold_start(exploration=0.0, best_effort=True, seed=seed)
     rng = np.random.default_rng([seed, 1])
-    for item in make_workload(sims, prompt_list, n, seed, start):
+    for item in make_workload(sims, prompt_list, n, seed, start, drifts):
         d = greedy.decide(item.request, item.sla, profiles, item.context)
         usable = [i for i, (p, _) in enumerate(options) if item.context.get(p.name).breaker != "open"] \
             or list(range(len(options)))

@@ -32,8 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from ._types import BackendProfile
-from .features import FEATURE_NAMES, N_FEATURES, N_PROMPT, OptionTable, feature_rows, prompt_vector, schema_hash
+from ._types import BackendProfile, RouteRequest, state_of
+from .features import (
+    FEATURE_NAMES,
+    N_FEATURES,
+    N_PROMPT,
+    OptionTable,
+    context_columns,
+    feature_rows,
+    prompt_vector,
+    schema_hash,
+)
 from .models import FORMAT_VERSION, MANIFEST, MODEL_NAMES, init_scores
 
 #: errors that say nothing about how long generation takes (latency rows skip them)
@@ -94,17 +103,8 @@ def _parse_ts(ts: Any) -> float:
     return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
 
 
-_BREAKER = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
 _NUMERIC = ("ts", "width", "height", "n", "guidance", "fixed_seed", "in_flight", "queue", "breaker", "recent",
-            "latency", "failed", "correction", "prop")
-
-
-def _state(rec: dict[str, Any], backend: str) -> dict[str, Any]:
-    """The live context of the backend the attempt went to (§4 full or flat telemetry shape)."""
-    ctx = rec.get("context") or {}
-    if "backends" in ctx:
-        return (ctx.get("backends") or {}).get(backend) or {}
-    return ctx
+            "cold", "log_ratio", "latency", "failed", "correction", "prop")
 
 
 def _num(v: Any) -> float:
@@ -137,15 +137,13 @@ def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendP
             ts = _parse_ts(rec["ts"])
             if since is not None and ts < since:
                 continue
-            prompt = str(rec.get("prompt") or "")
-            par = rec.get("params") or {}
-            steps = None if par.get("steps") is None else int(par["steps"])
-            row = (ts, _num(par.get("width")), _num(par.get("height")), float(par.get("n") or 1),
-                   _num(par.get("guidance")), float(par.get("seed") is not None))
-            state = _state(rec, backend)
-            load = (float(state.get("in_flight") or 0), float(state.get("queue_depth") or 0),
-                    _BREAKER.get(str(state.get("breaker") or "closed"), 0.0),
-                    float(state.get("recent_failure_rate") or 0.0))
+            # the request and the backend's live state are parsed by the same code serving uses
+            # (RouteRequest.from_record, RouteContext.from_dict via state_of, context_columns)
+            req = RouteRequest.from_record(rec)
+            prompt = req.prompt
+            steps = req.steps
+            row = (ts, _num(req.width), _num(req.height), float(req.n), _num(req.guidance), float(req.seed is not None))
+            load = context_columns(state_of(rec.get("context"), backend))
             outcome = rec.get("outcome") or {}
         except (KeyError, TypeError, ValueError, AttributeError):
             skipped += 1
@@ -159,7 +157,7 @@ def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendP
         if steps:
             steps_seen[backend][steps] += 1
         option_of.append(option_ids.setdefault((backend, steps), len(option_ids)))
-        buf[used] = prompt_vector(prompt, rec.get("negative_prompt") is not None)
+        buf[used] = prompt_vector(prompt, req.negative_prompt is not None)
         used += 1
         if used == p.chunk_rows:
             prompt_chunks.append(buf)
@@ -187,7 +185,7 @@ def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendP
     opt = np.frombuffer(option_of, dtype=np.int64) if len(option_of) else np.empty(0, dtype=np.int64)
     prompts = np.vstack(prompt_chunks)
     code_col = table.codes(codes)
-    context = np.column_stack([c["in_flight"], c["queue"], c["breaker"], c["recent"]])
+    context = np.column_stack([c["in_flight"], c["queue"], c["breaker"], c["recent"], c["cold"], c["log_ratio"]])
     x = np.empty((len(opt), N_FEATURES))
     for a in range(0, len(opt), p.chunk_rows):
         sl = slice(a, a + p.chunk_rows)

@@ -34,7 +34,7 @@ def test_feature_schema_is_stable() -> None:
     assert len(FEATURE_NAMES) == N_FEATURES == len(set(FEATURE_NAMES))
     assert schema_hash() == schema_hash()
     assert FEATURE_NAMES[:3] == ("prompt_chars", "prompt_words", "prompt_tokens_est")
-    assert schema_hash() == "8360bd9c2c69b530", "feature schema changed: bump SCHEMA_VERSION and retrain"
+    assert schema_hash() == "a82a01e62f87698a", "feature schema changed: bump SCHEMA_VERSION and retrain"
 
 
 def test_featurize_matches_between_serve_and_train_shapes() -> None:
@@ -86,18 +86,24 @@ def test_training_and_serving_featurize_identically() -> None:
     from router.features import OptionTable, feature_rows, featurize
 
     options = expand_options([FAST, TYPO, SLOW])
-    ctx = RouteContext({"fast": BackendState(in_flight=2, queue_depth=1, recent_failure_rate=0.1),
-                        "slow": BackendState(breaker="half_open", in_flight=5)})
+    contexts = [
+        RouteContext({"fast": BackendState(in_flight=2, queue_depth=1, recent_failure_rate=0.1, loaded=False),
+                      "slow": BackendState(breaker="half_open", in_flight=5, recent_latency_ratio=1.7)}),
+        # flat shape: one state for every backend (a remote one ignores `loaded`)
+        RouteContext.from_dict({"in_flight": 3, "loaded": False, "recent_latency_ratio": 0.6}),
+        RouteContext.from_dict({"recent_latency_ratio": 50.0, "backends": {"typo": {"in_flight": 1}}}),
+    ]
     codes = {"fast": 0, "typo": 1, "slow": 2}
     req = RouteRequest("three glass cats next to a mirror", width=768, n=2, guidance=4.0, negative_prompt="x")
-    served, served_price = featurize(req, options, ctx, codes)
     table = OptionTable(options)
     idx = np.arange(len(options))
     pv = np.tile(prompt_vector(req.prompt, True), (len(options), 1))
-    trained, trained_price = feature_rows(table, idx, pv, 768.0, np.nan, 2.0, np.nan, 4.0, 0.0,
-                                          table.context_block(ctx), table.codes(codes))
-    np.testing.assert_allclose(served, trained, rtol=1e-12)
-    np.testing.assert_allclose(served_price, trained_price, rtol=1e-12)
+    for ctx in contexts:
+        served, served_price = featurize(req, options, ctx, codes)
+        trained, trained_price = feature_rows(table, idx, pv, 768.0, np.nan, 2.0, np.nan, 4.0, 0.0,
+                                              table.context_block(ctx), table.codes(codes))
+        np.testing.assert_allclose(served, trained, rtol=1e-12)
+        np.testing.assert_allclose(served_price, trained_price, rtol=1e-12)
 
 
 TRICKY_PROMPTS = ["", "'", "isn't it 'quoted' \u201ccurly\u201d \"x\"", "o'left of the cat, in front of a dog.",
@@ -171,31 +177,47 @@ def _preds(p50: list[float], price: list[float], corr: list[float], p_fail: floa
 def test_never_picks_infeasible_when_a_feasible_exists() -> None:
     rng = np.random.default_rng(0)
     options = expand_options([FAST, TYPO, SLOW])
-    cfg = PolicyConfig(exploration=0.0)
+    refuse, best_effort = PolicyConfig(exploration=0.0, best_effort=False), PolicyConfig(exploration=0.0)
+    saw_best_effort = saw_unaffordable = 0
     for _ in range(300):
         n = len(options)
         preds = _preds(list(rng.uniform(0.5, 40, n)), list(rng.uniform(0, 0.1, n)), list(rng.uniform(0, 300, n)))
         sla = SLASpec(deadline_s=float(rng.uniform(1, 40)), max_cost_usd=float(rng.uniform(0.005, 0.1)))
-        d = decide(options, preds, sla, RouteContext(), cfg, rng, policy_name="t", router_version="t")
+        d = decide(options, preds, sla, RouteContext(), refuse, rng, policy_name="t", router_version="t")
+        e = decide(options, preds, sla, RouteContext(), best_effort, rng, policy_name="t", router_version="t")
         feasible = [c for c in d.candidates if c.feasible]
         if feasible:
-            assert d.chosen is not None and d.chosen.feasible
-            assert d.chosen.expected_total_usd == min(c.expected_total_usd for c in feasible)
-            assert all(f.feasible for f in d.fallbacks) and d.backend not in [f.backend for f in d.fallbacks]
+            for dec in (d, e):
+                assert dec.chosen is not None and dec.chosen.feasible and not dec.predicted_to_miss
+                assert dec.chosen.expected_total_usd == min(c.expected_total_usd for c in feasible)
+                assert all(f.feasible for f in dec.fallbacks) and dec.backend not in [f.backend for f in dec.fallbacks]
+            continue
+        assert d.backend is None and all(c.why_not for c in d.candidates)
+        affordable = [c for c in e.candidates if c.cost_usd <= sla.budget_usd]
+        if not affordable:
+            saw_unaffordable += 1
+            assert e.backend is None, "best effort never exceeds the budget"
         else:
-            assert d.backend is None and all(c.why_not for c in d.candidates)
+            saw_best_effort += 1
+            assert e.predicted_to_miss and e.chosen is not None and e.chosen.cost_usd <= sla.budget_usd
+            assert e.chosen.p_on_time == max(c.p_on_time for c in affordable)
+    assert saw_best_effort and saw_unaffordable
 
 
 def test_open_breaker_and_budget_are_reasons() -> None:
-    r = Router.cold_start(exploration=0.0)
     ctx = RouteContext({"fast": BackendState(breaker="open")})
-    d = r.decide(RouteRequest("a cat"), SLASpec(deadline_s=5.0, max_cost_usd=0.01), [FAST, TYPO], ctx)
-    assert d.backend is None
-    reasons = {c.backend: c.why_not for c in d.candidates}
-    assert "breaker" in reasons["fast"] and "price" in reasons["typo"] and "P(on time)" in reasons["typo"]
-    best = Router.cold_start(exploration=0.0, best_effort=True)
-    assert best.decide(RouteRequest("a cat"), SLASpec(deadline_s=5.0, max_cost_usd=0.01), [FAST, TYPO], ctx
-                       ).backend == "typo"
+    for r in (Router.cold_start(exploration=0.0), Router.cold_start(exploration=0.0, best_effort=False)):
+        # fast's breaker is open and typo is over budget: nothing to try, even best effort
+        d = r.decide(RouteRequest("a cat"), SLASpec(deadline_s=5.0, max_cost_usd=0.01), [FAST, TYPO], ctx)
+        assert d.backend is None and not d.predicted_to_miss
+        reasons = {c.backend: c.why_not for c in d.candidates}
+        assert "breaker" in reasons["fast"] and "price" in reasons["typo"] and "P(on time)" in reasons["typo"]
+    # affordable but predicted late: best effort (the default) tries it, refusal does not
+    best = Router.cold_start(exploration=0.0).decide(RouteRequest("a cat"), SLASpec(deadline_s=5.0), [FAST, TYPO], ctx)
+    assert best.backend == "typo" and best.predicted_to_miss and "best effort" in best.reason
+    refused = Router.cold_start(exploration=0.0, best_effort=False).decide(
+        RouteRequest("a cat"), SLASpec(deadline_s=5.0), [FAST, TYPO], ctx)
+    assert refused.backend is None and "refuse" in refused.reason
 
 
 def test_exploration_only_with_slack_and_propensities_sum_to_one() -> None:
