@@ -390,7 +390,7 @@ def _build_router(settings: Settings) -> Router:
         correction_cost_per_hour=rs.correction_cost_per_hour,
         exploration=rs.exploration,
         sla_confidence=rs.sla_confidence,
-        best_effort=rs.best_effort,
+        best_effort=rs.on_infeasible == "best_effort",
         seed=rs.seed,
     )
     if rs.model and (Path(rs.model) / "manifest.json").exists():

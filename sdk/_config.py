@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -57,9 +57,23 @@ class RouterSettings(BaseModel):
     correction_cost_per_hour: float = Field(default=60.0, ge=0)
     exploration: float = Field(default=0.02, ge=0, le=1)
     sla_confidence: float = Field(default=0.95, gt=0, lt=1)
-    #: when nothing meets the SLA, pick the candidate most likely on time instead of refusing
-    best_effort: bool = False
+    #: nothing meets the SLA: ``best_effort`` tries the candidate most likely on time within the budget
+    #: (the deadline still ends the call), ``refuse`` raises NoFeasibleBackend without trying
+    on_infeasible: Literal["best_effort", "refuse"] = "best_effort"
+    #: deprecated spelling of ``on_infeasible`` (true = best_effort, false = refuse)
+    best_effort: bool | None = None
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _legacy_best_effort(self) -> RouterSettings:
+        if self.best_effort is None:
+            return self
+        wanted = "best_effort" if self.best_effort else "refuse"
+        if "on_infeasible" in self.model_fields_set and self.on_infeasible != wanted:
+            raise ValueError(f"`router.best_effort = {str(self.best_effort).lower()}` contradicts "
+                             f"`router.on_infeasible = {self.on_infeasible!r}`; keep only `on_infeasible`")
+        object.__setattr__(self, "on_infeasible", wanted)
+        return self
 
 
 class ExecutionSettings(BaseModel):

@@ -244,7 +244,7 @@ class Engine:
         spec = router_api.SLASpec(deadline_s=None if math.isinf(remaining) else remaining, max_cost_usd=budget)
         # one snapshot per candidate: the router sees it as BackendState objects (no dict round
         # trip) and the chosen backend's attempt record carries the same one it was chosen on
-        snapshots = {b.name: self.health[b.name].snapshot() for b in pool}
+        snapshots = {b.name: self.health[b.name].snapshot(_loaded(b)) for b in pool}
         context = router_api.RouteContext(
             {name: router_api.BackendState(**snap) for name, snap in snapshots.items()}
         )
@@ -305,7 +305,8 @@ class Engine:
             return None
         decision.backend = call.pinned
         decision.steps = cand.steps if cand else None
-        decision.reason = f"pinned by the caller ({decision.reason or 'predicted infeasible'})"
+        decision.predicted_to_miss = True
+        decision.reason = f"pinned by the caller, predicted to miss the SLA ({decision.reason or 'infeasible'})"
         return call.pinned
 
     # -- judge -------------------------------------------------------------------------------
@@ -338,6 +339,7 @@ class Engine:
                 cost = plan.backend.estimate_cost(plan.request, output.gpu_s)
             call.spent_usd += cost
             health.breaker.record(True)
+            _observe_latency(health, plan, latency)
             record = self._attempt_record(call, plan, latency, ok=True, output=output, cost=cost)
             self._emit(call, record)
             return Result(
@@ -353,6 +355,8 @@ class Engine:
         err = as_pixelroute_error(exc, plan.backend.name)
         code = error_code(err)
         health.breaker.record(False, code)
+        if isinstance(err, DeadlineExceeded):
+            _observe_latency(health, plan, latency)  # a lower bound on how slow it is: still evidence
         cost = getattr(err, "cost_usd", None) or 0.0  # abandoned paid jobs report what they cost
         call.spent_usd += cost
         record = self._attempt_record(call, plan, latency, ok=False, error=err, cost=cost)
@@ -472,8 +476,12 @@ class Engine:
         params.update(width=width, height=height, steps=be.effective_steps(plan.request))
         if params.get("guidance") is None:
             params["guidance"] = be.capabilities.default_guidance
+        drawn_seed = None
         if output is not None:
-            params.update({k: v for k, v in output.params.items() if k in params and v is not None})
+            params.update({k: v for k, v in output.params.items() if k in params and v is not None and k != "seed"})
+            # the caller's seed stays in `params` (training reads "fixed seed" from it, as serving
+            # sees it); a seed the backend drew itself goes to the outcome, for reproducing the image
+            drawn_seed = output.params.get("seed")
         cand = plan.candidate
         outcome: dict[str, Any] = {
             "ok": ok,
@@ -486,6 +494,8 @@ class Engine:
             "job_id": output.job_id if output else getattr(error, "job_id", None),
             "hedge": plan.hedge,
         }
+        if drawn_seed is not None and plan.request.seed is None:
+            outcome["seed"] = drawn_seed
         if error is not None:
             outcome["error_message"] = redact(str(error))[:500]
         if output is not None:
@@ -592,6 +602,22 @@ class Engine:
             seed=request.seed,
             scheduler=request.scheduler,
         )
+
+
+def _loaded(backend: Backend) -> bool:
+    """Whether ``backend`` can start at once (a local pipeline in memory); remote ones always can."""
+    return bool(getattr(backend, "loaded", True))
+
+
+def _observe_latency(health: BackendHealth, plan: Plan, latency: float) -> None:
+    """Feed the backend's recent-latency window: observed / the prior's expectation for this request.
+
+    The reference is the cold-start prior (with load and cold start), never the trained prediction:
+    a ratio against the model's own output would feed back into it after every retrain.
+    """
+    cand = plan.candidate
+    if cand is not None and cand.reference_latency_s > 0 and not plan.hedge:
+        health.observe_latency(latency / cand.reference_latency_s)
 
 
 _router_module: Any = None

@@ -9,6 +9,7 @@ errors say nothing about a backend's health and are not counted.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -17,6 +18,8 @@ from typing import Literal
 
 State = Literal["closed", "open", "half_open"]
 
+#: as the router clips ``recent_latency_ratio`` (``router.LATENCY_RATIO_RANGE``; sdk must not import router here)
+RATIO_RANGE = (0.25, 8.0)
 #: outcomes that are the caller's or the prompt's doing, not the backend's
 NEUTRAL_ERRORS = frozenset({"content_rejected", "validation", "cancelled"})
 
@@ -104,15 +107,54 @@ class CircuitBreaker:
             return self._state_locked(), self._failure_rate_locked()
 
 
-class BackendHealth:
-    """Live counters for one backend: in-flight requests and its breaker."""
+class LatencyWindow:
+    """Recent latency ratios (observed / expected) of one backend: the router's drift signal.
 
-    def __init__(self, breaker: CircuitBreaker, capacity: int = 1) -> None:
+    Keeps the last ``size`` ratios younger than ``max_age_s``; :meth:`ratio` is their geometric mean,
+    or 1.0 (no evidence of drift) with fewer than ``min_samples``. Thread-safe, injectable clock.
+    """
+
+    def __init__(self, size: int = 20, max_age_s: float = 300.0, min_samples: int = 3,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age_s = max_age_s
+        self.min_samples = min_samples
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._items: deque[tuple[float, float]] = deque(maxlen=size)
+
+    def observe(self, ratio: float) -> None:
+        if not (ratio > 0 and math.isfinite(ratio)):
+            return
+        lo, hi = RATIO_RANGE
+        with self._lock:
+            self._items.append((self._clock(), math.log(min(max(ratio, lo), hi))))
+
+    def ratio(self) -> float:
+        with self._lock:
+            if len(self._items) < self.min_samples:
+                return 1.0
+            horizon = self._clock() - self.max_age_s
+            while self._items and self._items[0][0] < horizon:
+                self._items.popleft()
+            if len(self._items) < self.min_samples:
+                return 1.0
+            return math.exp(sum(v for _, v in self._items) / len(self._items))
+
+
+class BackendHealth:
+    """Live counters for one backend: in-flight requests, its breaker and its recent latency ratio."""
+
+    def __init__(self, breaker: CircuitBreaker, capacity: int = 1, latency: LatencyWindow | None = None) -> None:
         self.breaker = breaker
         #: requests the backend serves at once (``max_concurrency``); the rest wait in its queue
         self.capacity = capacity
+        self.latency = latency or LatencyWindow(clock=breaker._clock)
         self._lock = threading.Lock()
         self.in_flight = 0
+
+    def observe_latency(self, ratio: float) -> None:
+        """One attempt's observed latency over what the cold-start prior expected for it."""
+        self.latency.observe(ratio)
 
     def enter(self) -> int:
         with self._lock:
@@ -123,7 +165,8 @@ class BackendHealth:
         with self._lock:
             self.in_flight -= 1
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self, loaded: bool = True) -> dict[str, object]:
+        """The live state the router sees and telemetry's ``context`` records (same keys)."""
         in_flight = self.in_flight
         state, failure_rate = self.breaker.status()
         return {
@@ -131,4 +174,6 @@ class BackendHealth:
             "queue_depth": max(0, in_flight - self.capacity),
             "breaker": state,
             "recent_failure_rate": round(failure_rate, 4),
+            "loaded": loaded,
+            "recent_latency_ratio": round(self.latency.ratio(), 4),
         }

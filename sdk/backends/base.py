@@ -300,6 +300,14 @@ class MockBackend(Backend):
         handler = _failing_handler(settings.failure) if settings.failure else None
         return cls(settings.name, handler, settings=settings, delay_s=settings.delay_s, local=settings.local)
 
+    def describe(self) -> dict[str, Any]:
+        # a mock that sleeps tells the router so: two mocks with different delays must not look
+        # alike (a test then depends on exploration or ties to pick the fast one)
+        d = super().describe()
+        if d.get("typical_latency_s") is None and self.delay_s > 0:
+            d["typical_latency_s"] = self.delay_s
+        return d
+
     def generate(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
         self.calls += 1
         if self.handler is not None:

@@ -68,9 +68,11 @@ def png_metadata(result: object, prompt: str, index: int) -> dict[str, object]:
         "backend": result.backend,
         "model": last.get("model"),
         "router_version": (final or {}).get("router_version"),
-        "params": last.get("params") or {},
+        # a seed the backend drew itself is in the attempt's outcome, not in the caller's params
+        "params": {**(last.get("params") or {}),
+                   **({"seed": last["seed"]} if last.get("seed") is not None else {})},
         "steps": last.get("steps"),
-        "seed": trace.get("seed"),
+        "seed": trace.get("seed") if trace.get("seed") is not None else last.get("seed"),
         "image_index": index,
         "latency_s": result.latency_s,
         "cost_usd": result.cost_usd,

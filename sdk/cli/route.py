@@ -48,8 +48,10 @@ def decision_line(request_id: Any, decision: Any) -> dict[str, Any]:
         "candidates": [{"backend": c.backend, "steps": c.steps, "feasible": c.feasible,
                         "latency_p50_s": c.latency_p50_s, "latency_p95_s": c.latency_p95_s,
                         "p_on_time": c.p_on_time, "p_fail": c.p_fail, "correction_s": c.correction_s,
-                        "cost_usd": c.cost_usd, "expected_total_usd": c.expected_total_usd, "why_not": c.why_not}
+                        "cost_usd": c.cost_usd, "expected_total_usd": c.expected_total_usd, "why_not": c.why_not,
+                        "loaded": c.loaded}
                        for c in decision.candidates],
+        "predicted_to_miss": decision.predicted_to_miss,
         "reason": decision.reason,
     }
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     rs = settings.router
     model = args.model or rs.model
     policy: dict[str, Any] = {"correction_cost_per_hour": rs.correction_cost_per_hour, "exploration": rs.exploration,
-              "sla_confidence": rs.sla_confidence, "best_effort": rs.best_effort, "seed": rs.seed}
+              "sla_confidence": rs.sla_confidence, "best_effort": rs.on_infeasible == "best_effort", "seed": rs.seed}
     if model and Path(model).exists():
         try:
             router = Router.load(model, **policy)
@@ -86,14 +88,29 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     req = json.loads(line)
                     sla = req.get("sla") or {}
-                    request = RouteRequest.from_dict(req["prompt"], req.get("params"), req.get("negative_prompt"))
-                    spec = SLASpec(sla.get("deadline_s"), sla.get("max_cost_usd"))
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                    raise ValidationError(f"`--requests` line {number}: {type(exc).__name__}: {exc}",
-                                          field=f"line {number}") from None
-                decision = router.decide(request, spec, profiles, RouteContext.from_dict(req.get("context")))
+                    if not isinstance(req, dict) or "prompt" not in req:
+                        raise ValueError("a request line must be an object with a `prompt`")
+                    # the same parsers training uses: RouteRequest.from_record, RouteContext.from_dict
+                    request = RouteRequest.from_record(req)
+                    spec = SLASpec(_seconds(sla.get("deadline_s"), "sla.deadline_s"),
+                                   _seconds(sla.get("max_cost_usd"), "sla.max_cost_usd"))
+                    context = RouteContext.from_dict(req.get("context"))
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                    raise ValidationError(f"`--requests` line {number}: {exc}", field=f"line {number}") from None
+                decision = router.decide(request, spec, profiles, context)
                 dst.write(json.dumps(decision_line(req.get("request_id"), decision)) + "\n")
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
     return 0
+
+
+def _seconds(v: Any, where: str) -> float | None:
+    """A positive finite number or null (a deadline or a budget)."""
+    import math
+
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"`{where}` must be a positive number or null but is {v!r}")
+    return float(v)

@@ -20,11 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float, default=0.15, help="logging policy's exploration share")
     p.add_argument("--out", metavar="FILE.jsonl", required=True)
     p.add_argument("--write-profiles", metavar="FILE", help="also write the simulated profiles as JSON")
+    p.add_argument("--world", choices=("stationary", "drifting", "outage"), default="stationary",
+                   help="stationary (default); drifting: one backend runs 2.5x slower for two peaks; "
+                        "outage: one backend is down for 35-65%% of the timeline (docs/router.md)")
+    p.add_argument("--drift-backend", metavar="NAME",
+                   help="the backend that drifts or goes down (default: the first local one for drifting, "
+                        "the first remote one for an outage)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from router.simulate import dump_backends, load_backends, load_prompts, simulate
+    from router.simulate import dump_backends, load_backends, load_prompts, simulate, world
 
     if args.n < 1:
         raise ValidationError(f"`--n` must be at least 1 but is {args.n}", field="n", value=args.n)
@@ -34,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         backends = load_backends(args.profiles)
         prompts = load_prompts(args.prompts) if args.prompts else None
+        drifts = world(args.world, args.drift_backend, backends)
     except (OSError, ValueError, KeyError) as exc:
         raise ValidationError(f"cannot read simulator input: {exc}") from exc
     out = Path(args.out)
@@ -41,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     count = 0
     try:
         with tmp.open("w") as fh:  # temp + rename: never a half-written telemetry file
-            for rec in simulate(args.n, backends=backends, prompts=prompts, seed=args.seed, epsilon=args.epsilon):
+            for rec in simulate(args.n, backends=backends, prompts=prompts, seed=args.seed, epsilon=args.epsilon,
+                                drifts=drifts):
                 fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 count += 1
         tmp.replace(out)
