@@ -196,13 +196,45 @@ def paired_cost(a: Outcomes, b: Outcomes) -> tuple[float, float, int]:
 
     Cost per accepted image alone rewards missing the SLA on hard prompts (a timed-out request costs
     nothing and leaves the average), so policies with different attainment are compared on the
-    same requests: equal SLA by construction.
+    same requests: equal SLA by construction. Biased towards the riskier policy: its failures drop
+    the request from the set while the other policy's price for avoiding them stays in (see
+    :func:`delivery_cost`, which averages over luck instead).
     """
     both = a.accepted & a.on_time & b.accepted & b.on_time
     k = int(both.sum())
     if k == 0:
         return math.nan, math.nan, 0
     return float(a.cost_usd[both].mean()), float(b.cost_usd[both].mean()), k
+
+
+def luck_draws(workload: Sequence[WorkItem], draws: int) -> list[list[WorkItem]]:
+    """``draws`` copies of ``workload`` with other luck (outcome seeds): the same requests, SLAs and
+    contexts, other latencies, failures and defects. Draw 0 is the workload itself."""
+    return [list(workload) if d == 0 else [replace(it, seed=(it.seed * 1_000_003 + d) % (1 << 62)) for it in workload]
+            for d in range(draws)]
+
+
+def delivery_cost(a: Sequence[Outcomes], b: Sequence[Outcomes], min_delivery: float = 0.5) -> tuple[float, float, int]:
+    """Mean cost per delivered image of ``a`` and of ``b`` on the requests both deliver (accepted and on
+    time) in at least ``min_delivery`` of the luck draws (``a[d]``, ``b[d]``: replays of draw ``d``).
+
+    Per request, cost per delivery = everything spent over the draws (failed attempts, fallbacks,
+    correction) / the draws that delivered. Unlike :func:`paired_cost`, which keeps the requests
+    both delivered in ONE draw, this does not condition on either policy's luck: a risky choice
+    that happened to succeed is charged for the draws where it failed.
+    """
+    def per_request(runs: Sequence[Outcomes]) -> tuple[np.ndarray, np.ndarray]:
+        good = np.array([r.accepted & r.on_time for r in runs], dtype=float)
+        spent = np.array([r.cost_usd for r in runs])
+        return good.mean(axis=0), spent.sum(axis=0) / np.maximum(good.sum(axis=0), 1.0)
+
+    rate_a, cost_a = per_request(a)
+    rate_b, cost_b = per_request(b)
+    both = (rate_a >= min_delivery) & (rate_b >= min_delivery)
+    k = int(both.sum())
+    if k == 0:
+        return math.nan, math.nan, 0
+    return float(cost_a[both].mean()), float(cost_b[both].mean()), k
 
 
 def oracle(backends: Sequence[SimBackend], workload: Sequence[WorkItem],

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from router import RouteContext, Router, RouteRequest, SLASpec, simulate, train
-from router.evaluation import baseline_policies, compare_policies, paired_cost, replay_outcomes, router_policy
+from router.evaluation import (
+    baseline_policies,
+    compare_policies,
+    delivery_cost,
+    luck_draws,
+    paired_cost,
+    replay_outcomes,
+    router_policy,
+)
 from router.features import candidate_matrix
 from router.models import MANIFEST, TrainedModels
 from router.policy import expand_options
@@ -108,7 +116,10 @@ def test_trained_policy_beats_baselines_on_a_fresh_workload(trained: tuple[Path,
     (RouteLLM-style sends hard prompts to the slowest backend, where they time out) is not comparable
     on cost per accepted image: a timed-out request costs nothing and leaves the average, so missing
     the SLA on hard prompts looks cheap. Against such a baseline the rule is: higher attainment, and
-    lower mean cost on the requests BOTH delivered accepted and on time (equal SLA by construction).
+    a lower cost per delivered image on the requests BOTH deliver in most of 4 luck draws
+    (:func:`router.evaluation.delivery_cost`). The single-draw paired cost used before conditioned on
+    the baseline's luck: requests where its risky choice failed left the set, and a fresh clone
+    without ../shared (template prompts) failed on that bias (docs/router.md).
     Against cold start, whose priors are close to this simulator's truth, the trained router may not
     be worse by more than 3% on cost (per accepted image and paired) or 0.005 on attainment.
     """
@@ -126,7 +137,12 @@ def test_trained_policy_beats_baselines_on_a_fresh_workload(trained: tuple[Path,
             assert paired_mine <= 1.03 * paired_other, (name, paired_mine, paired_other)
             assert m["sla_attainment"] >= o["sla_attainment"] - 0.005, (name, m, o)
         elif o["sla_attainment"] < m["sla_attainment"] - 0.05:
-            assert paired_mine < paired_other, (name, paired_mine, paired_other, m, o)
+            draws = luck_draws(fresh, 4)
+            mine_runs = [mine] + [replay_outcomes(router_policy(Router.load(out)), w, DEFAULT_BACKENDS)
+                                  for w in draws[1:]]
+            other_runs = [other] + [replay_outcomes(fn, w, DEFAULT_BACKENDS) for w in draws[1:]]
+            cost_mine, cost_other, k = delivery_cost(mine_runs, other_runs)
+            assert k > 500 and cost_mine < cost_other, (name, cost_mine, cost_other, k, m, o)
         else:
             assert m["cost_per_accepted_usd"] < o["cost_per_accepted_usd"], (name, m, o)
             assert m["sla_attainment"] >= o["sla_attainment"] - 0.005, (name, m, o)
