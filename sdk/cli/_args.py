@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 
 from .. import _types
-from .._shown import shown
+from .._shown import looks_like_secret
+
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}\Z")
 
 
 def _number(option: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"`{option}` must be a number but is {shown(raw)}") from None
+        raise argparse.ArgumentTypeError(f"`{option}` must be a number but is {_given(raw)}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"`{option}` must be a finite number but is {shown(raw)}")
+        raise argparse.ArgumentTypeError(f"`{option}` must be a finite number but is {_given(raw)}")
     return value
 
 
@@ -34,7 +37,7 @@ def seconds(option: str) -> Callable[[str], float]:
         if not 0 < value <= _types.MAX_DEADLINE_S:
             raise argparse.ArgumentTypeError(
                 f"`{option}` must be a positive number of seconds, at most {_types.MAX_DEADLINE_S:g}, "
-                f"but is {shown(raw)}"
+                f"but is {_given(raw)}"
             )
         return value
 
@@ -49,7 +52,7 @@ def usd(option: str) -> Callable[[str], float]:
         if not 0 <= value <= _types.MAX_COST_USD:
             raise argparse.ArgumentTypeError(
                 f"`{option}` must be a non-negative number of USD, at most {_types.MAX_COST_USD:g}, "
-                f"but is {shown(raw)}"
+                f"but is {_given(raw)}"
             )
         return value
 
@@ -63,7 +66,7 @@ def number_in(option: str, low: float, high: float) -> Callable[[str], float]:
         value = _number(option, raw)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
-                f"`{option}` must be between {low:g} and {high:g} but is {shown(raw)}"
+                f"`{option}` must be between {low:g} and {high:g} but is {_given(raw)}"
             )
         return value
 
@@ -74,14 +77,14 @@ def integer_in(option: str, low: int, high: int | None = None) -> Callable[[str]
     """A whole number in ``[low, high]`` (no upper bound when ``high`` is ``None``)."""
 
     def parse(raw: str) -> int:
-        text = raw.strip()
-        # 30 digits is past every bound here; int() raises on strings past 4,300 digits
-        if len(text.lstrip("+-")) > 30 or not text.lstrip("+-").isascii() or not text.lstrip("+-").isdigit():
-            raise argparse.ArgumentTypeError(f"`{option}` must be a whole number but is {shown(raw)}")
-        value = int(text)
+        # ASCII digits only (int() also takes "٣" and "1_000"); 30 digits is past every bound here,
+        # and int() raises on strings past 4,300 digits
+        if not _WHOLE.match(raw.strip()):
+            raise argparse.ArgumentTypeError(f"`{option}` must be a whole number but is {_given(raw)}")
+        value = int(raw)
         if value < low or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"`{option}` must be {bounds} but is {shown(raw)}")
+            raise argparse.ArgumentTypeError(f"`{option}` must be {bounds} but is {_given(raw)}")
         return value
 
     return parse
@@ -99,7 +102,7 @@ def text(option: str) -> Callable[[str], str]:
             printable = _as_bytes(raw).decode("utf-8", "backslashreplace")
             raise argparse.ArgumentTypeError(
                 f"`{option}` must be UTF-8 text but byte(s) {bad} at position {exc.start} are not "
-                f"(got {shown(printable)}); is the terminal's encoding UTF-8?"
+                f"(got `{printable[:60]}`); is the terminal's encoding UTF-8?"
             ) from None
         if "\x00" in raw:
             raise argparse.ArgumentTypeError(
@@ -108,6 +111,15 @@ def text(option: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _given(raw: str) -> str:
+    """The argument as typed, in backticks: short, one line, control characters escaped."""
+    if looks_like_secret(raw):
+        return "<hidden: may be a secret>"
+    text = raw if len(raw) <= 60 else raw[:60]
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f"`{text}`" + (f"... ({len(raw)} characters)" if len(raw) > 60 else "")
 
 
 def _as_bytes(raw: str) -> bytes:

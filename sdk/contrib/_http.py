@@ -194,6 +194,9 @@ def parse_generate(body: Any, headers: Any, accept: str | None = None) -> Genera
             value=fmt,
         )
     knobs = {k: _knob(k, body[k]) for k in KNOBS if k in body}
+    from .._types import build_request
+
+    build_request(prompt=prompt, **knobs)  # every range refused here, before a client or a paid call
     if fmt == "png" and knobs.get("n", 1) > 1:
         raise ValidationError(
             "`response_format` png returns one image; ask for b64_json when `n` > 1",
@@ -233,14 +236,20 @@ def sla_from(body_sla: Any, headers: Any) -> dict[str, Any]:
         raw = _header(headers, header)
         if raw is not None:
             sla[key] = _header_number(header, raw)
+    from .._types import SLA, build_sla
+
     for key, value in body_sla.items():
+        if key not in SLA.model_fields:  # named here: the model cannot name an empty or odd key
+            raise ValidationError(
+                f"`sla.{key}` is not a known field; known: {', '.join(sorted(SLA.model_fields))}",
+                field=f"sla.{key}",
+                value=value,
+            )
         if isinstance(value, bool) and key != "hedge":
             raise ValidationError(
                 f"`sla.{key}` must be a number but is {shown(value)}", field=f"sla.{key}", value=value
             )
         sla[key] = value
-    from .._types import build_sla
-
     try:
         build_sla(sla)
     except ValidationError as exc:
