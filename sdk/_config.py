@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validat
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
+from ._shown import is_secret_name, shown
 from .backends import settings_model
 from .backends.base import BackendSettings
 
@@ -136,7 +137,7 @@ class Settings(BaseSettings):
                 out.append(item)
             else:
                 if not isinstance(item, dict) or "kind" not in item:
-                    raise ValueError(f"`backends[{i}]` needs a `kind` but is {item!r}")
+                    raise ValueError(f"`backends[{i}]` needs a `kind` but is {shown(item)}")
                 model = settings_model(str(item["kind"]))
                 try:
                     out.append(model(**item))
@@ -144,7 +145,7 @@ class Settings(BaseSettings):
                     raise ValueError(_describe(exc, prefix=f"backends[{i}]")) from None
             name = out[-1].name
             if name in seen:
-                raise ValueError(f"`backends[{i}].name` must be unique but {name!r} appears twice")
+                raise ValueError(f"`backends[{i}].name` must be unique but {shown(name)} appears twice")
             seen.add(name)
         return out
 
@@ -227,16 +228,29 @@ def embedded_default(cache_dir: Path | None = None) -> Settings:
     return Settings(**data)
 
 
+#: where a secret goes instead of a config file
+_SECRETS_FROM_ENV = (
+    "secrets come only from the environment: put the key in an environment variable "
+    '(e.g. OPENAI_API_KEY) and name it with api_key_env = "OPENAI_API_KEY"'
+)
+
+
 def _describe(exc: pydantic.ValidationError, prefix: str = "") -> str:
+    """One sentence per error, naming the setting; values are shown by :func:`shown`, never a secret."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        loc = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        own = ".".join(str(p) for p in err.get("loc", ()))
+        loc = f"{prefix}.{own}" if prefix and own else (prefix or own)
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
+            if is_secret_name(own):  # `api_key = "sk-..."`: never echo it, say where keys go
+                parts.append(f"`{loc}` is not a known setting; {_SECRETS_FROM_ENV}")
+                continue
             msg = "is not a known setting (misspelt?)"
         if msg.startswith("`"):  # already a full sentence from a nested validator
+            if own and prefix and msg.startswith(f"`{own}`"):  # name it from the top: `backends[0].…`
+                msg = f"`{loc}`" + msg.removeprefix(f"`{own}`")
             parts.append(msg)
             continue
-        parts.append(f"`{loc}` {msg} (got {err.get('input')!r})" if loc else msg)
+        parts.append(f"`{loc}` {msg} (got {shown(err.get('input'), name=own)})" if loc else msg)
     return "; ".join(parts)

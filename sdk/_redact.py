@@ -21,6 +21,17 @@ _HEADER_PATTERNS = [
     re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{8,}"),
 ]
 
+# Credentials in the shapes providers issue, masked even when nobody registered them: a key
+# pasted into a setting (``api_key_env = "sk-…"``) reaches messages before any backend reads it.
+_TOKEN_PATTERNS = [
+    re.compile(r"\b(?:sk|pk|rk)[-_][A-Za-z0-9_\-]{16,}"),  # OpenAI, Stability, Stripe-style
+    re.compile(r"\br8_[A-Za-z0-9]{16,}"),  # Replicate
+    re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"),  # Google API keys
+    re.compile(r"\bya29\.[0-9A-Za-z_\-]{20,}"),  # Google OAuth access tokens
+    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face
+    re.compile(r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{20,}"),  # GitHub
+]
+
 MASK = "[REDACTED]"
 
 
@@ -40,4 +51,6 @@ def redact(text: str) -> str:
             text = text.replace(secret, MASK)
     for pattern in _HEADER_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + MASK, text)
+    for pattern in _TOKEN_PATTERNS:
+        text = pattern.sub(MASK, text)
     return text

@@ -8,12 +8,27 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._errors import ValidationError
+from ._shown import shown
 
 if TYPE_CHECKING:  # pillow is light, but keep the import where it is needed
     from PIL.Image import Image
 
 #: An upper bound on prompts: far past any text encoder, small enough to refuse garbage.
 MAX_PROMPT_CHARS = 10_000
+# Numeric bounds, shared with the CLI's argument checks. The upper ones are far past any real
+# request; they exist so that a hostile number (1e308 seconds, a 5,000-digit seed) is refused
+# here rather than overflowing a timer, a float or ``str()`` further down.
+#: the longest deadline: one day
+MAX_DEADLINE_S = 86_400.0
+#: the largest cost cap: a million dollars per call
+MAX_COST_USD = 1_000_000.0
+MIN_SIDE = 8
+#: no backend accepts more; Pillow refuses images past ~89 megapixels anyway
+MAX_SIDE = 16_384
+MAX_N = 16
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+MAX_SEED = 2**63 - 1
 
 
 class SLA(BaseModel):
@@ -40,15 +55,19 @@ class SLA(BaseModel):
     @field_validator("deadline_s")
     @classmethod
     def _positive_deadline(cls, v: float | None) -> float | None:
-        if v is not None and (not math.isfinite(v) or v <= 0):
-            raise ValueError(f"`deadline_s` must be a positive number of seconds but is {v!r}")
+        if v is not None and (not math.isfinite(v) or v <= 0 or v > MAX_DEADLINE_S):
+            raise ValueError(
+                f"`deadline_s` must be a positive number of seconds, at most {MAX_DEADLINE_S:g}, but is {shown(v)}"
+            )
         return v
 
     @field_validator("max_cost_usd")
     @classmethod
     def _non_negative_cost(cls, v: float | None) -> float | None:
-        if v is not None and (not math.isfinite(v) or v < 0):
-            raise ValueError(f"`max_cost_usd` must be a non-negative number but is {v!r}")
+        if v is not None and (not math.isfinite(v) or v < 0 or v > MAX_COST_USD):
+            raise ValueError(
+                f"`max_cost_usd` must be a non-negative number, at most {MAX_COST_USD:g}, but is {shown(v)}"
+            )
         return v
 
 
@@ -79,36 +98,38 @@ class GenerateRequest(BaseModel):
     @field_validator("width", "height")
     @classmethod
     def _size(cls, v: int | None, info: Any) -> int | None:
-        if v is not None and v < 8:
-            raise ValueError(f"`{info.field_name}` must be at least 8 pixels but is {v}")
+        if v is not None and (v < MIN_SIDE or v > MAX_SIDE):
+            raise ValueError(
+                f"`{info.field_name}` must be at least {MIN_SIDE} and at most {MAX_SIDE} pixels but is {shown(v)}"
+            )
         return v
 
     @field_validator("n")
     @classmethod
     def _n(cls, v: int) -> int:
-        if v < 1 or v > 16:
-            raise ValueError(f"`n` must be between 1 and 16 but is {v}")
+        if v < 1 or v > MAX_N:
+            raise ValueError(f"`n` must be between 1 and {MAX_N} but is {shown(v)}")
         return v
 
     @field_validator("steps")
     @classmethod
     def _steps(cls, v: int | None) -> int | None:
-        if v is not None and (v < 1 or v > 1000):
-            raise ValueError(f"`steps` must be between 1 and 1000 but is {v}")
+        if v is not None and (v < 1 or v > MAX_STEPS):
+            raise ValueError(f"`steps` must be between 1 and {MAX_STEPS} but is {shown(v)}")
         return v
 
     @field_validator("guidance")
     @classmethod
     def _guidance(cls, v: float | None) -> float | None:
-        if v is not None and (not math.isfinite(v) or v < 0 or v > 100):
-            raise ValueError(f"`guidance` must be between 0 and 100 but is {v!r}")
+        if v is not None and (not math.isfinite(v) or v < 0 or v > MAX_GUIDANCE):
+            raise ValueError(f"`guidance` must be between 0 and {MAX_GUIDANCE:g} but is {shown(v)}")
         return v
 
     @field_validator("seed")
     @classmethod
     def _seed(cls, v: int | None) -> int | None:
-        if v is not None and (v < 0 or v >= 2**63):
-            raise ValueError(f"`seed` must be between 0 and 2**63-1 but is {v}")
+        if v is not None and (v < 0 or v > MAX_SEED):
+            raise ValueError(f"`seed` must be between 0 and 2**63-1 but is {shown(v)}")
         return v
 
     @model_validator(mode="after")
@@ -164,7 +185,7 @@ def build_sla(sla: SLA | dict[str, Any] | None) -> SLA:
         return sla
     if isinstance(sla, dict):
         return _validated(SLA, sla)
-    raise ValidationError(f"`sla` must be an SLA or a mapping but is {sla!r}", field="sla", value=sla)
+    raise ValidationError(f"`sla` must be an SLA or a mapping but is {shown(sla)}", field="sla", value=sla)
 
 
 def _validated(model: type[Any], fields: dict[str, Any]) -> Any:
@@ -177,6 +198,9 @@ def _validated(model: type[Any], fields: dict[str, Any]) -> Any:
         field = ".".join(str(p) for p in err.get("loc", ())) or None
         msg = str(err.get("msg", "invalid value"))
         msg = msg.removeprefix("Value error, ")
+        if field is None and msg.startswith("`"):  # a model-level check names its field first
+            field = msg[1:].partition("`")[0] or None
         if field and f"`{field}`" not in msg:
-            msg = f"`{field}`: {msg} (got {err.get('input')!r})"
+            # shown(): the input may be a 5,000-digit integer, which repr() refuses
+            msg = f"`{field}`: {msg} (got {shown(err.get('input'), name=field)})"
         raise ValidationError(msg, field=field, value=err.get("input")) from None

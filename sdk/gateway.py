@@ -20,7 +20,9 @@ Endpoints:
 ``GET /v1/trace/{request_id}``                the stored trace
 ``GET /v1/models``                            ``auto`` and every configured backend
 ``GET /metrics``                              Prometheus text
-``GET /healthz``                              liveness and breaker states (no auth)
+``GET /healthz``                              liveness (no auth); backend names and breaker
+                                              states only with the key, or for everyone when
+                                              built with ``public_health_details=True``
 ============================================  ====================================================
 
 The SLA also comes from the ``X-Pixelroute-Deadline`` / ``X-Pixelroute-Max-Cost`` headers.
@@ -35,11 +37,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ValidationError
+from ._shown import shown
 from .contrib import _http
 
 if TYPE_CHECKING:
@@ -56,6 +60,9 @@ _OPENAI_KEYS = {"prompt", "model", "n", "size", "response_format", "user", "outp
 _EXTENSION_KEYS = {"sla", "seed", "steps", "guidance", "negative_prompt", "scheduler"}
 #: images above this many pixels are PNG-encoded off the event loop
 _ENCODE_INLINE_PIXELS = 256 * 256
+#: ``"WIDTHxHEIGHT"`` in ASCII digits; five digits are past every backend's limit, and the bound
+#: keeps ``int()`` away from 5,000-digit strings (it refuses past 4,300)
+_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})\Z")
 
 
 def create_app(
@@ -64,9 +71,15 @@ def create_app(
     client: AsyncClient | None = None,
     api_key: str | None = None,
     allow_anonymous: bool = False,
+    public_health_details: bool = False,
 ) -> Starlette:
     """The Starlette app. It builds an :class:`AsyncClient` from ``config`` at startup (unless
-    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close."""
+    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close.
+
+    ``GET /healthz`` needs no key and answers ``{"status": "ok"}``; the backend names and their
+    breaker states are added only for callers that send the key (or in anonymous mode), unless
+    ``public_health_details=True`` shows them to everyone (a load balancer that reads them).
+    """
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
@@ -111,9 +124,9 @@ def create_app(
             call = _openai_call(body, request.headers, client)
             result = await client.generate(call.prompt, **call.kwargs())
         except ValidationError as exc:
-            if exc.field in ("width", "height"):  # the caller wrote `size`, so name `size`
+            if exc.field in ("width", "height") and isinstance(body, dict):  # the caller wrote `size`
                 raise ValidationError(
-                    f"`size` {body.get('size')!r} is not accepted: {exc}",
+                    f"`size` {shown(body.get('size'))} is not accepted: {exc}",
                     field="size",
                     value=body.get("size"),
                 ) from None
@@ -147,7 +160,11 @@ def create_app(
 
     async def healthz(request: Request) -> Response:
         try:
-            return _json({"status": "ok", "backends": current().health()}, 200)
+            client = current()
+            if not (public_health_details or _authorized(request, api_key, allow_anonymous)):
+                # backend names and breaker states tell a stranger what we run and what is failing
+                return _json({"status": "ok"}, 200)
+            return _json({"status": "ok", "backends": client.health()}, 200)
         except Exception as exc:
             return _error(exc)
 
@@ -186,6 +203,14 @@ def _authorize(request: Request, api_key: str | None, allow_anonymous: bool) -> 
         )
 
 
+def _authorized(request: Request, api_key: str | None, allow_anonymous: bool) -> bool:
+    try:
+        _authorize(request, api_key, allow_anonymous)
+    except _http.HTTPError:
+        return False
+    return True
+
+
 def _openai_call(body: Any, headers: Any, client: AsyncClient) -> _http.GenerateCall:
     """Translate an OpenAI images body into pixelroute's, so one parser validates both."""
     if not isinstance(body, dict):
@@ -203,22 +228,23 @@ def _openai_call(body: Any, headers: Any, client: AsyncClient) -> _http.Generate
     fmt = body.get("response_format") or "b64_json"
     if fmt != "b64_json":
         raise ValidationError(
-            f"`response_format` must be b64_json (the gateway keeps no images) but is {fmt!r}",
+            f"`response_format` must be b64_json (the gateway keeps no images) but is {shown(fmt)}",
             field="response_format",
             value=fmt,
         )
     if body.get("output_format") not in (None, "png"):
         raise ValidationError(
-            f"`output_format` must be png but is {body['output_format']!r}",
+            f"`output_format` must be png but is {shown(body['output_format'])}",
             field="output_format",
             value=body["output_format"],
         )
     inner = {k: body[k] for k in _EXTENSION_KEYS | {"prompt", "n"} if k in body}
     model = body.get("model")
-    if model not in (None, "auto"):
-        if model not in client.backends:
+    if model is not None and model != "auto":
+        # a list or an object is unhashable: test the type before looking it up
+        if not isinstance(model, str) or model not in client.backends:
             raise ValidationError(
-                f"`model` must be auto or one of {', '.join(client.backends)} but is {model!r}",
+                f"`model` must be auto or one of {', '.join(client.backends)} but is {shown(model)}",
                 field="model",
                 value=model,
             )
@@ -231,11 +257,11 @@ def _size(size: Any) -> dict[str, int]:
     if size in (None, "auto"):
         return {}
     if isinstance(size, str):
-        w, sep, h = size.lower().partition("x")
-        if sep and w.isdigit() and h.isdigit():
-            return {"width": int(w), "height": int(h)}
+        match = _SIZE.match(size.lower())
+        if match:
+            return {"width": int(match[1]), "height": int(match[2])}
     raise ValidationError(
-        f'`size` must be "WIDTHxHEIGHT" (e.g. "1024x1024") or auto but is {size!r}', field="size", value=size
+        f'`size` must be "WIDTHxHEIGHT" (e.g. "1024x1024") or auto but is {shown(size)}', field="size", value=size
     )
 
 

@@ -181,7 +181,14 @@ def test_configurable_permission_check() -> None:
         ('{"prompt": "x", "n": true}', {}, "n"),
         ('{"prompt": "x",', {}, "body"),
         ('"x"', {}, "body"),
+        # once 500s: int() on n in the png branch, int() past 4,300 digits, the decoder's recursion
+        ('{"prompt": "x", "n": "x"}', {"Accept": "image/png"}, "n"),
+        ('{"prompt": "x", "n": [1]}', {"Accept": "image/png"}, "n"),
+        ('{"prompt": "x", "n": 1e400}', {"Accept": "image/png"}, "n"),
+        ('{"prompt": "x", "seed": ' + "9" * 5000 + "}", {}, "seed"),
+        ('{"prompt": "x", "sla": ' + "[" * 100_000 + "]" * 100_000 + "}", {}, "body"),
     ],
+    ids=lambda v: v[:40] if isinstance(v, str) else None,
 )
 def test_bad_json_and_sla_are_400_naming_the_field(body: str, headers: dict[str, str], param: str) -> None:
     r = user_with("generate").post(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 from typing import Any
 
@@ -28,8 +29,9 @@ pixelroute = Pixelroute()
 
 
 def api_key_auth(req: Any, action: str) -> bool:
-    expected = os.environ.get("EXAMPLE_API_KEY")
-    return bool(expected) and req.headers.get("X-Key") == expected
+    expected = os.environ.get("EXAMPLE_API_KEY", "")
+    given = req.headers.get("X-Key", "")
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())  # constant time
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -42,13 +42,14 @@ from .._errors import (
     ValidationError,
 )
 from .._redact import redact, register_secret
+from .._shown import env_var_problem
 from .._types import GenerateRequest
 from ._http_driver import MAX_MESSAGE_CHARS, MAX_REDIRECTS, HttpDriver, _async_sleep, logger
 from ._http_protocol import Call, Pause, Protocol, Reply, RunState, retry_after
 from ._http_safety import ResponseSafety, decode_image
 from ._http_safety import resolve_async as _resolve_async
 from ._http_safety import resolve_sync as _resolve_sync
-from ._http_settings import PILLOW_MAX_PIXELS, RemoteSettings, new_async_client, new_sync_client
+from ._http_settings import PILLOW_MAX_PIXELS, RemoteSettings, key_env_example, new_async_client, new_sync_client
 from ._presets import apply_preset
 from .base import Backend, BackendOutput, Capabilities
 
@@ -245,6 +246,10 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
         if not env:  # None, or "" from a TOML file: a keyless server (A1111, a local compatible gateway)
             return None
         if self._key is None:
+            # settings validation refuses a key written here; this guards settings built unvalidated
+            problem = env_var_problem("api_key_env", env, key_env_example(type(self.settings)))
+            if problem:
+                raise ConfigError(f"backend `{self.name}` ({self.kind}): {problem}")
             value = os.environ.get(env)
             if not value:
                 raise ConfigError(f"environment variable `{env}` is not set; it must hold the API key "

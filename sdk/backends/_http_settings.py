@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import httpx
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .._errors import ConfigError
+from .._shown import env_var_problem
 from .base import BackendSettings
 
 #: Pillow's own default limit; ours must not exceed it or Pillow refuses first with a warning.
@@ -40,6 +41,24 @@ class RemoteSettings(BackendSettings):
     #: the async transport: httpx's own, or aiohttp under the httpx API (``pip install pixelroute[aiohttp]``),
     #: several times faster at high concurrency (docs/benchmarks.md); ``auto`` = aiohttp when installed
     async_transport: Literal["auto", "httpx", "aiohttp"] = "auto"
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        # a key pasted here would otherwise travel on in "`sk-…` is not set" messages
+        problem = env_var_problem("api_key_env", value, key_env_example(cls))
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def key_env_example(settings_cls: type[RemoteSettings]) -> str:
+    """The kind's own variable (``OPENAI_API_KEY``), for messages that say what to write."""
+    default = settings_cls.model_fields["api_key_env"].default
+    if isinstance(default, str) and default:
+        return default
+    kind = settings_cls.model_fields["kind"].default
+    return f"{str(kind).upper() if isinstance(kind, str) else 'PROVIDER'}_API_KEY"
 
 
 

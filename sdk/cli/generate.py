@@ -5,21 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import _types
+from ._args import integer_in, number_in, seconds, text, usd
 from ._common import add_config_arg, format_trace, make_client
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("generate", help="one routed generation; saves the PNG and prints the trace")
-    p.add_argument("prompt")
-    p.add_argument("--deadline", type=float, metavar="S", help="seconds for the whole call")
-    p.add_argument("--max-cost", type=float, metavar="USD", help="cost cap across attempts")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--guidance", type=float)
-    p.add_argument("--negative-prompt")
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--backend", help="pin a backend by name instead of routing")
+    # bad values stop here with exit 2 naming the option, before a client or a store is opened
+    p.add_argument("prompt", type=text("prompt"))
+    p.add_argument("--deadline", type=seconds("--deadline"), metavar="S", help="seconds for the whole call")
+    p.add_argument("--max-cost", type=usd("--max-cost"), metavar="USD", help="cost cap across attempts")
+    p.add_argument("--seed", type=integer_in("--seed", 0, _types.MAX_SEED))
+    p.add_argument("--steps", type=integer_in("--steps", 1, _types.MAX_STEPS))
+    p.add_argument("--guidance", type=number_in("--guidance", 0, _types.MAX_GUIDANCE))
+    p.add_argument("--negative-prompt", type=text("--negative-prompt"))
+    p.add_argument("--width", type=integer_in("--width", _types.MIN_SIDE, _types.MAX_SIDE))
+    p.add_argument("--height", type=integer_in("--height", _types.MIN_SIDE, _types.MAX_SIDE))
+    p.add_argument("--backend", type=text("--backend"), help="pin a backend by name instead of routing")
     p.add_argument("--out", default="pixelroute.png", metavar="FILE", help="where to save the PNG")
     add_config_arg(p)
     p.set_defaults(func=run)

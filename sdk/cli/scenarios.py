@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _types
 from .._errors import ValidationError
+from ._args import integer_in, seconds, usd
 from ._common import add_config_arg, make_client
 
 if TYPE_CHECKING:
@@ -31,14 +33,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="`builtin`, or a TSV (Prompt, Challenge columns) or JSONL (prompt, scenario) file",
     )
     run.add_argument("--scenarios", metavar="A,B", help="only these scenarios of the suite")
-    run.add_argument("--max-per-scenario", type=int, metavar="N", help="at most N prompts per scenario")
+    run.add_argument(
+        "--max-per-scenario",
+        type=integer_in("--max-per-scenario", 1),
+        metavar="N",
+        help="at most N prompts per scenario",
+    )
     run.add_argument("--out", required=True, metavar="DIR", help="folder for report.html and report.json")
-    run.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per prompt (default 1)")
-    run.add_argument("--base-seed", type=int, default=0, metavar="S", help="first seed (default 0)")
-    run.add_argument("--deadline", type=float, metavar="S", help="SLA deadline per request in seconds")
-    run.add_argument("--max-cost", type=float, metavar="USD", help="SLA cost cap per request")
-    run.add_argument("--width", type=int, help="image width (default: each backend's default)")
-    run.add_argument("--height", type=int, help="image height (default: each backend's default)")
+    run.add_argument(
+        "--seeds", type=integer_in("--seeds", 1), default=1, metavar="N", help="seeds per prompt (default 1)"
+    )
+    run.add_argument(
+        "--base-seed", type=integer_in("--base-seed", 0, _types.MAX_SEED), default=0, metavar="S",
+        help="first seed (default 0)",
+    )
+    run.add_argument("--deadline", type=seconds("--deadline"), metavar="S", help="SLA deadline per request in seconds")
+    run.add_argument("--max-cost", type=usd("--max-cost"), metavar="USD", help="SLA cost cap per request")
+    side = (_types.MIN_SIDE, _types.MAX_SIDE)
+    run.add_argument("--width", type=integer_in("--width", *side), help="image width (default: each backend's default)")
+    run.add_argument(
+        "--height", type=integer_in("--height", *side), help="image height (default: each backend's default)"
+    )
     run.add_argument(
         "--clip-model", metavar="PATH", help="local CLIP model folder or cached hub id for CLIP scores"
     )

@@ -7,6 +7,7 @@ import os
 import sys
 
 from .._errors import ConfigError
+from ._args import integer_in
 
 DEFAULT_KEY_ENV = "PIXELROUTE_GATEWAY_KEY"
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config", metavar="FILE", help="pixelroute TOML config (default: the embedded tiny backends)"
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=integer_in("--port", 0, 65535), default=8000, help="port (default: 8000)")
     p.add_argument(
         "--api-key-env",
         default=DEFAULT_KEY_ENV,
@@ -26,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--no-auth", action="store_true", help="accept requests without a key (only on a loopback --host)"
+    )
+    p.add_argument(
+        "--public-health-details",
+        action="store_true",
+        help="show backend names and breaker states on /healthz to callers without the key "
+        "(default: only to callers with it)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
@@ -49,7 +56,12 @@ def run(args: argparse.Namespace) -> int:
             "pixelroute: no --config given: serving the embedded default (tiny pipelines, RANDOM weights)",
             file=sys.stderr,
         )
-    app = create_app(args.config, api_key=api_key, allow_anonymous=args.no_auth)
+    app = create_app(
+        args.config,
+        api_key=api_key,
+        allow_anonymous=args.no_auth,
+        public_health_details=args.public_health_details,
+    )
     # one worker process: the client, its telemetry writer and breakers live in this process
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws="none")
     return 0

@@ -37,6 +37,7 @@ from .._errors import (
     ValidationError,
 )
 from .._redact import redact
+from .._shown import shown
 
 DEADLINE_HEADER = "X-Pixelroute-Deadline"
 MAX_COST_HEADER = "X-Pixelroute-Max-Cost"
@@ -48,6 +49,24 @@ GENERATE_KEYS = frozenset({"prompt", "sla", "backend", "response_format", *KNOBS
 RESPONSE_FORMATS = ("b64_json", "png")
 #: the actions an auth hook is asked about
 ACTIONS = ("generate", "feedback", "trace", "metrics")
+#: knobs that take whole numbers, and the one that takes any number
+INTEGER_KNOBS = frozenset({"width", "height", "n", "steps", "seed"})
+NUMBER_KNOBS = frozenset({"guidance"})
+#: no request body nests deeper than a few levels; refuse hostile nesting before anything walks it
+MAX_JSON_DEPTH = 32
+#: integer literals longer than this are read as :class:`LongNumber`: no field takes such a number
+#: (a seed has at most 19 digits), and ``int()`` refuses strings past 4,300 digits with a ValueError
+MAX_INT_DIGITS = 100
+
+
+class LongNumber:
+    """An integer literal too long for any field; validation refuses it naming the field."""
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits>"
 
 
 @dataclass
@@ -95,13 +114,48 @@ def parse_json(raw: bytes | str) -> Any:
     if not raw.strip():
         raise ValidationError("`body` must be a JSON object but is empty", field="body", value="")
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"`body` must be valid JSON but is not: {exc.msg} at line {exc.lineno} column {exc.colno}",
             field="body",
             value=raw[:80],
         ) from None
+    except RecursionError:  # the decoder recurses once per level: 100,000 `[` exhaust the stack
+        raise ValidationError(
+            f"`body` must nest at most {MAX_JSON_DEPTH} levels deep but nests deeper than the parser can follow",
+            field="body",
+            value=None,
+        ) from None
+    depth = _depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationError(
+            f"`body` must nest at most {MAX_JSON_DEPTH} levels deep but nests {depth}", field="body", value=None
+        )
+    return value
+
+
+def _parse_int(text: str) -> int | LongNumber:
+    return LongNumber(text) if len(text) > MAX_INT_DIGITS else int(text)
+
+
+def _depth(value: Any) -> int:
+    """How deep containers nest in ``value``, walked without recursion (stops past the limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def parse_generate(body: Any, headers: Any, accept: str | None = None) -> GenerateCall:
@@ -123,28 +177,27 @@ def parse_generate(body: Any, headers: Any, accept: str | None = None) -> Genera
         )
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
-        raise ValidationError(f"`prompt` must be a string but is {prompt!r}", field="prompt", value=prompt)
+        raise ValidationError(f"`prompt` must be a string but is {shown(prompt)}", field="prompt", value=prompt)
     sla = sla_from(body.get("sla"), headers)
     backend = body.get("backend")
     if backend is not None and not isinstance(backend, str):
         raise ValidationError(
-            f"`backend` must be a string but is {backend!r}", field="backend", value=backend
+            f"`backend` must be a string but is {shown(backend)}", field="backend", value=backend
         )
     fmt = body.get("response_format")
     if fmt is None:
         fmt = "png" if accept and "image/png" in accept and "application/json" not in accept else "b64_json"
-    if fmt not in RESPONSE_FORMATS:
+    if not isinstance(fmt, str) or fmt not in RESPONSE_FORMATS:
         raise ValidationError(
-            f"`response_format` must be one of {', '.join(RESPONSE_FORMATS)} but is {fmt!r}",
+            f"`response_format` must be one of {', '.join(RESPONSE_FORMATS)} but is {shown(fmt)}",
             field="response_format",
             value=fmt,
         )
-    knobs = {k: body[k] for k in KNOBS if k in body}
-    for name, value in knobs.items():
-        # JSON true/false are ints to Python; a boolean where a number belongs is a mistake
-        if isinstance(value, bool) and name != "negative_prompt":
-            raise ValidationError(f"`{name}` must be a number but is {value!r}", field=name, value=value)
-    if fmt == "png" and int(knobs.get("n", 1) or 1) > 1:
+    knobs = {k: _knob(k, body[k]) for k in KNOBS if k in body}
+    from .._types import build_request
+
+    build_request(prompt=prompt, **knobs)  # every range refused here, before a client or a paid call
+    if fmt == "png" and knobs.get("n", 1) > 1:
         raise ValidationError(
             "`response_format` png returns one image; ask for b64_json when `n` > 1",
             field="response_format",
@@ -153,25 +206,50 @@ def parse_generate(body: Any, headers: Any, accept: str | None = None) -> Genera
     return GenerateCall(prompt=prompt, sla=sla, knobs=knobs, backend=backend, response_format=fmt)
 
 
+def _knob(name: str, value: Any) -> Any:
+    """A knob's JSON value checked for its type; numbers in strings, lists, booleans are refused here.
+
+    The request model checks the ranges. Being strict here matters: a lax ``"n": "3"`` would
+    pass as 3 and, with ``response_format`` png, pay for images the answer cannot carry.
+    """
+    if value is None or (name not in INTEGER_KNOBS and name not in NUMBER_KNOBS):
+        return value
+    kind = "an integer" if name in INTEGER_KNOBS else "a number"
+    # JSON true/false are ints to Python; a boolean where a number belongs is a mistake
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"`{name}` must be {kind} but is {shown(value)}", field=name, value=value)
+    if name in INTEGER_KNOBS and isinstance(value, float):
+        if not value.is_integer():
+            raise ValidationError(f"`{name}` must be {kind} but is {shown(value)}", field=name, value=value)
+        return int(value)
+    return value
+
+
 def sla_from(body_sla: Any, headers: Any) -> dict[str, Any]:
     """The SLA mapping from the body's ``sla`` object and the ``X-Pixelroute-*`` headers."""
     if body_sla is None:
         body_sla = {}
     if not isinstance(body_sla, dict):
-        raise ValidationError(f"`sla` must be an object but is {body_sla!r}", field="sla", value=body_sla)
+        raise ValidationError(f"`sla` must be an object but is {shown(body_sla)}", field="sla", value=body_sla)
     sla: dict[str, Any] = {}
     for key, header in (("deadline_s", DEADLINE_HEADER), ("max_cost_usd", MAX_COST_HEADER)):
         raw = _header(headers, header)
         if raw is not None:
             sla[key] = _header_number(header, raw)
+    from .._types import SLA, build_sla
+
     for key, value in body_sla.items():
+        if key not in SLA.model_fields:  # named here: the model cannot name an empty or odd key
+            raise ValidationError(
+                f"`sla.{key}` is not a known field; known: {', '.join(sorted(SLA.model_fields))}",
+                field=f"sla.{key}",
+                value=value,
+            )
         if isinstance(value, bool) and key != "hedge":
             raise ValidationError(
-                f"`sla.{key}` must be a number but is {value!r}", field=f"sla.{key}", value=value
+                f"`sla.{key}` must be a number but is {shown(value)}", field=f"sla.{key}", value=value
             )
         sla[key] = value
-    from .._types import build_sla
-
     try:
         build_sla(sla)
     except ValidationError as exc:
@@ -195,11 +273,11 @@ def _header_number(name: str, raw: str) -> float:
         value = float(raw)
     except ValueError:
         raise ValidationError(
-            f"`{name}` header must be a number but is {raw!r}", field=name, value=raw
+            f"`{name}` header must be a number but is {shown(raw)}", field=name, value=raw
         ) from None
     if not math.isfinite(value):
         raise ValidationError(
-            f"`{name}` header must be a finite number but is {raw!r}", field=name, value=raw
+            f"`{name}` header must be a finite number but is {shown(raw)}", field=name, value=raw
         )
     return value
 
@@ -223,11 +301,11 @@ def parse_feedback(body: Any) -> tuple[float, str]:
     seconds, verdict = body["seconds"], body["verdict"]
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise ValidationError(
-            f"`seconds` must be a number but is {seconds!r}", field="seconds", value=seconds
+            f"`seconds` must be a number but is {shown(seconds)}", field="seconds", value=seconds
         )
     if not isinstance(verdict, str):
         raise ValidationError(
-            f"`verdict` must be a string but is {verdict!r}", field="verdict", value=verdict
+            f"`verdict` must be a string but is {shown(verdict)}", field="verdict", value=verdict
         )
     return float(seconds), verdict
 

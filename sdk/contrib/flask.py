@@ -7,10 +7,13 @@
 
     pixelroute = Pixelroute()          # module level, no app yet (app-factory friendly)
 
+    def key_auth(request, action):      # constant-time: `==` would leak the key's prefix by timing
+        return hmac.compare_digest(request.headers.get("X-Key", "").encode(), KEY.encode())
+
     def create_app():
         app = Flask(__name__)
         app.config["PIXELROUTE_CONFIG"] = "pixelroute.toml"     # or PIXELROUTE_SETTINGS = {...}
-        pixelroute.init_app(app, auth=lambda request, action: request.headers.get("X-Key") == KEY)
+        pixelroute.init_app(app, auth=key_auth)
         return app
 
     # in a view:  pixelroute.client.generate("a red bicycle", sla={"deadline_s": 8})
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import Settings, load_settings
 from .._errors import ConfigError, PixelrouteError
+from .._shown import shown
 from . import _http
 
 if TYPE_CHECKING:
@@ -168,7 +172,7 @@ def settings_from_config(config: Any) -> Settings:
     mapping = config.get("PIXELROUTE_SETTINGS")
     if mapping is not None:
         if not isinstance(mapping, dict):
-            raise ConfigError(f"`PIXELROUTE_SETTINGS` must be a mapping but is {mapping!r}")
+            raise ConfigError(f"`PIXELROUTE_SETTINGS` must be a mapping but is {shown(mapping)}")
         data.update({k.lower(): v for k, v in mapping.items()})
     for key in config:
         if not key.startswith("PIXELROUTE_") or key in _OPTIONS:

@@ -45,7 +45,9 @@ def get_settings() -> Settings:
     if value is None:
         return embedded_default()
     if not isinstance(value, dict | str):
-        raise ConfigError(f"`PIXELROUTE` must be a dict of settings or a TOML path but is {value!r}")
+        from ..._shown import shown
+
+        raise ConfigError(f"`PIXELROUTE` must be a dict of settings or a TOML path but is {shown(value)}")
     try:
         return load_settings(value)
     except ConfigError as exc:
