@@ -20,7 +20,8 @@ Endpoints:
 ``GET /v1/trace/{request_id}``                the stored trace
 ``GET /v1/models``                            ``auto`` and every configured backend
 ``GET /metrics``                              Prometheus text
-``GET /healthz``                              liveness and breaker states (no auth)
+``GET /healthz``                              liveness, breaker states and which backends are
+                                              loaded (no auth)
 ============================================  ====================================================
 
 The SLA also comes from the ``X-Pixelroute-Deadline`` / ``X-Pixelroute-Max-Cost`` headers.
@@ -66,7 +67,9 @@ def create_app(
     allow_anonymous: bool = False,
 ) -> Starlette:
     """The Starlette app. It builds an :class:`AsyncClient` from ``config`` at startup (unless
-    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close."""
+    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close.
+    With ``[execution] preload = true`` startup also loads every backend's pipeline, so the
+    server accepts no request before it is warm (and does not start if a pipeline fails to load)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
@@ -81,6 +84,10 @@ def create_app(
 
             state["client"] = await asyncio.to_thread(AsyncClient, config)
         try:
+            started: AsyncClient = state["client"]
+            if started.settings.execution.preload:
+                took = await started.warmup()
+                logger.info("preloaded %s", ", ".join(f"{n} in {s:.2f} s" for n, s in took.items()))
             yield
         finally:
             if owned:
@@ -147,7 +154,9 @@ def create_app(
 
     async def healthz(request: Request) -> Response:
         try:
-            return _json({"status": "ok", "backends": current().health()}, 200)
+            c = current()
+            loaded = {name: b.loaded for name, b in c.backends.items()}
+            return _json({"status": "ok", "backends": c.health(), "loaded": loaded}, 200)
         except Exception as exc:
             return _error(exc)
 
