@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -274,6 +274,28 @@ class Client(BaseClient):
             with self._inflight_lock:
                 self._dedupe.pop(key, None)
 
+    def warmup(self, backends: Iterable[str] | None = None) -> dict[str, float]:
+        """Load what the first requests would load (local pipelines), so that they do not pay for it.
+
+        ``backends`` names the ones to warm (default: all; remote ones have nothing to load).
+        Idempotent; returns the seconds each took. A backend that fails to load raises an error
+        naming it (the cause chained) and the ones after it are not loaded.
+        """
+        from . import _warmup
+
+        if self._closed:
+            raise PixelrouteError("this client is closed")
+        targets = _warmup.warmup_targets(self.backends, backends)
+        took: dict[str, float] = {}
+        for backend in targets:
+            try:
+                took[backend.name] = backend.warmup()
+            except Exception as exc:
+                raise _warmup.warmup_failed(backend, exc) from exc
+            _warmup.report(backend, took[backend.name])
+        _warmup.check_still_loaded(targets)
+        return took
+
     def resume(self, request_id: str, sla: SLA | dict[str, Any] | None = None) -> Result:
         """Collect a remote result that finished after this client gave up on it (already paid)."""
         from ._resume import resume_sync
@@ -348,6 +370,23 @@ class AsyncClient(BaseClient):
 
     async def _run(self, call: Call, gate: Gate | None) -> Result:
         return await run_async(self._engine, call, gate, self.settings.execution.cascade_threshold)
+
+    async def warmup(self, backends: Iterable[str] | None = None) -> dict[str, float]:
+        """Async twin of :meth:`Client.warmup`; loads run off the event loop."""
+        from . import _warmup
+
+        if self._closed:
+            raise PixelrouteError("this client is closed")
+        targets = _warmup.warmup_targets(self.backends, backends)
+        took: dict[str, float] = {}
+        for backend in targets:
+            try:
+                took[backend.name] = await backend.awarmup()
+            except Exception as exc:
+                raise _warmup.warmup_failed(backend, exc) from exc
+            _warmup.report(backend, took[backend.name])
+        _warmup.check_still_loaded(targets)
+        return took
 
     async def resume(self, request_id: str, sla: SLA | dict[str, Any] | None = None) -> Result:
         """Async twin of :meth:`Client.resume`."""

@@ -78,7 +78,7 @@ class RouterSettings(BaseModel):
 
 
 class ExecutionSettings(BaseModel):
-    """What happens after the decision: fallbacks, hedging, cascade, de-duplication."""
+    """What happens after the decision: fallbacks, hedging, cascade, de-duplication; and preloading."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,6 +94,10 @@ class ExecutionSettings(BaseModel):
     #: circuit breaker: consecutive failures that open it, and for how long
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    #: load every backend's pipeline when the gateway, the Flask extension or the Django app
+    #: starts, before the first request, instead of on it (a plain `Client` loads on first use,
+    #: or at `client.warmup()`)
+    preload: bool = False
 
 
 class Settings(BaseSettings):

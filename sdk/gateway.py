@@ -20,9 +20,10 @@ Endpoints:
 ``GET /v1/trace/{request_id}``                the stored trace
 ``GET /v1/models``                            ``auto`` and every configured backend
 ``GET /metrics``                              Prometheus text
-``GET /healthz``                              liveness (no auth); backend names and breaker
-                                              states only with the key, or for everyone when
-                                              built with ``public_health_details=True``
+``GET /healthz``                              liveness (no auth); backend names, breaker
+                                              states and which are loaded only with the key,
+                                              or for everyone when built with
+                                              ``public_health_details=True``
 ============================================  ====================================================
 
 The SLA also comes from the ``X-Pixelroute-Deadline`` / ``X-Pixelroute-Max-Cost`` headers.
@@ -76,9 +77,13 @@ def create_app(
     """The Starlette app. It builds an :class:`AsyncClient` from ``config`` at startup (unless
     ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close.
 
-    ``GET /healthz`` needs no key and answers ``{"status": "ok"}``; the backend names and their
-    breaker states are added only for callers that send the key (or in anonymous mode), unless
-    ``public_health_details=True`` shows them to everyone (a load balancer that reads them).
+    ``GET /healthz`` needs no key and answers ``{"status": "ok"}``; the backend names, their
+    breaker states and which are loaded are added only for callers that send the key (or in
+    anonymous mode), unless ``public_health_details=True`` shows them to everyone (a load
+    balancer that reads them).
+
+    With ``[execution] preload = true`` startup also loads every backend's pipeline, so the
+    server accepts no request before it is warm (and does not start if a pipeline fails to load).
     """
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -94,6 +99,10 @@ def create_app(
 
             state["client"] = await asyncio.to_thread(AsyncClient, config)
         try:
+            started: AsyncClient = state["client"]
+            if started.settings.execution.preload:
+                took = await started.warmup()
+                logger.info("preloaded %s", ", ".join(f"{n} in {s:.2f} s" for n, s in took.items()))
             yield
         finally:
             if owned:
@@ -164,7 +173,8 @@ def create_app(
             if not (public_health_details or _authorized(request, api_key, allow_anonymous)):
                 # backend names and breaker states tell a stranger what we run and what is failing
                 return _json({"status": "ok"}, 200)
-            return _json({"status": "ok", "backends": client.health()}, 200)
+            loaded = {name: b.loaded for name, b in client.backends.items()}
+            return _json({"status": "ok", "backends": client.health(), "loaded": loaded}, 200)
         except Exception as exc:
             return _error(exc)
 

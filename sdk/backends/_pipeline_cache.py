@@ -5,14 +5,21 @@ pipeline are serialised there) and its own timing statistics (seconds per denois
 used to decide whether a request fits its deadline). Backends that name the same model,
 device, dtype and variant share one slot. A slot in use (pinned by an in-flight request) is
 never evicted; the budget may be exceeded rather than break a running call, and that is logged.
+
+Fork (gunicorn ``--preload`` loads in the master, then forks workers): a forked child keeps the
+CPU pipelines (copy-on-write pages) with fresh locks and workers, since threads do not survive
+a fork. Pipelines on CUDA or MPS cannot be used from a forked child at all; the child drops
+them and logs why (load per worker instead, see the operations docs).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +104,7 @@ class PipelineCache:
         self._slots: OrderedDict[LoadSpec, PipelineSlot] = OrderedDict()
         self._loading: dict[LoadSpec, threading.Lock] = {}
         self._lock = threading.Lock()
+        _CACHES.add(self)
 
     def limit(self, budget_bytes: int | None) -> None:
         """Tighten the budget (the smallest configured budget wins: it is a hard limit)."""
@@ -178,6 +186,29 @@ class PipelineCache:
         for slot in slots:
             _unload(slot)
 
+    def _after_fork_in_child(self) -> None:
+        """Make the inherited cache usable in a forked child (only this thread survived the fork)."""
+        self._lock = threading.Lock()  # may have been held by a thread that no longer exists
+        self._loading = {}
+        unusable = []
+        for spec, slot in list(self._slots.items()):
+            if spec.device != "cpu":
+                # the parent's CUDA/MPS context is not valid here; touching it (even to free
+                # memory) fails, so the slot is only forgotten
+                del self._slots[spec]
+                unusable.append(spec.model)
+                continue
+            slot.lock = threading.Lock()
+            slot.pins = 0  # the parent's in-flight calls do not exist in this process
+            slot.users.clear()  # nor do its backends: this process's own backends re-acquire it
+            slot.worker = PipelineWorker(slot.worker.name)
+        if unusable:
+            log.error(
+                "pipelines loaded on a GPU before this process was forked cannot be used here: %s; "
+                "with CUDA, preload in each worker (e.g. gunicorn's post_worker_init hook or no "
+                "--preload), never in the parent", ", ".join(unusable),
+            )
+
     def _hit(self, spec: LoadSpec) -> PipelineSlot | None:
         slot = self._slots.get(spec)
         if slot is not None:
@@ -217,6 +248,18 @@ def _unload(slot: PipelineSlot) -> None:
 
         torch.cuda.empty_cache()
 
+
+#: every cache in the process, reset in a forked child
+_CACHES: weakref.WeakSet[PipelineCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_CACHES):
+        cache._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: the process-wide cache that backends share unless given their own
 SHARED = PipelineCache()

@@ -157,6 +157,9 @@ class BackendSettings(BaseModel):
     strengths: dict[str, float] = Field(default_factory=dict)
     #: prior typical latency in seconds for one default-size image (cold-start routing)
     typical_latency_s: float | None = Field(default=None, gt=0)
+    #: prior seconds to load the backend before its first request (local pipelines); unset =
+    #: the backend's own estimate (diffusers: from the model family's size), none for remote APIs
+    typical_load_s: float | None = Field(default=None, ge=0)
     #: prior failure rate (cold-start routing)
     typical_failure_rate: float | None = Field(default=None, ge=0, le=1)
 
@@ -165,7 +168,9 @@ class Backend(ABC):
     """A place that turns a request into images.
 
     Subclasses implement :meth:`generate`; :meth:`agenerate` defaults to running it in a
-    worker thread and remote backends override it with native async I/O.
+    worker thread and remote backends override it with native async I/O. Backends with
+    something to load before their first request (local pipelines) override :attr:`loaded`
+    and :meth:`warmup`; for the others both are trivially true and free.
     """
 
     kind: ClassVar[str] = "custom"
@@ -206,6 +211,33 @@ class Backend(ABC):
         width, height = self.effective_size(request)
         return self.price.estimate(width, height, request.n, gpu_s)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether a request would start without loading anything first.
+
+        Cheap (the router asks it per decision) and never loads: ``True`` unless a subclass
+        has something to load (a local pipeline not in memory yet, or evicted).
+        """
+        return True
+
+    def warmup(self, deadline: Deadline | None = None) -> float:
+        """Load what the first request would load, so that it does not pay for it; idempotent.
+
+        Returns the seconds it took. Nothing to load here: remote backends build their
+        connection pools on first use and no network call is made.
+        """
+        return 0.0
+
+    async def awarmup(self, deadline: Deadline | None = None) -> float:
+        """Async twin of :meth:`warmup`; the default runs it in a worker thread (loads block)."""
+        if type(self).warmup is Backend.warmup:
+            return 0.0  # nothing to load: no thread hop
+        return await asyncio.to_thread(self.warmup, deadline)
+
+    def _load_estimate_s(self) -> float | None:
+        """Prior seconds :meth:`warmup` takes when not :attr:`loaded`; the setting, else ``None``."""
+        return self.settings.typical_load_s if self.settings else None
+
     def cancel_job(self, job_id: str) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Cancel a remote job (protocols with a cancel endpoint override this)."""
 
@@ -230,6 +262,7 @@ class Backend(ABC):
             "strengths": dict(s.strengths) if s else {},
             "typical_latency_s": s.typical_latency_s if s else None,
             "typical_failure_rate": s.typical_failure_rate if s else None,
+            "typical_load_s": self._load_estimate_s(),
             "supports_negative_prompt": caps.supports_negative_prompt,
             "supports_steps": caps.supports_steps,
         }

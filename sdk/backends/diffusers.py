@@ -17,8 +17,10 @@ value is honoured or refused, never changed. Seeds: image ``i`` of a request wit
 uses ``s + i``; a request without a seed gets a random one, reported in ``params["seed"]``.
 
 Nothing heavy happens when the backend is built: torch and diffusers are imported, the tiny
-model built (``make_tiny``) and the pipeline loaded on the first request. Calls on one
-pipeline are serialised on its worker thread; the deadline is checked at every denoising step.
+model built (``make_tiny``) and the pipeline loaded on the first request, or ahead of it by
+:meth:`DiffusersBackend.warmup` (``Client.warmup``, ``[execution] preload``). :attr:`loaded`
+says whether the pipeline is in memory now. Calls on one pipeline are serialised on its
+worker thread; the deadline is checked at every denoising step.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ import contextlib
 import logging
 import math
 import secrets
+import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from functools import partial
 from pathlib import Path
@@ -38,10 +43,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from .._deadline import Deadline
-from .._errors import Cancelled, ConfigError, DeadlineExceeded
+from .._errors import Cancelled, ConfigError, DeadlineExceeded, PixelrouteError
 from .._types import GenerateRequest
 from ._diffusers_run import Prepared, resolve_scheduler, run_batch
-from ._families import Family, detect_family, local_class_name
+from ._families import Family, detect_family, estimate_load_s, local_class_name, null_components
 from ._pipeline_cache import SHARED, LoadSpec, PipelineCache, PipelineSlot
 from ._pipeline_worker import Job
 from .base import Backend, BackendOutput, BackendSettings, Capabilities
@@ -113,6 +118,8 @@ class DiffusersBackend(Backend):
         if s.memory_budget_gb is not None:
             self._cache.limit(int(s.memory_budget_gb * 1e9))
         self._spec: LoadSpec | None = None
+        #: what ``_spec`` will be, resolved without building or loading anything (see ``loaded``)
+        self._expected_spec: LoadSpec | None = None
         self._closed = False
 
     @classmethod
@@ -155,6 +162,99 @@ class DiffusersBackend(Backend):
             with contextlib.suppress(BaseException):
                 await asyncio.shield(waiting)
             raise
+
+    # -- loading ahead of the first request -------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the pipeline is in memory now (so a request starts without loading it).
+
+        False before the first load and after an eviction or :meth:`close`. Cheap: a dict
+        lookup under the cache lock; it never builds, loads or imports anything.
+        """
+        spec = self._spec if self._spec is not None else self._expected()
+        return spec is not None and self._cache.peek(spec)
+
+    def warmup(self, deadline: Deadline | None = None) -> float:
+        """Build the tiny model (``make_tiny``) and load the pipeline, as the first request would.
+
+        Idempotent; returns the seconds it took (next to nothing once loaded). A load cannot be
+        interrupted: when ``deadline`` passes (or its token is cancelled) first, this raises
+        ``DeadlineExceeded`` (``Cancelled``) while the load goes on in the background, and
+        :attr:`loaded` turns true when it lands.
+        """
+        if self._closed:
+            raise PixelrouteError(f"backend `{self.name}` is closed: it cannot be warmed up")
+        started = self.clock()
+        deadline = deadline or Deadline(None)
+        self._check_before_warmup(deadline)
+        if math.isinf(deadline.at) and deadline.cancel is None:
+            self._load_now()
+        else:
+            self._load_within(deadline)
+        return self.clock() - started
+
+    async def awarmup(self, deadline: Deadline | None = None) -> float:
+        """Async twin of :meth:`warmup`; the load runs off the event loop."""
+        if self.loaded and not self._closed:
+            return 0.0
+        return await asyncio.to_thread(self.warmup, deadline)
+
+    def _load_estimate_s(self) -> float | None:
+        """The ``typical_load_s`` setting, else the estimate from the family's size (``_families``)."""
+        if self.config.typical_load_s is not None:
+            return self.config.typical_load_s
+        without_t5 = "text_encoder_3" in null_components(self.config.model)
+        return estimate_load_s(self.family, device=self.config.device, dtype=self.config.dtype,
+                               without_t5=without_t5)
+
+    def _load_now(self) -> None:
+        slot = self._cache.acquire(self._load_spec(), id(self))
+        self._cache.release(slot)  # unpinned: it stays loaded until evicted or closed
+
+    def _load_within(self, deadline: Deadline) -> None:
+        done: Future[None] = Future()
+        gave_up = threading.Event()
+
+        def load() -> None:
+            try:
+                self._load_now()
+                done.set_result(None)
+            except BaseException as exc:
+                done.set_exception(exc)
+                if gave_up.is_set():  # nobody is waiting for the error: say it here
+                    log.error("backend `%s`: loading in the background failed: %s", self.name, exc)
+
+        threading.Thread(target=load, name=f"pixelroute-warmup-{self.name}", daemon=True).start()
+        while not futures_wait([done], timeout=_POLL_S).done:
+            if deadline.cancelled or deadline.expired():
+                gave_up.set()
+                if done.done():  # it landed (or failed) just now: report that instead
+                    break
+                if deadline.cancelled:
+                    raise Cancelled(f"warm-up of backend `{self.name}` was cancelled; "
+                                    "the load goes on in the background")
+                raise DeadlineExceeded(f"backend `{self.name}` did not load before the deadline; "
+                                       "the load goes on in the background")
+        done.result()
+
+    def _check_before_warmup(self, deadline: Deadline) -> None:
+        if deadline.cancelled:
+            raise Cancelled(f"warm-up of backend `{self.name}` was cancelled before it started")
+        if deadline.expired():
+            raise DeadlineExceeded(f"backend `{self.name}`: the deadline passed before the warm-up started")
+
+    def _expected(self) -> LoadSpec | None:
+        # Another backend may have loaded the same pipeline before this one's first request.
+        # Without torch imported nothing can be loaded, and resolving the device would import it.
+        if self._expected_spec is None:
+            if "torch" not in sys.modules:
+                return None
+            try:
+                self._expected_spec = self._resolve_spec()
+            except ConfigError:  # e.g. `device = "cuda"` without CUDA: nothing of ours is loaded
+                return None
+        return self._expected_spec
 
     def close(self) -> None:
         """Unload the pipelines no other open backend uses (queued requests finish first)."""
@@ -223,8 +323,6 @@ class DiffusersBackend(Backend):
 
     def _load_spec(self) -> LoadSpec:
         if self._spec is None:
-            from ._pipeline_cache import resolve_device, resolve_dtype
-
             s = self.config
             if s.make_tiny is not None:
                 from .._tiny import build_tiny, is_built
@@ -233,13 +331,21 @@ class DiffusersBackend(Backend):
                     log.warning("backend `%s`: building a tiny %s pipeline with RANDOM weights at %s",
                                 self.name, s.make_tiny, s.model)
                     build_tiny(s.make_tiny, s.model)
-            device = resolve_device(s.device)
-            model = str(Path(s.model).expanduser()) if Path(s.model).expanduser().exists() else s.model
-            dtype = resolve_dtype(s.dtype, device)
-            self._spec = LoadSpec(model=model, device=device, dtype=dtype, variant=s.variant)
+            self._spec = self._resolve_spec()
             if s.default_scheduler is not None:
                 self._check_default_scheduler(self._spec)
         return self._spec
+
+    def _resolve_spec(self) -> LoadSpec:
+        """The cache key of this backend's pipeline: device and dtype resolved; builds nothing."""
+        from ._pipeline_cache import resolve_device, resolve_dtype
+
+        s = self.config
+        device = resolve_device(s.device)
+        path = Path(s.model).expanduser()
+        # a tiny model is built at exactly this path, so it is the key before the build too
+        model = str(path) if s.make_tiny is not None or path.exists() else s.model
+        return LoadSpec(model=model, device=device, dtype=resolve_dtype(s.dtype, device), variant=s.variant)
 
     def _check_default_scheduler(self, spec: LoadSpec) -> None:
         from .._errors import ValidationError

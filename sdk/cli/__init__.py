@@ -25,6 +25,7 @@ GROUPS = (
     "simulate",
     "demo",
     "serve",
+    "warmup",
     "scenarios",
 )
 

@@ -26,6 +26,11 @@ file's. ``PIXELROUTE_BLUEPRINT`` (default ``True``) and ``PIXELROUTE_URL_PREFIX`
 ``"module:function"``. Everything is validated by the same settings model at ``init_app`` time;
 a bad key raises ``ConfigError`` naming it.
 
+With ``[execution] preload = true`` (``PIXELROUTE_EXECUTION = {"preload": True}``) ``init_app``
+builds the client and loads every pipeline at once, so the first request finds them loaded. A
+client built before a fork (gunicorn ``--preload``) is not used by the forked workers: each
+builds its own, which finds the CPU pipelines already in memory.
+
 The auth hook is ``auth(request, action) -> bool`` with ``action`` one of ``generate``,
 ``feedback``, ``trace``, ``metrics``. Without a hook every endpoint answers 401: an endpoint that
 spends money or reveals prompts is closed until the app says who may use it.
@@ -34,7 +39,9 @@ spends money or reveals prompts is closed until the app says who may use it.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +86,14 @@ class _State:
         self.lock = threading.Lock()
         self.client: Client | None = None
         self.closed = False
+        _STATES.add(self)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child must not use its parent's client: its telemetry writer and pipeline
+        threads did not survive the fork. It is left to the parent (closing it here would flush
+        through dead threads); the child builds its own on first use."""
+        self.lock = threading.Lock()
+        self.client = None
 
     def get_client(self) -> Client:
         if self.client is None:
@@ -102,6 +117,19 @@ class _State:
             client.close()
 
 
+#: every app's state in this process, reset in a forked child (gunicorn --preload)
+_STATES: weakref.WeakSet[_State] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_STATES):
+        state.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Pixelroute:
     """The extension object; holds no app (state lives in ``app.extensions``)."""
 
@@ -120,7 +148,8 @@ class Pixelroute:
     def init_app(
         self, app: Flask, *, auth: AuthHook | None = None, client_factory: ClientFactory | None = None
     ) -> None:
-        """Validate the app's settings and register the blueprint; the client is built on first use."""
+        """Validate the app's settings and register the blueprint; the client is built on first use,
+        or here with its pipelines loaded when ``[execution] preload`` is true."""
         if EXTENSION_KEY in app.extensions:
             raise ConfigError(f"pixelroute is already initialised on app {app.name!r}")
         settings = settings_from_config(app.config)
@@ -133,6 +162,9 @@ class Pixelroute:
             app.register_blueprint(
                 make_blueprint(), url_prefix=app.config.get("PIXELROUTE_URL_PREFIX", "/pixelroute")
             )
+        if settings.execution.preload:
+            took = state.get_client().warmup()
+            app.logger.info("pixelroute: preloaded %s", ", ".join(f"{n} in {s:.2f} s" for n, s in took.items()))
 
     @property
     def client(self) -> Client:

@@ -23,6 +23,7 @@ one of ``generate``, ``feedback``, ``trace``, ``metrics``.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,7 @@ def get_client() -> Client:
                 from ..._client import Client
 
                 _client = Client(get_settings())
-                atexit.register(_client.close)
+                atexit.register(_close_if_ours, _client, os.getpid())
     return _client
 
 
@@ -76,6 +77,26 @@ def reset_client() -> None:
         client, _client = _client, None
     if client is not None:
         client.close()
+
+
+def _close_if_ours(client: Client, pid: int) -> None:
+    # a forked child exits with its parent's client in memory: closing it there would close the
+    # parent's store connections too (SQLite must not close a connection inherited over fork)
+    if os.getpid() == pid:
+        client.close()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (gunicorn --preload) must not use the parent's client: its telemetry writer
+    # and pipeline threads did not survive the fork. Left to the parent, not closed here; the
+    # child builds its own, which finds the CPU pipelines already in memory.
+    global _client, _lock
+    _lock = threading.Lock()
+    _client = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 __all__ = ["get_client", "get_settings", "reset_client"]
