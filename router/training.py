@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ._artifact import check_file_name, sha256_hex
 from ._types import BackendProfile
 from .features import FEATURE_NAMES, N_FEATURES, N_PROMPT, OptionTable, feature_rows, prompt_vector, schema_hash
 from .models import FORMAT_VERSION, MANIFEST, MODEL_NAMES, init_scores
@@ -409,24 +410,35 @@ def _calibrate(data: Dataset, i_ca: np.ndarray, half: int, lat_log: np.ndarray, 
 
 
 def write_artifact(out_dir: Path, manifest: dict[str, Any], model_texts: dict[str, str]) -> None:
-    """Write atomically: a new directory appears whole; an existing one switches at the manifest rename."""
+    """Write atomically: a new directory appears whole; an existing one switches at the manifest rename.
+
+    Records each model file's SHA-256 in ``manifest["model_sha256"]`` (and ``format_version``), so a
+    reader verifies every byte before LightGBM parses it; ``manifest`` is updated in place.
+    """
     files: dict[str, str] = manifest["model_files"]
-    body = json.dumps(manifest, indent=2, sort_keys=True)
+    if set(model_texts) != set(files):
+        raise ValueError(f"`model_texts` has models {sorted(model_texts)} but `model_files` names {sorted(files)}")
+    for name, file_name in files.items():
+        check_file_name(file_name, f"model_files.{name}", out_dir / MANIFEST)
+    blobs = {name: text.encode("utf-8") for name, text in model_texts.items()}
+    manifest["model_sha256"] = {name: sha256_hex(blob) for name, blob in blobs.items()}
+    manifest["format_version"] = FORMAT_VERSION
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
     if not out_dir.exists():
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
         try:
-            for name, text in model_texts.items():
-                (tmp / files[name]).write_text(text)
-            (tmp / MANIFEST).write_text(body)
+            for name, blob in blobs.items():
+                (tmp / files[name]).write_bytes(blob)
+            (tmp / MANIFEST).write_bytes(body)
             os.rename(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return
     previous = _referenced_files(out_dir)
-    for name, text in model_texts.items():
-        _write_atomic(out_dir / files[name], text)
+    for name, blob in blobs.items():
+        _write_atomic(out_dir / files[name], blob)
     _write_atomic(out_dir / MANIFEST, body)
     # keep the previous version's files (a reader may be loading them right now); drop older ones
     keep = set(files.values()) | previous | {MANIFEST}
@@ -436,17 +448,22 @@ def write_artifact(out_dir: Path, manifest: dict[str, Any], model_texts: dict[st
 
 
 def _referenced_files(model_dir: Path) -> set[str]:
+    """The file names the current manifest names; nothing when it is missing or damaged."""
     try:
-        return set(json.loads((model_dir / MANIFEST).read_text()).get("model_files", {}).values())
-    except (OSError, ValueError):
+        doc = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return set()
+    files = doc.get("model_files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict):
+        return set()
+    return {f for f in files.values() if isinstance(f, str)}
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
