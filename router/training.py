@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from array import array
@@ -426,7 +425,7 @@ def write_artifact(out_dir: Path, manifest: dict[str, Any], model_texts: dict[st
     body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
     if not out_dir.exists():
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        tmp = _make_dir(out_dir.parent / f".{out_dir.name}.")
         try:
             for name, blob in blobs.items():
                 (tmp / files[name]).write_bytes(blob)
@@ -459,12 +458,36 @@ def _referenced_files(model_dir: Path) -> set[str]:
     return {f for f in files.values() if isinstance(f, str)}
 
 
+def _make_dir(prefix: Path) -> Path:
+    """A fresh directory ``prefix<random>`` with the umask's permissions (``mkdtemp`` would make it 0700,
+    and a gateway running as another user could not read what the trainer wrote)."""
+    for _ in range(100):
+        path = prefix.with_name(f"{prefix.name}{uuid.uuid4().hex[:12]}")
+        try:
+            path.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary directory name next to {str(prefix)!r}")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Replace ``path`` with ``data`` in one rename; the new file gets the umask's permissions
+    (``mkstemp`` would make it 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise FileExistsError(f"no free temporary file name next to {str(path)!r}")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -423,3 +423,28 @@ def test_decisions_from_a_reloaded_artifact_match_a_fresh_load(artifact: Path, t
     sla = SLASpec(deadline_s=30)
     assert (router.decide(RouteRequest("a cat"), sla, PROFILES).backend
             == Router.load(artifact, exploration=0.0).decide(RouteRequest("a cat"), sla, PROFILES).backend)
+
+
+# -- permissions ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize(("umask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_artifact_is_written_with_the_umask(artifact: Path, tmp_path: Path, umask: int, dir_mode: int,
+                                            file_mode: int) -> None:
+    """A gateway running as another user must be able to read what root's cron trained (not 0700/0600)."""
+    doc = manifest_of(artifact)
+    texts = {n: (artifact / f).read_text() for n, f in doc["model_files"].items()}
+    out = tmp_path / "router-model"
+    old = os.umask(umask)
+    try:
+        write_artifact(out, dict(doc), texts)  # a new directory, renamed into place
+        new_files = {**doc["model_files"], "latency_p50": "latency_p50.next.txt"}
+        write_artifact(out, {**doc, "model_files": new_files}, texts)  # an existing one, updated in place
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == dir_mode
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert MANIFEST in modes and "latency_p50.next.txt" in modes and len(modes) == 6, modes
+    assert set(modes.values()) == {file_mode}, modes
+    assert Router.load(out).policy_name == "lgbm"
