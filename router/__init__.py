@@ -4,12 +4,14 @@
 or trained, so importing this package stays light.
 """
 
+from ._artifact import ArtifactError
 from ._router import Router
 from ._types import BackendProfile, BackendState, Candidate, Decision, RouteContext, RouteRequest, SLASpec
 from .simulate import simulate
 from .training import train
 
 __all__ = [
+    "ArtifactError",
     "BackendProfile",
     "BackendState",
     "Candidate",

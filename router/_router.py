@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from ._artifact import MANIFEST, ArtifactError, artifact_fingerprint, stat_key
 from ._types import BackendProfile, Decision, RouteContext, RouteRequest, SLASpec
 from .coldstart import ColdStartPredictor
-from .models import MANIFEST, LgbmPredictor, TrainedModels
+from .models import load_predictor
 from .policy import PolicyConfig, Predictions, decide, expand_options
 
 log = logging.getLogger("router")
@@ -50,7 +52,10 @@ class Router:
         self._rng = np.random.default_rng(seed)
         self._clock = clock
         self._last_check = clock()
-        self._manifest_key = _stat_key(model_dir / MANIFEST) if model_dir else None
+        self._manifest_key = stat_key(model_dir / MANIFEST) if model_dir else None
+        #: the artifact's fingerprint when a reload last failed: not tried (nor logged) again until it changes
+        self._failed_fingerprint: tuple[Any, ...] | None = None
+        self._reload_lock = threading.Lock()
         #: ids of a backends list -> (those profiles, their options): the same options list for the same
         #: profiles lets the predictor find its cached plan by identity instead of hashing every option
         self._options: dict[tuple[int, ...], tuple[list[BackendProfile], list[tuple[BackendProfile, int | None]]]] = {}
@@ -65,10 +70,23 @@ class Router:
     def load(cls, model_dir: str | os.PathLike[str], correction_cost_per_hour: float = 60.0,
              exploration: float = 0.02, sla_confidence: float = 0.95, best_effort: bool = True,
              seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> Router:
-        """Load an artifact; ``ValueError`` names what is wrong (missing files, schema-hash mismatch)."""
+        """Load an artifact; :class:`~router._artifact.ArtifactError` (a ``ValueError``) names the file at fault.
+
+        Refused: a missing or garbled manifest, a wrong type or missing key in it, an older
+        format version, a schema-hash mismatch, a model file outside the directory, a model file
+        whose SHA-256 differs from the manifest's, text LightGBM cannot parse safely.
+        """
         path = Path(model_dir)
         config = PolicyConfig(correction_cost_per_hour, exploration, sla_confidence, best_effort)
-        return cls(LgbmPredictor(TrainedModels.load(path)), config, seed=seed, model_dir=path, clock=clock)
+        return cls(load_predictor(path), config, seed=seed, model_dir=path, clock=clock)
+
+    @staticmethod
+    def artifact_fingerprint(model_dir: str | os.PathLike[str]) -> tuple[Any, ...] | None:
+        """The stat keys of an artifact's manifest and files (``None`` without a manifest); cheap.
+
+        A watcher that failed to load an artifact retries once this changes, not every time it looks.
+        """
+        return artifact_fingerprint(model_dir)
 
     @property
     def version(self) -> str:
@@ -107,8 +125,9 @@ class Router:
     def maybe_reload(self) -> bool:
         """Reload the artifact if its manifest changed on disk; at most one ``stat`` per second.
 
-        A broken or half-written artifact never replaces a working one: the error is logged and
-        the current model stays in use.
+        A broken or half-written artifact never replaces a working one: the current model stays in
+        use and the problem is logged once; it is tried again only when the manifest or a file in
+        the directory changes (model files copied in after their manifest still get picked up).
         """
         if self.model_dir is None:
             return False
@@ -116,25 +135,27 @@ class Router:
         if now - self._last_check < RELOAD_CHECK_S:
             return False
         self._last_check = now
-        key = _stat_key(self.model_dir / MANIFEST)
+        key = stat_key(self.model_dir / MANIFEST)
         if key is None or key == self._manifest_key:
             return False
+        if not self._reload_lock.acquire(blocking=False):
+            return False  # another request is loading it right now
         try:
-            models = TrainedModels.load(self.model_dir)
-        except (ValueError, OSError) as exc:
-            log.warning("router model in %s changed but cannot be loaded, keeping %s: %s",
-                        self.model_dir, self.version, exc)
+            fingerprint = artifact_fingerprint(self.model_dir)
+            if fingerprint is not None and fingerprint == self._failed_fingerprint:
+                return False
+            try:
+                predictor = load_predictor(self.model_dir)
+            except Exception as exc:  # whatever is wrong on disk, requests keep the model they have
+                self._failed_fingerprint = fingerprint
+                detail = str(exc) if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
+                log.warning("router model in %s changed but cannot be loaded, keeping %s until it changes "
+                            "again: %s", self.model_dir, self.version, detail)
+                return False
+            self.predictor = predictor
             self._manifest_key = key
-            return False
-        self.predictor = LgbmPredictor(models)
-        self._manifest_key = key
+            self._failed_fingerprint = None
+        finally:
+            self._reload_lock.release()
         log.info("router reloaded model %s from %s", self.version, self.model_dir)
         return True
-
-
-def _stat_key(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)

@@ -1,8 +1,10 @@
 """Trained models: a vectorised tree evaluator, the artifact on disk, and the trained predictor.
 
-Artifact (DESIGN.md §6): a directory with ``manifest.json`` and one LightGBM **text** model per
-target. No pickle anywhere. The manifest carries the feature-schema hash; loading refuses a
-mismatch. Models (all over :data:`router.features.FEATURE_NAMES`):
+Artifact: a directory with ``manifest.json`` and one LightGBM **text** model per
+target. No pickle anywhere. The manifest carries the feature-schema hash (loading refuses a
+mismatch) and a SHA-256 per model file (loading refuses a damaged file; see
+:mod:`router._artifact`, where the format version, 3, is defined). Models (all over
+:data:`router.features.FEATURE_NAMES`):
 
 * ``latency_p50``: quantile 0.5 of log latency; ``latency_pq``: quantile ``alpha`` of log latency;
   both shifted per backend by split-conformal offsets fitted on a held-out time slice;
@@ -23,7 +25,6 @@ into a *perfect* binary tree of one depth and walks all rows x all trees level b
 from __future__ import annotations
 
 import ctypes
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from . import _cforest
+from ._artifact import FORMAT_VERSION, MANIFEST, MODEL_NAMES, ArtifactError, read_manifest, read_model_texts
+from ._lgbm_text import check_model_text
 from ._types import BackendProfile, RouteContext, RouteRequest
 from .coldstart import prior_predictions, reference_latency
 from .features import (
@@ -42,14 +45,12 @@ from .features import (
     featurize_table,
     option_table,
     prices,
-    schema_hash,
 )
-from .policy import Predictions
+from .policy import Predictions, expand_options
 
-#: 2: every model's raw score is a correction on top of :func:`init_scores` (the cold-start prior)
-FORMAT_VERSION = 2
-MODEL_NAMES: tuple[str, ...] = ("latency_p50", "latency_pq", "p_fail", "correction")
-MANIFEST = "manifest.json"
+__all__ = ["FORMAT_VERSION", "MANIFEST", "MODEL_NAMES", "ArtifactError", "ForestEvaluator", "LgbmPredictor",
+           "TrainedModels", "init_scores", "load_predictor", "read_manifest", "z_score"]
+
 #: trees deeper than this fall back to ``Booster.predict`` (a perfect tree doubles per level)
 MAX_PERFECT_DEPTH = 10
 
@@ -197,46 +198,39 @@ def _depth(node: dict[str, Any]) -> int:
     return 1 + max(_depth(node["left_child"]), _depth(node["right_child"]))
 
 
-def read_manifest(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / MANIFEST
-    if not path.is_file():
-        raise ValueError(f"router model directory {str(model_dir)!r} has no {MANIFEST}; "
-                         "train one with `pixelroute train --jsonl FILE --out DIR`")
-    try:
-        manifest: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {manifest.get('format_version')!r}; "
-                         f"this pixelroute reads {FORMAT_VERSION}")
-    expected = schema_hash()
-    if manifest.get("feature_schema_hash") != expected:
-        raise ValueError(f"{path} was trained on feature schema {manifest.get('feature_schema_hash')!r} but "
-                         f"this pixelroute computes schema {expected!r}; retrain with `pixelroute train`")
-    return manifest
-
-
 class TrainedModels:
-    """The four boosters of an artifact, their fast evaluator and the manifest."""
+    """The four boosters of an artifact, their fast evaluator and the manifest.
+
+    ``manifest`` comes from :func:`read_manifest` (checked); every model file is confined to
+    ``model_dir``, must match its SHA-256 and pass a structural check before LightGBM parses it,
+    so a damaged artifact is an :class:`~router._artifact.ArtifactError` naming the file, never a crash.
+    """
 
     def __init__(self, model_dir: Path, manifest: dict[str, Any]) -> None:
-        import lightgbm as lgb
-
         self.dir = model_dir
         self.manifest = manifest
         self.version: str = manifest["version"]
         files: dict[str, str] = manifest["model_files"]
+        texts = read_model_texts(model_dir, manifest)  # every hash verified before LightGBM sees a byte
+        import lightgbm as lgb
+
         self.boosters = []
         for name in MODEL_NAMES:
-            path = model_dir / files.get(name, "")
-            if name not in files or not path.is_file():
-                raise ValueError(f"router model directory {str(model_dir)!r} lacks the {name!r} model "
-                                 f"file {files.get(name)!r} named in {MANIFEST}")
-            self.boosters.append(lgb.Booster(model_str=path.read_text()))
-        n_feat = self.boosters[0].num_feature()
-        if n_feat != len(FEATURE_NAMES):
-            raise ValueError(f"model files in {str(model_dir)!r} use {n_feat} features, expected {len(FEATURE_NAMES)}")
-        self.evaluator = ForestEvaluator([b.dump_model() for b in self.boosters])
+            path = model_dir / files[name]
+            try:
+                check_model_text(texts[name])
+                booster = lgb.Booster(model_str=texts[name])
+            except Exception as exc:  # lightgbm.basic.LightGBMError, the structural check's ValueError, ...
+                raise ArtifactError(f"the {name!r} model file {str(path)!r} is not a usable LightGBM text model: "
+                                    f"{exc}", path) from exc
+            if booster.num_feature() != len(FEATURE_NAMES):
+                raise ArtifactError(f"the {name!r} model file {str(path)!r} uses {booster.num_feature()} features, "
+                                    f"expected {len(FEATURE_NAMES)}", path)
+            self.boosters.append(booster)
+        try:
+            self.evaluator = ForestEvaluator([b.dump_model() for b in self.boosters])
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise ArtifactError(f"the model files in {str(model_dir)!r} cannot be evaluated: {exc}", model_dir) from exc
         self.backend_codes: dict[str, int] = {name: i for i, name in enumerate(manifest["backends"])}
         self.feature_profiles = {d["name"]: BackendProfile.from_dict(d) for d in manifest["backend_profiles"]}
         conf = manifest["conformal"]
@@ -246,6 +240,7 @@ class TrainedModels:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> TrainedModels:
+        """Load and check an artifact; any fault is an :class:`~router._artifact.ArtifactError` (a ``ValueError``)."""
         path = Path(model_dir)
         return cls(path, read_manifest(path))
 
@@ -355,6 +350,31 @@ class LgbmPredictor:
             for name in ("latency_p50_s", "latency_sigma", "p_fail", "correction_s"):
                 getattr(preds, name)[unknown] = getattr(prior, name)[unknown]
         return preds
+
+
+def load_predictor(model_dir: str | Path) -> LgbmPredictor:
+    """A predictor over the artifact in ``model_dir``, checked end to end: it loads AND predicts.
+
+    One prediction for the backends the artifact was trained on catches what field checks cannot
+    (a profile value that breaks featurizing, a model that predicts NaN) at load time rather than
+    on a request. Every fault is an :class:`~router._artifact.ArtifactError` naming the directory.
+    """
+    models = TrainedModels.load(model_dir)
+    predictor = LgbmPredictor(models)
+    profiles = list(models.feature_profiles.values())
+    if profiles:
+        try:
+            preds = predictor.predict(RouteRequest("a red bicycle leaning on a wall"), expand_options(profiles),
+                                      RouteContext())
+            broken = [name for name in ("latency_p50_s", "latency_sigma", "p_fail", "correction_s")
+                      if np.isnan(getattr(preds, name)).any()]
+        except Exception as exc:  # anything the manifest's values break in featurizing or the trees
+            raise ArtifactError(f"router model in {str(model_dir)!r} loads but cannot predict: "
+                                f"{type(exc).__name__}: {exc}", model_dir) from exc
+        if broken:
+            raise ArtifactError(f"router model in {str(model_dir)!r} predicts NaN for {', '.join(broken)}",
+                                model_dir)
+    return predictor
 
 
 def z_score(alpha: float) -> float:

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from array import array
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ._artifact import check_file_name, sha256_hex
 from ._types import BackendProfile, RouteRequest, state_of
 from .features import (
     FEATURE_NAMES,
@@ -407,24 +407,35 @@ def _calibrate(data: Dataset, i_ca: np.ndarray, half: int, lat_log: np.ndarray, 
 
 
 def write_artifact(out_dir: Path, manifest: dict[str, Any], model_texts: dict[str, str]) -> None:
-    """Write atomically: a new directory appears whole; an existing one switches at the manifest rename."""
+    """Write atomically: a new directory appears whole; an existing one switches at the manifest rename.
+
+    Records each model file's SHA-256 in ``manifest["model_sha256"]`` (and ``format_version``), so a
+    reader verifies every byte before LightGBM parses it; ``manifest`` is updated in place.
+    """
     files: dict[str, str] = manifest["model_files"]
-    body = json.dumps(manifest, indent=2, sort_keys=True)
+    if set(model_texts) != set(files):
+        raise ValueError(f"`model_texts` has models {sorted(model_texts)} but `model_files` names {sorted(files)}")
+    for name, file_name in files.items():
+        check_file_name(file_name, f"model_files.{name}", out_dir / MANIFEST)
+    blobs = {name: text.encode("utf-8") for name, text in model_texts.items()}
+    manifest["model_sha256"] = {name: sha256_hex(blob) for name, blob in blobs.items()}
+    manifest["format_version"] = FORMAT_VERSION
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
     if not out_dir.exists():
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        tmp = _make_dir(out_dir.parent / f".{out_dir.name}.")
         try:
-            for name, text in model_texts.items():
-                (tmp / files[name]).write_text(text)
-            (tmp / MANIFEST).write_text(body)
+            for name, blob in blobs.items():
+                (tmp / files[name]).write_bytes(blob)
+            (tmp / MANIFEST).write_bytes(body)
             os.rename(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return
     previous = _referenced_files(out_dir)
-    for name, text in model_texts.items():
-        _write_atomic(out_dir / files[name], text)
+    for name, blob in blobs.items():
+        _write_atomic(out_dir / files[name], blob)
     _write_atomic(out_dir / MANIFEST, body)
     # keep the previous version's files (a reader may be loading them right now); drop older ones
     keep = set(files.values()) | previous | {MANIFEST}
@@ -434,18 +445,47 @@ def write_artifact(out_dir: Path, manifest: dict[str, Any], model_texts: dict[st
 
 
 def _referenced_files(model_dir: Path) -> set[str]:
+    """The file names the current manifest names; nothing when it is missing or damaged."""
     try:
-        return set(json.loads((model_dir / MANIFEST).read_text()).get("model_files", {}).values())
-    except (OSError, ValueError):
+        doc = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return set()
+    files = doc.get("model_files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict):
+        return set()
+    return {f for f in files.values() if isinstance(f, str)}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _make_dir(prefix: Path) -> Path:
+    """A fresh directory ``prefix<random>`` with the umask's permissions (``mkdtemp`` would make it 0700,
+    and a gateway running as another user could not read what the trainer wrote)."""
+    for _ in range(100):
+        path = prefix.with_name(f"{prefix.name}{uuid.uuid4().hex[:12]}")
+        try:
+            path.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary directory name next to {str(prefix)!r}")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one rename; the new file gets the umask's permissions
+    (``mkstemp`` would make it 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise FileExistsError(f"no free temporary file name next to {str(path)!r}")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -435,7 +435,7 @@ def _build_router(settings: Settings) -> Router:
     if rs.model and (Path(rs.model) / "manifest.json").exists():
         try:
             return Router.load(rs.model, **kwargs)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # router.ArtifactError (a ValueError) names the file at fault
             raise ConfigError(f"`router.model` {rs.model!r} cannot be loaded: {exc}") from exc
     if rs.model:
         logger.info("router artifact %r not found; using the cold-start policy", rs.model)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,21 +133,44 @@ class Engine:
         self._next_artifact_check = 0.0
 
     def watch_artifact(self, model_dir: str | None, build: Callable[[Settings], Router]) -> None:
-        """Load the artifact at ``model_dir`` once it appears (the router reloads it after that)."""
+        """Load the artifact at ``model_dir`` once it appears (the router reloads it after that).
+
+        An artifact that appears broken keeps the cold-start policy: requests go on, the problem is
+        logged once, and the artifact is tried again when its manifest or files change.
+        """
         self._artifact = model_dir
         self._build_router = build
+        self._artifact_failed: tuple[Any, ...] | None = None
+        self._artifact_lock = threading.Lock()
 
     def _current_router(self) -> Router:
         if self._artifact and self.router.policy_name == "cold_start" and self._build_router is not None:
             now = self.clock()
             if now >= self._next_artifact_check:  # a stat at most once a second
                 self._next_artifact_check = now + 1.0
-                if os.path.exists(os.path.join(self._artifact, "manifest.json")):
-                    self.router = self._build_router(self.settings)
-                    logger.info("pixelroute: loaded router artifact %s", self._artifact)
+                self._try_artifact(self._artifact, self._build_router)
         else:
             self.router.maybe_reload()
         return self.router
+
+    def _try_artifact(self, model_dir: str, build: Callable[[Settings], Router]) -> None:
+        fingerprint = self.router.artifact_fingerprint(model_dir)
+        if fingerprint is None or fingerprint == self._artifact_failed:
+            return  # no manifest yet, or the same broken artifact as last time
+        if not self._artifact_lock.acquire(blocking=False):
+            return  # another request is loading it right now
+        try:
+            try:
+                router = build(self.settings)
+            except Exception as exc:  # a broken artifact must not fail requests: stay on the cold-start policy
+                self._artifact_failed = fingerprint
+                logger.warning("pixelroute: router artifact %s cannot be loaded; keeping the cold-start policy "
+                               "until it changes: %s", model_dir, exc)
+                return
+            self.router = router
+            logger.info("pixelroute: loaded router artifact %s", model_dir)
+        finally:
+            self._artifact_lock.release()
 
     # -- start -------------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ SLOW = BackendProfile(name="slow", kind="openai", price={"per_image": 0.04}, typ
 
 def test_exports_are_sorted_and_complete() -> None:
     assert router.__all__ == sorted(router.__all__)
-    assert set(router.__all__) == {"Router", "Decision", "Candidate", "RouteRequest", "SLASpec", "BackendProfile",
-                                   "BackendState", "RouteContext", "train", "simulate"}
+    assert set(router.__all__) == {"ArtifactError", "Router", "Decision", "Candidate", "RouteRequest", "SLASpec",
+                                   "BackendProfile", "BackendState", "RouteContext", "train", "simulate"}
 
 
 def test_feature_schema_is_stable() -> None:
