@@ -35,6 +35,7 @@ from tests.fakeservers import (
     reset,
     reset_mid_body,
     slow_drip,
+    slow_headers,
     status,
 )
 from tests.fakeservers import providers as fake
@@ -329,3 +330,18 @@ def test_result_download_redirect_to_another_host_is_refused(server: FakeServer,
     server.always("GET", "/files/{name}", status(302, headers={"Location": "http://localhost:9/x.png"}))
     out, _ = call(make("ideogram", server, allowed_download_hosts=["127.0.0.1", "localhost"]), mode, 2.0)
     assert isinstance(out, InvalidOutput) and "redirect" in str(out)
+
+
+# Headers one byte every 50 ms (~170 bytes: 8.5 s), so every read sees progress and no per-read timeout
+# fires: only the call's deadline can end it. Generous bound: deadline + 1.5 s.
+TRICKLE_GRACE_S = 1.5
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "aiohttp"])
+@pytest.mark.parametrize("target", ["api", "result_download"])
+def test_headers_trickling_in_are_cut_at_the_deadline(server: FakeServer, mode: str, target: str) -> None:
+    route = fake.install_ideogram(server)
+    server.always(*(route if target == "api" else IMAGE_ROUTE), slow_headers(0.05))
+    out, elapsed = call(make("ideogram", server), mode, 1.0)
+    assert isinstance(out, DeadlineExceeded), repr(out)
+    assert elapsed < 1.0 + TRICKLE_GRACE_S, f"{mode}: took {elapsed:.3f}s for a 1.0s deadline"
