@@ -145,6 +145,8 @@ def test_openai_faults(server: FakeServer, mode: str, case: str, script: list[Fa
     assert elapsed <= deadline + SLACK_S, f"{case}: took {elapsed:.3f}s for a {deadline}s deadline"
     if expected is OK:
         assert out.extra["retries"] == server.count(*route) - 1
+    elif requests is not None:  # a failed attempt keeps its retry count too (the engine records it)
+        assert out.retries == requests - 1
 
 
 def check(out: Any, expected: Any) -> None:
@@ -234,7 +236,7 @@ def test_provider_faults(server: FakeServer, mode: str, kind: str, case: str, fa
     extra = {"accept": "json"} if case == "content_filtered_json" else {}
     out, elapsed = call(make(kind, server, **extra), mode, 2.0)
     check(out, expected)
-    assert server.count(*route) == requests
+    assert server.count(*route) == requests and out.retries == requests - 1
     assert elapsed <= 2.0 + SLACK_S
     assert "sk-fault-canary-0000" not in str(out)
 

@@ -124,6 +124,9 @@ class HttpDriver:
                 action = gen.throw(error) if error is not None else gen.send(value)
             except StopIteration as stop:
                 return _finish(stop.value, run)
+            except PixelrouteError as exc:
+                exc.retries = run.retries  # type: ignore[attr-defined]  # a failed attempt's count is recorded too
+                raise
             value, error = None, None
             try:
                 if isinstance(action, Pause):
@@ -149,6 +152,9 @@ class HttpDriver:
                 action = gen.throw(error) if error is not None else gen.send(value)
             except StopIteration as stop:
                 return _finish(stop.value, run)
+            except PixelrouteError as exc:
+                exc.retries = run.retries  # type: ignore[attr-defined]  # a failed attempt's count is recorded too
+                raise
             value, error = None, None
             try:
                 if isinstance(action, Pause):
