@@ -189,6 +189,10 @@ PROVIDER_CASES: list[tuple[str, str, Fault, Any, int]] = [
     ("imagen", "429_resource_exhausted",
      status(429, {"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}}),
      RateLimited, 3),
+    # the same google.rpc.RetryInfo as gemini: a wait that does not fit ends the attempt at once
+    ("imagen", "429_retry_info_too_long",
+     status(429, {"error": {**GEMINI_429["error"], "details": [
+         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "38s"}]}}), RateLimited, 1),
     ("gemini", "image_safety_finish",
      body(json.dumps({"candidates": [{"content": {"role": "model"}, "finishReason": "IMAGE_SAFETY"}]}).encode()),
      ContentRejected, 1),
@@ -307,6 +311,19 @@ def test_gemini_recovers_after_retryable_faults(server: FakeServer, mode: str, c
     check(out, OK)
     assert server.count(*route) == requests and out.extra["retries"] == requests - 1
     assert elapsed <= 2.0 + SLACK_S, f"{case}: took {elapsed:.3f}s"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["gemini", "imagen"])
+def test_google_retry_info_is_honoured_by_both_google_kinds(server: FakeServer, mode: str, kind: str) -> None:
+    route = INSTALL[kind](server)
+    retry_info = {"error": {**GEMINI_429["error"], "details": [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.3s"}]}}
+    server.script(*route, status(429, retry_info))
+    out, elapsed = call(make(kind, server, retry_base_s=5.0), mode, 2.0)  # a backoff of 5 s would not fit
+    check(out, OK)
+    assert server.count(*route) == 2 and out.extra["retries"] == 1
+    assert 0.3 <= elapsed <= 2.0 + SLACK_S  # the delay the server asked for, not the (impossible) backoff
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
