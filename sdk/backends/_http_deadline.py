@@ -15,6 +15,7 @@ The async drivers need none of this: ``asyncio.timeout`` cancels the whole excha
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -40,7 +41,9 @@ def _clamp(timeout: float | None, expired: type[Exception]) -> float | None:
     left = deadline.remaining()
     if left <= 0:
         raise expired("the call's deadline has passed")
-    return left if timeout is None or left < timeout else timeout
+    if timeout is None:
+        return None if math.isinf(left) else left  # a socket refuses an infinite timeout
+    return left if left < timeout else timeout
 
 
 class _DeadlineStream(httpcore.NetworkStream):
