@@ -523,6 +523,8 @@ class Engine:
             outcome["error_message"] = redact(str(error))[:500]
         if output is not None:
             outcome.update({k: v for k, v in output.extra.items() if k in ("retries", "gate_score")})
+        elif isinstance(getattr(error, "retries", None), int):  # remote drivers put a failure's retries on it
+            outcome["retries"] = error.retries  # type: ignore[union-attr]
         attempt_trace = {
             "attempt": plan.attempt,
             "backend": be.name,

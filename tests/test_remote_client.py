@@ -62,6 +62,34 @@ def test_fallback_after_server_errors_writes_one_record_per_attempt(server: Fake
     assert r.cost_usd == pytest.approx(0.01)
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failed_attempt_records_its_retries(server: FakeServer, tmp_path: Path, mode: str) -> None:
+    bes = backends(server)
+    server.always("POST", "/v1/images/generations", status(500))
+    server.always("POST", "/v2beta/stable-image/generate/sd3", status(503))
+    store = f"sqlite:///{tmp_path / 't.db'}"
+
+    def sync() -> tuple[PixelrouteError, list[dict[str, Any]]]:
+        with Client(client_config(), backends=bes, store=store) as client:
+            with pytest.raises(PixelrouteError) as info:
+                client.generate("a lighthouse", sla=SLA(deadline_s=5), width=1024, height=1024)
+            client.recorder.flush()
+            return info.value, list(client._store.iter_records())
+
+    async def run_async() -> tuple[PixelrouteError, list[dict[str, Any]]]:
+        async with AsyncClient(client_config(), backends=bes, store=store) as client:
+            with pytest.raises(PixelrouteError) as info:
+                await client.generate("a lighthouse", sla=SLA(deadline_s=5), width=1024, height=1024)
+            client.recorder.flush()
+            return info.value, list(client._store.iter_records())
+
+    err, records = sync() if mode == "sync" else asyncio.run(run_async())
+    assert err.retries == 2  # type: ignore[attr-defined]  # the last attempt's count, on the raised error
+    assert [(r["backend"], r["outcome"]["error"], r["outcome"]["retries"])
+            for r in sorted(records, key=lambda r: r["attempt"])] == [("openai", "server_error", 2),
+                                                                     ("stability", "server_error", 2)]
+
+
 def test_content_rejection_is_not_retried_and_falls_back(server: FakeServer, tmp_path: Path) -> None:
     bes = backends(server)
     server.always("POST", "/v1/images/generations",

@@ -35,6 +35,7 @@ from tests.fakeservers import (
     reset,
     reset_mid_body,
     slow_drip,
+    slow_headers,
     status,
 )
 from tests.fakeservers import providers as fake
@@ -144,6 +145,8 @@ def test_openai_faults(server: FakeServer, mode: str, case: str, script: list[Fa
     assert elapsed <= deadline + SLACK_S, f"{case}: took {elapsed:.3f}s for a {deadline}s deadline"
     if expected is OK:
         assert out.extra["retries"] == server.count(*route) - 1
+    elif requests is not None:  # a failed attempt keeps its retry count too (the engine records it)
+        assert out.retries == requests - 1
 
 
 def check(out: Any, expected: Any) -> None:
@@ -186,6 +189,10 @@ PROVIDER_CASES: list[tuple[str, str, Fault, Any, int]] = [
     ("imagen", "429_resource_exhausted",
      status(429, {"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}}),
      RateLimited, 3),
+    # the same google.rpc.RetryInfo as gemini: a wait that does not fit ends the attempt at once
+    ("imagen", "429_retry_info_too_long",
+     status(429, {"error": {**GEMINI_429["error"], "details": [
+         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "38s"}]}}), RateLimited, 1),
     ("gemini", "image_safety_finish",
      body(json.dumps({"candidates": [{"content": {"role": "model"}, "finishReason": "IMAGE_SAFETY"}]}).encode()),
      ContentRejected, 1),
@@ -233,7 +240,7 @@ def test_provider_faults(server: FakeServer, mode: str, kind: str, case: str, fa
     extra = {"accept": "json"} if case == "content_filtered_json" else {}
     out, elapsed = call(make(kind, server, **extra), mode, 2.0)
     check(out, expected)
-    assert server.count(*route) == requests
+    assert server.count(*route) == requests and out.retries == requests - 1
     assert elapsed <= 2.0 + SLACK_S
     assert "sk-fault-canary-0000" not in str(out)
 
@@ -307,6 +314,19 @@ def test_gemini_recovers_after_retryable_faults(server: FakeServer, mode: str, c
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["gemini", "imagen"])
+def test_google_retry_info_is_honoured_by_both_google_kinds(server: FakeServer, mode: str, kind: str) -> None:
+    route = INSTALL[kind](server)
+    retry_info = {"error": {**GEMINI_429["error"], "details": [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.3s"}]}}
+    server.script(*route, status(429, retry_info))
+    out, elapsed = call(make(kind, server, retry_base_s=5.0), mode, 2.0)  # a backoff of 5 s would not fit
+    check(out, OK)
+    assert server.count(*route) == 2 and out.extra["retries"] == 1
+    assert 0.3 <= elapsed <= 2.0 + SLACK_S  # the delay the server asked for, not the (impossible) backoff
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_result_url_on_loopback_is_refused_unless_allowed(server: FakeServer, mode: str) -> None:
     route = fake.install_ideogram(server)
     out, _ = call(make("ideogram", server, allow_private_download_hosts=False), mode, 2.0)
@@ -329,3 +349,18 @@ def test_result_download_redirect_to_another_host_is_refused(server: FakeServer,
     server.always("GET", "/files/{name}", status(302, headers={"Location": "http://localhost:9/x.png"}))
     out, _ = call(make("ideogram", server, allowed_download_hosts=["127.0.0.1", "localhost"]), mode, 2.0)
     assert isinstance(out, InvalidOutput) and "redirect" in str(out)
+
+
+# Headers one byte every 50 ms (~170 bytes: 8.5 s), so every read sees progress and no per-read timeout
+# fires: only the call's deadline can end it. Generous bound: deadline + 1.5 s.
+TRICKLE_GRACE_S = 1.5
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "aiohttp"])
+@pytest.mark.parametrize("target", ["api", "result_download"])
+def test_headers_trickling_in_are_cut_at_the_deadline(server: FakeServer, mode: str, target: str) -> None:
+    route = fake.install_ideogram(server)
+    server.always(*(route if target == "api" else IMAGE_ROUTE), slow_headers(0.05))
+    out, elapsed = call(make("ideogram", server), mode, 1.0)
+    assert isinstance(out, DeadlineExceeded), repr(out)
+    assert elapsed < 1.0 + TRICKLE_GRACE_S, f"{mode}: took {elapsed:.3f}s for a 1.0s deadline"

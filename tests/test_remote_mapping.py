@@ -88,6 +88,62 @@ def test_openai_dalle3_asks_for_b64_and_refuses_other_sizes() -> None:
         run(be, n=2)
 
 
+GPT_IMAGE_2_VALID = [(1536, 864), (3840, 2160), (2160, 3840), (3840, 1280), (3200, 2560), (1024, 1024), (1280, 720)]
+# (width, height, what the message names): each refused before anything is sent
+GPT_IMAGE_2_INVALID = [(1000, 1000, "multiple of 16"), (4096, 1024, "at most 3840"), (3840, 3840, "pixels"),
+                       (512, 512, "pixels"), (3072, 1008, "aspect ratio")]
+
+
+def run_both(be: RemoteBackend, **knobs: Any) -> list[Any]:
+    """The sync and the async call of the same request, on the backend's MockTransport."""
+    request = GenerateRequest(prompt="a lighthouse at dusk", **knobs)
+
+    async def go() -> Any:
+        try:
+            return await be.agenerate(request, Deadline(5))
+        finally:
+            await be.aclose()
+
+    try:
+        return [be.generate(request, Deadline(5)), asyncio.run(go())]
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2-2026-04-21"])
+@pytest.mark.parametrize(("width", "height"), GPT_IMAGE_2_VALID, ids=[f"{w}x{h}" for w, h in GPT_IMAGE_2_VALID])
+def test_gpt_image_2_sends_any_size_within_its_rule(model: str, width: int, height: int) -> None:
+    rec = Recorder(openai_ok)
+    model_settings = settings_model("openai")(name="o", kind="openai", model=model)
+    be = create_backend(model_settings, transport=httpx.MockTransport(rec), async_transport=httpx.MockTransport(rec))
+    assert isinstance(be, RemoteBackend)
+    outs = run_both(be, width=width, height=height)
+    assert [json.loads(r.content)["size"] for r in rec.requests] == [f"{width}x{height}"] * 2
+    assert all(out.images for out in outs)
+
+
+@pytest.mark.parametrize(("width", "height", "why"), GPT_IMAGE_2_INVALID, ids=[f"{w}x{h}" for w, h, _ in
+                                                                                GPT_IMAGE_2_INVALID])
+def test_gpt_image_2_refuses_sizes_outside_its_rule_before_sending(width: int, height: int, why: str) -> None:
+    rec = Recorder(openai_ok)
+    model_settings = settings_model("openai")(name="o", kind="openai", model="gpt-image-2")
+    be = create_backend(model_settings, transport=httpx.MockTransport(rec), async_transport=httpx.MockTransport(rec))
+    for call in (lambda: be.generate(GenerateRequest(prompt="x", width=width, height=height), Deadline(5)),
+                 lambda: asyncio.run(be.agenerate(GenerateRequest(prompt="x", width=width, height=height),
+                                                  Deadline(5)))):
+        with pytest.raises(ValidationError, match=why) as err:
+            call()
+        assert err.value.field in ("width", "height") and f"{width}" in str(err.value)
+    assert rec.requests == []
+
+
+def test_gpt_image_1_keeps_its_three_sizes() -> None:
+    be, rec = backend("openai", openai_ok, model="gpt-image-1")
+    with pytest.raises(ValidationError, match="must be one of 1024x1024, 1536x1024, 1024x1536"):
+        run(be, width=1536, height=864)
+    assert rec.requests == []
+
+
 @pytest.mark.parametrize("knob", [{"seed": 7}, {"steps": 20}, {"guidance": 3.0}, {"negative_prompt": "blur"}])
 def test_openai_refuses_knobs_it_cannot_honour(knob: dict[str, Any]) -> None:
     be, rec = backend("openai", openai_ok)

@@ -141,3 +141,29 @@ def test_default_headers_are_sent_and_cookies_never_come_back(mode: str) -> None
         assert request_seen.headers["content-type"] == "application/json"
         assert json.loads(request_seen.content)["prompt"] == "a lighthouse"
         assert request_seen.extensions["timeout"]["read"] is not None
+
+
+# -- the deadline clamp under the sync pool (sdk/backends/_http_deadline.py) ---------------------
+
+
+@pytest.mark.parametrize(("deadline_s", "timeout"), [(None, None), (None, 5.0), (30.0, None), (30.0, 5.0)])
+def test_the_deadline_clamp_passes_unbounded_reads_through(deadline_s: float | None, timeout: float | None) -> None:
+    from sdk.backends import _http_deadline as io_deadline
+    from tests.fakeservers import FakeServer, Response
+
+    with FakeServer() as server:
+        server.route("GET", "/ping", lambda req: Response(json={"ok": True}))
+        transport = httpx.HTTPTransport()
+        assert io_deadline.install(transport) and io_deadline.install(transport)  # idempotent
+        with httpx.Client(transport=transport) as client:
+            outer = io_deadline.bind(Deadline(deadline_s))  # no deadline and no timeout: block as asked
+            try:
+                assert client.get(server.url + "/ping", timeout=timeout).json() == {"ok": True}
+            finally:
+                io_deadline.bind(outer)
+
+
+def test_the_deadline_clamp_is_only_installed_under_an_httpcore_pool() -> None:
+    from sdk.backends import _http_deadline as io_deadline
+
+    assert not io_deadline.install(httpx.MockTransport(ok))

@@ -5,14 +5,21 @@ Gemini API: ``{base_url}/v1beta/models/{model}:{method}`` with ``x-goog-api-key`
 google/models/{model}:{method}`` (``aiplatform.googleapis.com`` for ``global``) with ``Authorization:
 Bearer <token>``, the token read from ``api_key_env``. Source: googleapis/python-genai
 ``google/genai/_api_client.py`` and ``_transformers.py`` ``t_model`` (cited in provider_apis.md §4).
+
+Errors are the Google RPC status ``{"error": {"code", "message", "status", "details"}}`` on both
+hosts and both kinds; a 429 ``RESOURCE_EXHAUSTED`` is RateLimited, waiting ``Retry-After`` or else
+the ``google.rpc.RetryInfo`` ``retryDelay`` in ``details`` (``"38s"``, letterstory/lettertrace#34).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
-from .._errors import ConfigError
-from ._http import RemoteBackend, RemoteSettings
+from .._errors import BackendError, ConfigError, RateLimited
+from ._http import RemoteBackend, RemoteSettings, Reply, retry_after
+
+_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
 class GoogleSettings(RemoteSettings):
@@ -53,3 +60,24 @@ class GoogleBackend(RemoteBackend):
             return (f"/v1/projects/{s.vertex_project}/locations/{s.vertex_location}"
                     f"/publishers/google/models/{s.model}:{self.method}")
         return f"/v1beta/models/{s.model}:{self.method}"
+
+    def error_for(self, reply: Reply) -> BackendError:
+        message = self.provider_message(reply)
+        if reply.status == 429:
+            wait = retry_after(reply)
+            return self.error(RateLimited, message or "rate limited", reply,
+                              retry_after=wait if wait is not None else retry_delay(reply))
+        return self.generic_error(reply, message)
+
+
+def retry_delay(reply: Reply) -> float | None:
+    """Seconds from a ``google.rpc.RetryInfo`` detail (``"retryDelay": "38s"``) in the error body."""
+    data = reply.json_or_none()
+    err = data.get("error") if isinstance(data, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    for item in details if isinstance(details, list) else []:
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = _DELAY.match(str(item.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None

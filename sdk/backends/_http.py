@@ -36,6 +36,7 @@ from .._errors import (
     ConfigError,
     ContentRejected,
     InvalidOutput,
+    PixelrouteError,
     QuotaExceeded,
     RateLimited,
     ServerError,
@@ -78,6 +79,9 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
     Settings: ClassVar[type[RemoteSettings]] = RemoteSettings
     default_base_url: ClassVar[str] = ""
     default_download_hosts: ClassVar[tuple[str, ...]] = ()
+    #: what a batch with fewer images than asked is refused as (see :meth:`check_batch`)
+    short_batch_error: ClassVar[type[BackendError]] = ContentRejected
+    short_batch_reason: ClassVar[str] = "the rest were filtered"
     settings: RemoteSettings
 
     def __init__(
@@ -212,6 +216,31 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
         if not items:
             raise self.error(ContentRejected, "the provider returned no images (filtered)", reply)
         return data, items
+
+    def check_batch(self, got: int, asked: int, reply: Reply | None = None, what: str = "the provider") -> None:
+        """The one short-batch rule of every kind: fewer images than ``n`` is never a success.
+
+        Providers with a safety system drop what it flags and answer 200 with the rest (Imagen,
+        flux-schnell on Replicate), so a short batch is :attr:`short_batch_error` (ContentRejected
+        unless the kind says otherwise), raised before anything is downloaded or decoded.
+        """
+        if got < asked:
+            raise self.error(self.short_batch_error, f"{what} returned {got} of {asked} images "
+                             f"({self.short_batch_reason})", reply)
+
+    @staticmethod
+    def billed(exc: PixelrouteError, cost_usd: float, job_id: str | None = None) -> PixelrouteError:
+        """Mark ``exc``, raised after the provider charged for a result, with that charge (and the job id).
+
+        The engine counts ``exc.cost_usd`` against ``max_cost_usd`` and records ``exc.job_id``
+        for ``resume``; what an attempt paid for is never recorded as free. Values already set
+        (nearer the cause) win.
+        """
+        if getattr(exc, "cost_usd", None) is None:
+            exc.cost_usd = cost_usd  # type: ignore[attr-defined]
+        if job_id is not None and getattr(exc, "job_id", None) is None:
+            exc.job_id = job_id  # type: ignore[attr-defined]
+        return exc
 
     def decode_image(self, data: bytes) -> Any:
         """A verified, fully loaded PIL image, or :class:`InvalidOutput`."""

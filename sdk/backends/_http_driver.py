@@ -8,8 +8,10 @@ async paths cannot drift apart.
 Deadline rules (DESIGN.md §1): every exchange, retry sleep, poll and download gets only what
 is left of the call's :class:`~sdk._deadline.Deadline`. A retry whose sleep does not fit is not
 started; a ``Retry-After`` that does not fit ends the call at once with ``RateLimited`` so the
-engine can fall back. The sync driver's overshoot on a slow-drip body is bounded by a watchdog
-that shuts the socket at the deadline; the async driver uses ``asyncio.timeout``.
+engine can fall back. httpx's timeouts are per socket operation, so a server trickling its
+headers or body a byte at a time would defeat them: the sync driver binds the deadline to its
+thread and the pooled transport clamps every socket operation to it (:mod:`._http_deadline`);
+the async driver wraps the whole exchange in ``asyncio.timeout``.
 
 Best-effort exchanges after an attempt is abandoned (a job cancel, an interrupt) either run
 inline within their own ``grace_s`` budget (``Call.grace_s`` yielded by a protocol) or, with
@@ -20,10 +22,8 @@ deadline is not spent waiting for them; ``close()`` / ``aclose()`` wait for thos
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
-import socket
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,7 @@ from .._errors import (
     ServerError,
 )
 from .._redact import redact
+from . import _http_deadline as io_deadline
 from ._http_protocol import Call, Pause, Protocol, Reply, RunState
 from ._http_safety import pin_address
 from .base import BackendOutput
@@ -123,6 +124,9 @@ class HttpDriver:
                 action = gen.throw(error) if error is not None else gen.send(value)
             except StopIteration as stop:
                 return _finish(stop.value, run)
+            except PixelrouteError as exc:
+                exc.retries = run.retries  # type: ignore[attr-defined]  # a failed attempt's count is recorded too
+                raise
             value, error = None, None
             try:
                 if isinstance(action, Pause):
@@ -148,6 +152,9 @@ class HttpDriver:
                 action = gen.throw(error) if error is not None else gen.send(value)
             except StopIteration as stop:
                 return _finish(stop.value, run)
+            except PixelrouteError as exc:
+                exc.retries = run.retries  # type: ignore[attr-defined]  # a failed attempt's count is recorded too
+                raise
             value, error = None, None
             try:
                 if isinstance(action, Pause):
@@ -271,6 +278,7 @@ class HttpDriver:
     def _send_sync(self, call: Call, url: httpx.URL, deadline: Deadline, address: str | None = None) -> Reply:
         client, pool = self._sync_client()
         request = client.build_request(**self._request_args(call, url, deadline, address))
+        outer = io_deadline.bind(deadline)  # connect, headers and body: every socket operation
         try:
             response = pool.handle_request(request)
             response.request = request
@@ -280,6 +288,8 @@ class HttpDriver:
                 response.close()
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, deadline) from exc
+        finally:
+            io_deadline.bind(outer)
         return Reply(response.status_code, response.headers, body, str(url))
 
     async def _send_async(self, call: Call, url: httpx.URL, deadline: Deadline, address: str | None = None) -> Reply:
@@ -305,7 +315,6 @@ class HttpDriver:
         cap = self._body_cap(response)
         chunks: list[bytes] = []
         total = 0
-        watchdog = _socket_watchdog(response, deadline.timeout())
         try:
             for chunk in response.iter_bytes():
                 total += len(chunk)
@@ -316,10 +325,6 @@ class HttpDriver:
             if deadline.expired():
                 raise self._deadline_error() from exc
             raise
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-                watchdog.join()  # leave no thread behind
         return b"".join(chunks)
 
     async def _read_async(self, response: httpx.Response, deadline: Deadline) -> bytes:
@@ -471,23 +476,6 @@ def _grace(call: Call) -> float:
     if call.grace_s is None:
         raise ValueError(f"a fire-and-forget {call.method} {call.url} needs `grace_s` to bound it")
     return call.grace_s
-
-
-def _socket_watchdog(response: httpx.Response, seconds: float | None) -> threading.Timer | None:
-    """Shut the socket at the deadline so a slow-drip body cannot hold a sync call past it."""
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if sock is None or seconds is None:
-        return None
-
-    def shut() -> None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-    timer = threading.Timer(seconds, shut)
-    timer.daemon = True
-    timer.start()
-    return timer
 
 
 def _finish(output: BackendOutput, run: RunState) -> BackendOutput:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from .._errors import ConfigError
 from .._shown import env_var_problem
+from . import _http_deadline as io_deadline
 from .base import BackendSettings
 
 #: Pillow's own default limit; ours must not exceed it or Pillow refuses first with a warning.
@@ -81,6 +82,7 @@ def new_sync_client(
     """
     if transport is None:
         transport = httpx.HTTPTransport(limits=limits_for(settings), trust_env=False)
+    io_deadline.install(transport)  # the call's deadline bounds every socket operation, headers included
     client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
     return client, transport
 

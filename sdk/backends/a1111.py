@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from .._deadline import Deadline
-from .._errors import BackendError, Cancelled, DeadlineExceeded, InvalidOutput
+from .._errors import BackendError, Cancelled, DeadlineExceeded, InvalidOutput, PixelrouteError
 from .._redact import register_secret
 from .._types import GenerateRequest
 from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply
@@ -73,6 +73,9 @@ class A1111Backend(RemoteBackend):
     kind = "a1111"
     Settings: ClassVar[type[RemoteSettings]] = A1111Settings
     default_base_url = "http://127.0.0.1:7860"
+    # no moderation here: a short batch is a run someone interrupted (it answers with what it made so far)
+    short_batch_error = InvalidOutput
+    short_batch_reason = "the run was interrupted"
     settings: A1111Settings
 
     @classmethod
@@ -155,18 +158,23 @@ class A1111Backend(RemoteBackend):
         reply = yield Call("POST", "/sdapi/v1/txt2img", json=self.request_body(request))
         guard.disarm()
         assert reply is not None
-        # an interrupted run answers 200 with the images made so far: never a result
-        self._check(deadline)
-        data = reply.json()
-        encoded = data.get("images") if isinstance(data, dict) else None
-        if not isinstance(encoded, list) or not encoded:
-            raise self.error(InvalidOutput, "response has no `images`", reply)
-        # scripts such as X/Y plot put a grid first; the last `n` are the requested images
-        images = [self.decode_b64_image(text) for text in encoded[-request.n:]]
+        process_s = _float(reply.headers.get("x-process-time"))
+        try:  # the GPU time is spent once txt2img answers: a refusal from here on carries its cost
+            # an interrupted run answers 200 with the images made so far: never a result
+            self._check(deadline)
+            data = reply.json()
+            encoded = data.get("images") if isinstance(data, dict) else None
+            if not isinstance(encoded, list) or not encoded:
+                raise self.error(InvalidOutput, "response has no `images`", reply)
+            self.check_batch(len(encoded), request.n, reply, "the webui")
+            # scripts such as X/Y plot put a grid first; the last `n` are the requested images
+            images = [self.decode_b64_image(text) for text in encoded[-request.n:]]
+        except PixelrouteError as exc:
+            self.billed(exc, self.estimate_cost(request, process_s))
+            raise
         info = _info(data.get("info"))
         params = {"steps": info.get("steps"), "guidance": info.get("cfg_scale"), "seed": info.get("seed"),
                   "scheduler": info.get("sampler_name"), "seeds": info.get("all_seeds")}
-        process_s = _float(reply.headers.get("x-process-time"))
         return self.output(images, params=params, gpu_s=process_s)
 
     def error_for(self, reply: Reply) -> BackendError:

@@ -46,17 +46,16 @@ by every model (``response_modalities = "TEXT_AND_IMAGE"`` sends ``["TEXT", "IMA
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from .._deadline import Deadline
-from .._errors import BackendError, ConfigError, ContentRejected, InvalidOutput, RateLimited
+from .._errors import ConfigError, ContentRejected, InvalidOutput, PixelrouteError
 from .._redact import redact
 from .._types import GenerateRequest
-from ._google import GoogleBackend, GoogleSettings
-from ._http import Call, Protocol, RemoteSettings, Reply, nearest_aspect, retry_after
+from ._google import GoogleBackend, GoogleSettings, retry_delay  # noqa: F401 - still importable from here
+from ._http import Call, Protocol, RemoteSettings, Reply, nearest_aspect
 from .base import Capabilities
 
 #: gemini-2.5-flash-image (Vertex model page, "Supported aspect ratios"); gemini-3-pro-image's list is taken to be
@@ -70,7 +69,6 @@ IMAGE_SIZES = {"gemini-3.1-flash-image": ("1K", "2K", "4K"), "gemini-3-pro-image
 #: finishReasons that mean "filtered" (google/genai/types.py FinishReason); every promptFeedback.blockReason does
 REFUSALS = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY",
                       "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "NO_IMAGE"})
-_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
 class GeminiSettings(GoogleSettings):
@@ -145,10 +143,14 @@ class GeminiBackend(GoogleBackend):
         body = self.request_body(request)
         reply = yield Call("POST", self.path(), json=body)
         assert reply is not None
-        data = reply.json()
-        if not isinstance(data, dict):
-            raise self.error(InvalidOutput, "response JSON is not an object", reply)
-        image = self.image_of(data, reply)
+        try:  # a 200 is charged (tokens in and out): whatever refuses it from here on still carries the cost
+            data = reply.json()
+            if not isinstance(data, dict):
+                raise self.error(InvalidOutput, "response JSON is not an object", reply)
+            image = self.image_of(data, reply)
+        except PixelrouteError as exc:
+            self.billed(exc, self.estimate_cost(request))
+            raise
         extra = {k: data[k] for k in ("responseId", "modelVersion") if isinstance(data.get(k), str)}
         return self.output([image], params={"aspect_ratio": body["generationConfig"]["imageConfig"]["aspectRatio"],
                                             "image_size": self.settings.image_size, "seed": request.seed},
@@ -187,14 +189,6 @@ class GeminiBackend(GoogleBackend):
             raise self.error(ContentRejected, f"the model answered with text and no image: {_short(text)}", reply)
         raise self.error(InvalidOutput, f"no image in the response (finishReason {reason or 'missing'})", reply)
 
-    def error_for(self, reply: Reply) -> BackendError:
-        message = self.provider_message(reply)
-        if reply.status == 429:
-            wait = retry_after(reply)
-            return self.error(RateLimited, message or "rate limited", reply,
-                              retry_after=wait if wait is not None else retry_delay(reply))
-        return self.generic_error(reply, message)
-
 
 def model_ratios(model: str | None) -> tuple[str, ...]:
     """The documented aspect ratios of ``model``'s family (the Vertex model pages)."""
@@ -204,19 +198,6 @@ def model_ratios(model: str | None) -> tuple[str, ...]:
 def model_sizes(model: str | None) -> tuple[str, ...]:
     """The ``imageSize`` values ``model``'s family accepts; empty for 1K-only models."""
     return next((sizes for prefix, sizes in IMAGE_SIZES.items() if (model or "").startswith(prefix)), ())
-
-
-def retry_delay(reply: Reply) -> float | None:
-    """Seconds from a ``google.rpc.RetryInfo`` detail (``"retryDelay": "38s"``) in the error body."""
-    data = reply.json_or_none()
-    err = data.get("error") if isinstance(data, dict) else None
-    details = err.get("details") if isinstance(err, dict) else None
-    for item in details if isinstance(details, list) else []:
-        if isinstance(item, dict) and str(item.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            match = _DELAY.match(str(item.get("retryDelay", "")))
-            if match:
-                return float(match.group(1))
-    return None
 
 
 def _pair(ratio: str) -> tuple[int, int]:

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import model_validator
 
 from .._deadline import Deadline
-from .._errors import BackendError, ContentRejected, InvalidOutput, ValidationError
+from .._errors import BackendError, ContentRejected, InvalidOutput, PixelrouteError, ValidationError
 from .._types import GenerateRequest
 from . import _ideogram_v3 as v3
 from ._http import Call, Pause, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect
@@ -140,17 +140,22 @@ class IdeogramBackend(RemoteBackend):
             reply = yield Call("POST", "/generate", json=body)
             sent = {"aspect_ratio": body["image_request"]["aspect_ratio"]}
         assert reply is not None
-        images, items = yield from self._download(reply)
+        try:  # a 200 is charged (per image): whatever refuses it from here on still carries the cost
+            images, items = yield from self._download(reply, request.n)
+        except PixelrouteError as exc:
+            self.billed(exc, self.estimate_cost(request))
+            raise
         seeds = [item.get("seed") for item in items]
         params = {**sent, "seed": seeds[0], "seeds": seeds, "resolution": items[0].get("resolution")}
         return self.output(images, params=params)
 
-    def _download(self, reply: Reply) -> Generator[Call | Pause, Reply | None, tuple[list[Any], list[Any]]]:
+    def _download(self, reply: Reply, asked: int) -> Generator[Call | Pause, Reply | None, tuple[list[Any], list[Any]]]:
         """Fetch every image of a ``data[]`` answer; returns the images and the items."""
         _, items = self.result_list(reply)
         if any(not isinstance(i, dict) or i.get("is_image_safe") is False for i in items):
             # an unsafe image has no pixels at its url; a partial batch is not what was asked for
             raise self.error(ContentRejected, "output failed the safety check (is_image_safe: false)", reply)
+        self.check_batch(len(items), asked, reply)
         # V_3 declares `url` nullable, empty exactly when the image is withheld; legacy has no such case
         missing = ContentRejected if self.settings.model == v3.MODEL else InvalidOutput
         images = []

@@ -15,7 +15,8 @@ Mapping: size -> ``aspectRatio`` (1:1, 3:4, 4:3, 9:16, 16:9; nearest in |log(w/h
 ``addWatermark: false``) on Vertex only: the Gemini API refuses them, so do we. No steps.
 ``includeRaiReason`` is always sent so filtered images say so. Errors: a ``raiFilteredReason``,
 fewer images than asked, no ``predictions`` or an ``IMAGE_SAFETY`` finish reason ->
-ContentRejected; 429 ``RESOURCE_EXHAUSTED`` -> RateLimited.
+ContentRejected; 429 ``RESOURCE_EXHAUSTED`` -> RateLimited, waiting ``Retry-After`` or the
+``google.rpc.RetryInfo`` delay (shared with the gemini kind, :mod:`._google`).
 
 Retired: Google shut down every Imagen model on 2026-08-17, on the Gemini API and on Vertex AI
 alike ("All Imagen models shut down on August 17, 2026 ... for both the Gemini Developer API and
@@ -28,7 +29,8 @@ googleapis/python-genai commit 43ef621 "Disable GenerateImages for Gemini API" m
 refuse it). So :meth:`ImagenBackend.validate` refuses an Imagen model on Google's own hosts
 before anything is sent: the router skips the backend instead of paying a round trip for a 404.
 A ``base_url`` you set yourself (a proxy or a compatible server) is still served. Unverified:
-the 400 text for an RAI-blocked prompt, and Retry-After headers.
+the 400 text for an RAI-blocked prompt, Retry-After headers, and whether filtered images are billed
+(a refused 200 is counted at the request's price).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from .._deadline import Deadline
-from .._errors import BackendError, ContentRejected, InvalidOutput, ValidationError
+from .._errors import ContentRejected, InvalidOutput, PixelrouteError, ValidationError
 from .._types import GenerateRequest
 from ._google import GoogleBackend, GoogleSettings
 from ._http import Call, Protocol, RemoteSettings, Reply, nearest_aspect
@@ -116,6 +118,15 @@ class ImagenBackend(GoogleBackend):
         body = self.request_body(request)
         reply = yield Call("POST", self.path(), json=body)
         assert reply is not None
+        try:  # a 200 is charged (per image): whatever refuses it from here on still carries the cost
+            images = self._images(reply, request.n)
+        except PixelrouteError as exc:
+            self.billed(exc, self.estimate_cost(request))
+            raise
+        return self.output(images, params={"aspect_ratio": body["parameters"]["aspectRatio"],
+                                                    "guidance": request.guidance, "seed": request.seed})
+
+    def _images(self, reply: Reply, asked: int) -> list[Any]:
         data = reply.json()
         if not isinstance(data, dict):
             raise self.error(InvalidOutput, "response JSON is not an object", reply)
@@ -124,13 +135,8 @@ class ImagenBackend(GoogleBackend):
         predictions = [p for p in data.get("predictions") or []
                        if isinstance(p, dict) and p.get("contentType") != "Positive Prompt"]
         reasons = [str(p["raiFilteredReason"]) for p in predictions if p.get("raiFilteredReason")]
-        images = [self.decode_b64_image(p["bytesBase64Encoded"]) for p in predictions
-                  if p.get("bytesBase64Encoded")]
-        if reasons or len(images) < request.n:
-            why = reasons[0][:200] if reasons else f"{len(images)} of {request.n} images returned"
-            raise self.error(ContentRejected, f"images filtered by the safety system: {why}", reply)
-        return self.output(images, params={"aspect_ratio": body["parameters"]["aspectRatio"],
-                                                    "guidance": request.guidance, "seed": request.seed})
-
-    def error_for(self, reply: Reply) -> BackendError:
-        return self.generic_error(reply, self.provider_message(reply))
+        if reasons:
+            raise self.error(ContentRejected, f"images filtered by the safety system: {reasons[0][:200]}", reply)
+        encoded = [p["bytesBase64Encoded"] for p in predictions if p.get("bytesBase64Encoded")]
+        self.check_batch(len(encoded), asked, reply)  # none at all included: every image was filtered
+        return [self.decode_b64_image(text) for text in encoded]

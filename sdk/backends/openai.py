@@ -4,7 +4,8 @@ Wire format: ``POST {base_url}/images/generations``, JSON body, ``Authorization:
 Source: https://platform.openai.com/docs/api-reference/images/create, as captured in
 ``provider_apis.md`` §1 (openai-python ``types/image_generate_params.py``, ``_base_client.py``).
 
-Mapping: ``width``x``height`` must be one of the model's sizes (no other size is sent);
+Mapping: ``width``x``height`` must be one of the model's sizes (no other size is sent), except on
+``gpt-image-2*``, which takes any size within :func:`free_size_error`'s rule;
 ``n`` -> ``n``; steps, guidance, seed and negative prompt do not exist in this API and are
 refused. Responses: ``data[].b64_json`` or ``data[].url`` (dall-e with ``response_format=url``,
 downloaded from allowed hosts). Errors: 400 ``moderation_blocked`` / ``content_policy_violation``
@@ -28,7 +29,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from .._deadline import Deadline
-from .._errors import BackendError, ContentRejected, InvalidOutput, QuotaExceeded
+from .._errors import BackendError, ContentRejected, InvalidOutput, PixelrouteError, QuotaExceeded, ValidationError
 from .._types import GenerateRequest
 from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply
 from ._presets import preset_max_n
@@ -36,6 +37,12 @@ from .base import Capabilities
 
 #: sizes per model family (provider_apis.md §1 `size` row)
 GPT_IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
+#: gpt-image-2 (and its dated snapshots) take any WxH within these bounds (see :func:`free_size_error`)
+FREE_SIZE_PREFIX = "gpt-image-2"
+FREE_SIZE_MULTIPLE = 16
+FREE_SIZE_MAX_EDGE = 3840
+FREE_SIZE_MAX_ASPECT = 3
+FREE_SIZE_PIXELS = (655_360, 8_294_400)
 DALLE3_SIZES = ((1024, 1024), (1792, 1024), (1024, 1792))
 DALLE2_SIZES = ((256, 256), (512, 512), (1024, 1024))
 
@@ -97,6 +104,13 @@ class OpenAIBackend(RemoteBackend):
         else:
             sizes = GPT_IMAGE_SIZES
         max_n = settings.max_n or preset_max_n("openai", model, 10)
+        if not settings.sizes and model.startswith(FREE_SIZE_PREFIX):
+            return Capabilities(
+                max_width=FREE_SIZE_MAX_EDGE, max_height=FREE_SIZE_MAX_EDGE, size_multiple=FREE_SIZE_MULTIPLE,
+                max_n=max_n, default_width=1024, default_height=1024,
+                supports_negative_prompt=False, supports_seed=False, supports_steps=False,
+                supports_guidance=False, supports_scheduler=False,
+            )
         return Capabilities(
             max_width=max(w for w, _ in sizes), max_height=max(h for _, h in sizes), size_multiple=1,
             max_n=max_n, default_width=1024, default_height=1024,
@@ -104,21 +118,36 @@ class OpenAIBackend(RemoteBackend):
             supports_guidance=False, supports_scheduler=False, allowed_sizes=sizes,
         )
 
+    def validate(self, request: GenerateRequest) -> None:
+        super().validate(request)  # multiples of 16 and the edge limit for free sizes; the list otherwise
+        if not self.capabilities.allowed_sizes:
+            why = free_size_error(*self.effective_size(request))
+            if why:
+                width, height = self.effective_size(request)
+                raise ValidationError(f"`width`x`height` {why} for backend `{self.name}` (model "
+                                      f"{self.settings.model}) but is {width}x{height}.",
+                                      field="width", value=(width, height))
+
     def protocol(self, request: GenerateRequest, deadline: Deadline) -> Protocol:
         body = self.request_body(request)
         reply = yield Call("POST", "/images/generations", json=body, headers=self._headers())
         assert reply is not None
-        data, items = self.result_list(reply)
-        images = []
-        for item in items:
-            if isinstance(item, dict) and item.get("b64_json"):
-                images.append(self.decode_b64_image(item["b64_json"]))
-            elif isinstance(item, dict) and isinstance(item.get("url"), str):
-                got = yield Call("GET", item["url"], download=True)
-                assert got is not None
-                images.append(self.decode_image(got.body))
-            else:
-                raise self.error(InvalidOutput, "a `data` item has neither `b64_json` nor `url`", reply)
+        try:  # a 200 is charged (per image): whatever refuses it from here on still carries the cost
+            data, items = self.result_list(reply)
+            self.check_batch(len(items), request.n, reply)
+            images = []
+            for item in items:
+                if isinstance(item, dict) and item.get("b64_json"):
+                    images.append(self.decode_b64_image(item["b64_json"]))
+                elif isinstance(item, dict) and isinstance(item.get("url"), str):
+                    got = yield Call("GET", item["url"], download=True)
+                    assert got is not None
+                    images.append(self.decode_image(got.body))
+                else:
+                    raise self.error(InvalidOutput, "a `data` item has neither `b64_json` nor `url`", reply)
+        except PixelrouteError as exc:
+            self.billed(exc, self.estimate_cost(request))
+            raise
         params: dict[str, Any] = {"size": body["size"]}
         params.update({k: data[k] for k in ("quality", "output_format") if k in data})
         return self.output(images, params=params, extra={"request_id": reply.headers.get("x-request-id")})
@@ -157,3 +186,21 @@ class OpenAIBackend(RemoteBackend):
 def _parse_size(text: str) -> tuple[int, int]:
     width, _, height = text.lower().partition("x")
     return int(width), int(height)
+
+
+def free_size_error(width: int, height: int) -> str | None:
+    """Why ``width`` x ``height`` is outside gpt-image-2's free-size rule, or None when it fits.
+
+    The rule, from openai-python ``types/image_generate_params.py`` (``size``, at e43b422): both
+    edges divisible by 16, aspect ratio between 1:3 and 3:1, at most 3840x2160 ("the requested
+    size must also satisfy the model's current pixel and edge limits", not spelt out there). The
+    limits themselves, a longest edge of 3840 px and 655,360 to 8,294,400 pixels, come from
+    third-party captures of OpenAI's guide that agree with each other (so 2160x3840 and 3200x2560
+    are valid; 3840x2160 is the pixel maximum). Sizes above 2560x1440 are "experimental".
+    """
+    low, high = FREE_SIZE_PIXELS
+    if max(width, height) > FREE_SIZE_MAX_ASPECT * min(width, height):
+        return f"must have an aspect ratio between 1:{FREE_SIZE_MAX_ASPECT} and {FREE_SIZE_MAX_ASPECT}:1"
+    if not low <= width * height <= high:
+        return f"must hold between {low:,} and {high:,} pixels (3840x2160 at most)"
+    return None

@@ -29,8 +29,10 @@ Paying once: the create POST is never retried (a retried create can start a seco
 the job id is in :attr:`BackendOutput.job_id`, and on a timeout or cancel it rides on the
 exception (``exc.job_id``) after a best-effort cancel (``on_abandon = "cancel"``, the default,
 bounded by ``cancel_grace_s``) or is left running for :meth:`ReplicateBackend.resume`
-(``on_abandon = "keep"``). 402 is what Replicate answers when billing is missing or credit is
-spent (problem-details ``{"title": "Billing required", "detail": ..., "status": 402}`` in
+(``on_abandon = "keep"``). A succeeded prediction is billed: when its output is then refused (a
+short batch, no output, a failed download) the error carries ``job_id`` and ``cost_usd`` too.
+402 is what Replicate answers when billing is missing or credit is spent (problem-details
+``{"title": "Billing required", "detail": ..., "status": 402}`` in
 replicate/replicate-javascript#342, "failed with status 402 Payment Required" from
 api.replicate.com in replicate/scribble-diffusion#88): QuotaExceeded. ``Cancel-After`` (sent
 only with ``server_deadline = true``) is a unit-suffixed duration: the official examples are
@@ -155,9 +157,10 @@ class ReplicateBackend(RemoteBackend):
                            retry=False)
         assert reply is not None
         job = self._prediction(reply)
-        return (yield from self._follow(job, reply))
+        return (yield from self._follow(job, reply, request))
 
-    def _follow(self, job: dict[str, Any], reply: Reply) -> Protocol:
+    def _follow(self, job: dict[str, Any], reply: Reply, request: GenerateRequest | None = None) -> Protocol:
+        """Poll ``job`` to its end and collect it (``request`` is None on resume: the job's input echo tells)."""
         job_id = str(job["id"])
         try:
             while job.get("status") not in TERMINAL:
@@ -170,9 +173,9 @@ class ReplicateBackend(RemoteBackend):
             if self.settings.on_abandon == "cancel":
                 yield Call("POST", f"/v1/predictions/{job_id}/cancel", grace_s=self.settings.cancel_grace_s)
             raise
-        return (yield from self._collect(job, reply))
+        return (yield from self._collect(job, reply, request))
 
-    def _collect(self, job: dict[str, Any], reply: Reply) -> Protocol:
+    def _collect(self, job: dict[str, Any], reply: Reply, request: GenerateRequest | None) -> Protocol:
         job_id = str(job["id"])
         status = job.get("status")
         if status != "succeeded":
@@ -183,25 +186,30 @@ class ReplicateBackend(RemoteBackend):
             raise exc
         output = job.get("output")
         urls = [output] if isinstance(output, str) else output if isinstance(output, list) else []
-        if not urls:
-            raise self.error(ContentRejected, f"prediction {job_id} succeeded with no output", reply)
-        asked = self._asked_n(job)
-        if asked is not None and len(urls) < asked:
-            # flux-schnell drops the images its safety checker flags and still succeeds; a partial
-            # batch is not what was asked for (the same rule as imagen and ideogram)
-            raise self.error(ContentRejected, f"prediction {job_id} returned {len(urls)} of {asked} images "
-                                              "(the rest were filtered)", reply)
-        images = []
-        for url in urls:
-            if not isinstance(url, str):
-                raise self.error(InvalidOutput, f"prediction {job_id} output is not a URL", reply)
-            got = yield Call("GET", url, download=True)
-            assert got is not None
-            images.append(self.decode_image(got.body))
         metrics = job.get("metrics")
         predict_s = metrics.get("predict_time") if isinstance(metrics, dict) else None
-        if not isinstance(predict_s, int | float):
+        if not isinstance(predict_s, int | float) or isinstance(predict_s, bool):
             predict_s = None
+        asked = request.n if request is not None else self._asked_n(job)
+        try:  # a succeeded prediction is billed: a refusal from here on keeps its job id and its cost
+            if not urls:
+                raise self.error(ContentRejected, f"prediction {job_id} succeeded with no output", reply)
+            if asked is not None:
+                # flux-schnell drops the images its safety checker flags and still succeeds
+                self.check_batch(len(urls), asked, reply, f"prediction {job_id}")
+            images = []
+            for url in urls:
+                if not isinstance(url, str):
+                    raise self.error(InvalidOutput, f"prediction {job_id} output is not a URL", reply)
+                got = yield Call("GET", url, download=True)
+                assert got is not None
+                images.append(self.decode_image(got.body))
+        except PixelrouteError as exc:
+            width, height = (self.effective_size(request) if request is not None
+                             else (self.capabilities.default_width, self.capabilities.default_height))
+            billed_n = max(asked or 1, len(urls))  # what was made, filtered or not
+            self.billed(exc, self.price.estimate(width, height, billed_n, predict_s), job_id)
+            raise
         return self.output(images, job_id=job_id, gpu_s=predict_s,
                            params={"input": job.get("input") if isinstance(job.get("input"), dict) else None})
 

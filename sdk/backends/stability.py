@@ -10,7 +10,8 @@ Mapping: size -> ``aspect_ratio`` (nearest ratio in |log(w/h)| within ``aspect_t
 refused; the provider chooses the pixel count, about 1 MP); ``negative_prompt``, ``seed``
 (1..4294967294: Stability reads 0 as "random", so seed 0 is refused rather than silently
 randomised); ``guidance`` -> ``cfg_scale`` (1..10, SD3.5 models only); ``model`` for sd3.5-*.
-No ``steps`` and one image per call (``n`` = 1). Errors: ``finish_reason: CONTENT_FILTERED``
+No ``steps`` and one image per call (``n`` = 1). A 200 is charged ("failed generations are not"), so a
+refused one keeps the request's price as ``cost_usd``. Errors: ``finish_reason: CONTENT_FILTERED``
 (a 200 with a blurred image) and 403 ``content_moderation`` -> ContentRejected; 402 ->
 QuotaExceeded; 429 -> RateLimited, with a 60 s ``retry_after`` when no header says otherwise
 (the documented 60-second lock-out). Still unverified (no Stability source found; searched the
@@ -25,7 +26,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from .._deadline import Deadline
-from .._errors import BackendError, ContentRejected, InvalidOutput, RateLimited, ValidationError
+from .._errors import BackendError, ContentRejected, InvalidOutput, PixelrouteError, RateLimited, ValidationError
 from .._types import GenerateRequest
 from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect, retry_after
 from .base import Capabilities
@@ -101,17 +102,21 @@ class StabilityBackend(RemoteBackend):
         path = f"/v2beta/stable-image/generate/{_endpoint(self.settings.model)}"
         reply = yield Call("POST", path, form=fields, headers={"accept": accept})
         assert reply is not None
-        if reply.headers.get("content-type", "").startswith("application/json"):
-            data = reply.json()
-            if not isinstance(data, dict):
-                raise self.error(InvalidOutput, "response JSON is not an object", reply)
-            finish, seed, image_field = data.get("finish_reason"), data.get("seed"), data.get("image")
-            self._check_finish(finish, reply)
-            image = self.decode_b64_image(image_field)
-        else:
-            finish, seed = reply.headers.get("finish-reason"), reply.headers.get("seed")
-            self._check_finish(finish, reply)
-            image = self.decode_image(reply.body)
+        try:  # failed generations are not charged, a 200 is: a refusal from here on carries the cost
+            if reply.headers.get("content-type", "").startswith("application/json"):
+                data = reply.json()
+                if not isinstance(data, dict):
+                    raise self.error(InvalidOutput, "response JSON is not an object", reply)
+                finish, seed, image_field = data.get("finish_reason"), data.get("seed"), data.get("image")
+                self._check_finish(finish, reply)
+                image = self.decode_b64_image(image_field)
+            else:
+                finish, seed = reply.headers.get("finish-reason"), reply.headers.get("seed")
+                self._check_finish(finish, reply)
+                image = self.decode_image(reply.body)
+        except PixelrouteError as exc:
+            self.billed(exc, self.estimate_cost(request))
+            raise
         params: dict[str, Any] = {"aspect_ratio": fields["aspect_ratio"], "seed": _int_or_none(seed),
                                   "guidance": request.guidance}
         return self.output([image], params=params)

@@ -12,7 +12,7 @@ A route's ``path`` may hold ``{name}`` placeholders (one path segment each). A s
 queue of :class:`Fault` consumed one per matching request; when it is empty the route answers
 normally. ``server.always(...)`` installs a fault for every request. Faults: :func:`delay`,
 :func:`random_delay`, :func:`status`, :func:`body`, :func:`reset`, :func:`reset_mid_body`,
-:func:`slow_drip`. Provider-shaped routes live in :mod:`tests.fakeservers.providers`.
+:func:`slow_drip`, :func:`slow_headers`. Provider-shaped routes live in :mod:`tests.fakeservers.providers`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ._server import (
     reset,
     reset_mid_body,
     slow_drip,
+    slow_headers,
     status,
 )
 
@@ -42,5 +43,6 @@ __all__ = [
     "reset",
     "reset_mid_body",
     "slow_drip",
+    "slow_headers",
     "status",
 ]

@@ -59,6 +59,8 @@ class Fault:
     reset_after_bytes: int | None = None
     drip_interval_s: float | None = None
     drip_chunk: int = 1
+    #: send the status line and headers one byte at a time, this far apart (a trickling upstream)
+    header_drip_interval_s: float | None = None
 
 
 def delay(seconds: float) -> Fault:
@@ -95,6 +97,11 @@ def reset_mid_body(after_bytes: int = 16) -> Fault:
 def slow_drip(interval_s: float, chunk: int = 1) -> Fault:
     """Send the normal body ``chunk`` bytes at a time, ``interval_s`` apart."""
     return Fault(drip_interval_s=interval_s, drip_chunk=chunk)
+
+
+def slow_headers(interval_s: float) -> Fault:
+    """Send the status line and headers one byte every ``interval_s`` (each read sees progress), then the body."""
+    return Fault(header_drip_interval_s=interval_s)
 
 
 Handler = Callable[[Recorded], Response]
@@ -261,8 +268,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for key, value in response.headers.items():
             self.send_header(key, value)
-        self.end_headers()
         try:
+            if fault.header_drip_interval_s is not None:
+                head, self._headers_buffer = b"".join(self._headers_buffer) + b"\r\n", []
+                for i in range(len(head)):
+                    self.wfile.write(head[i : i + 1])
+                    self.wfile.flush()
+                    if owner._wait(fault.header_drip_interval_s):
+                        return self._abort()
+            else:
+                self.end_headers()
             if fault.reset_after_bytes is not None:
                 self.wfile.write(payload[: fault.reset_after_bytes])
                 return self._abort()

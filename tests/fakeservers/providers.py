@@ -209,9 +209,12 @@ class A1111Interruptible:
 class ReplicateJobs:
     """Replicate's prediction lifecycle: ``starting`` -> ``processing`` x polls -> ``succeeded``."""
 
-    def __init__(self, server: FakeServer, polls_until_done: int = 1, model: str = "black-forest-labs/flux-schnell"):
+    def __init__(self, server: FakeServer, polls_until_done: int = 1, model: str = "black-forest-labs/flux-schnell",
+                 kept_outputs: int | None = None):
         self.server = server
         self.polls_until_done = polls_until_done
+        #: succeed with at most this many outputs, as flux-schnell does when its safety checker drops some
+        self.kept_outputs = kept_outputs
         self.jobs: dict[str, dict[str, Any]] = {}
         self.cancelled: list[str] = []
         self._ids = itertools.count(1)
@@ -252,6 +255,8 @@ class ReplicateJobs:
 
     def _finish(self, job: dict[str, Any]) -> None:
         n = int(job["input"].get("num_outputs") or 1)
+        if self.kept_outputs is not None:
+            n = min(n, self.kept_outputs)
         job["status"] = "succeeded"
         job["output"] = [self.server.url + self.image_path] * n
         job["metrics"] = {"predict_time": 1.21, "total_time": 1.23}
