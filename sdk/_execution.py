@@ -96,28 +96,38 @@ Outcome = tuple["Plan", "BackendOutput | None", "BaseException | None"]
 class Execution:
     """The decisions of one call, step by step; see the module docstring for the protocol."""
 
-    # built once per call, on the plain path too: slots keep that cheap
-    __slots__ = ("engine", "call", "gate", "threshold", "_then", "_reported", "_running", "_inline", "_raced")
+    # Built once per call, on the plain path too. The next step is kept as a plain function with
+    # its inputs in slots, never as a bound method or closure: either would point back at the
+    # object, and a reference cycle per call keeps the whole call alive until the cyclic GC runs.
+    __slots__ = ("engine", "call", "gate", "threshold", "_then", "_reported", "_running", "_inline", "_raced",
+                 "_primary", "_delay", "_hifi", "_kept")
 
     def __init__(self, engine: Engine, call: Call, gate: Gate | None, threshold: float) -> None:
         self.engine = engine
         self.call = call
         self.gate = gate
         self.threshold = threshold
-        self._then: Callable[[], Action] = self._cascade_first if gate is not None and call.pinned is None \
-            else self._plan_next
+        self._then: Callable[[Execution], Action] = (
+            Execution._cascade_first if gate is not None and call.pinned is None else Execution._plan_next
+        )
         self._reported: list[Outcome] = []
         #: started attempts by attempt number (a ``Plan`` is not hashable)
         self._running: dict[int, Plan] = {}
         #: the attempt an :class:`Attempt` action is running, until it is reported
         self._inline: Plan | None = None
+        #: whether this round started a hedge beside its primary
         self._raced = False
+        self._primary: Plan | None = None
+        self._delay = 0.0
+        self._hifi: str | None = None
+        #: the result that stands while a step runs (a race's winner, the cascade's cheap result)
+        self._kept: Result | None = None
 
     # -- the driver's side -------------------------------------------------------------------
 
     def next(self) -> Action:
         """The next action, once the previous one's outcome is reported; raises when the call fails."""
-        return self._then()
+        return self._then(self)
 
     def report(self, plan: Plan, output: BackendOutput | None, exc: BaseException | None) -> None:
         """An attempt finished: with ``output``, or raising ``exc``."""
@@ -146,11 +156,12 @@ class Execution:
         engine.begin(plan)
         if delay is None:
             self._inline = plan
-            self._then = self._judge_alone
+            self._then = Execution._judge_alone
             return Attempt(plan)
         self._running[plan.attempt] = plan
         self._raced = False
-        self._then = lambda: self._wait_for_hedge_timer(plan, delay)
+        self._primary, self._delay = plan, delay
+        self._then = Execution._wait_for_hedge_timer
         return Start(plan)
 
     def _judge_alone(self) -> Action:
@@ -166,30 +177,35 @@ class Execution:
             result.cost_usd = call.spent_usd
         return Done(result)
 
+    def _done_with_kept(self) -> Action:
+        assert self._kept is not None
+        return self._done(self._kept)
+
     # -- hedging -----------------------------------------------------------------------------
 
-    def _wait_for_hedge_timer(self, primary: Plan, delay: float) -> Action:
-        self._then = lambda: self._after_hedge_timer(primary, delay)
-        return Wait(min(delay, self.call.deadline.remaining()))
+    def _wait_for_hedge_timer(self) -> Action:
+        self._then = Execution._after_hedge_timer
+        return Wait(min(self._delay, self.call.deadline.remaining()))
 
-    def _after_hedge_timer(self, primary: Plan, delay: float) -> Action:
+    def _after_hedge_timer(self) -> Action:
         if self._reported:  # the primary answered before the timer: judged alone, as a plain attempt
             self._running.clear()
             return self._judge_alone()
-        engine, call = self.engine, self.call
+        engine, call, primary = self.engine, self.call, self._primary
+        assert primary is not None
         hedge = engine.plan_hedge(call, primary)
         if hedge is None:
             return self._wait_for_racers()
         call.notes["hedge"] = {"primary": primary.backend.name, "hedge": hedge.backend.name,
-                               "after_s": round(delay, 4)}
+                               "after_s": round(self._delay, 4)}
         engine.begin(hedge)
         self._running[hedge.attempt] = hedge
         self._raced = True
-        self._then = self._wait_for_racers
+        self._then = Execution._wait_for_racers
         return Start(hedge)
 
     def _wait_for_racers(self) -> Action:
-        self._then = self._race_step
+        self._then = Execution._race_step
         left = self.call.deadline.timeout()
         return Wait(None if left is None else left + GRACE_S)
 
@@ -219,49 +235,49 @@ class Execution:
             self.call.notes["hedge"]["winner"] = winner.backend.name
         if not losers:
             return self._done(result)
-        self._then = lambda: self._done(result)
+        self._kept = result
+        self._then = Execution._done_with_kept
         return Cancel(losers)
 
     def _overran(self) -> Action:
         """Racers still running well past the deadline: abandon them and fail the call."""
-        call = self.call
         losers = list(self._running.values())
         self._running.clear()
         for plan in losers:
-            self.engine.abandon(call, plan, DeadlineExceeded(
+            self.engine.abandon(self.call, plan, DeadlineExceeded(
                 f"attempt on `{plan.backend.name}` was still running {GRACE_S} s after the deadline"))
-
-        def fail() -> Action:
-            raise DeadlineExceeded(f"the deadline of {call.sla.deadline_s} s passed during a hedged race")
-
-        self._then = fail
+        self._then = Execution._fail_overran
         return Cancel(losers)
+
+    def _fail_overran(self) -> Action:
+        raise DeadlineExceeded(f"the deadline of {self.call.sla.deadline_s} s passed during a hedged race")
 
     # -- the cascade -------------------------------------------------------------------------
 
     def _cascade_first(self) -> Action:
-        plan, hifi = _cascade_plan(self.engine, self.call)
+        plan, self._hifi = _cascade_plan(self.engine, self.call)
         self.engine.begin(plan)
         self._inline = plan
-        self._then = lambda: self._cascade_judged(hifi)
+        self._then = Execution._cascade_judged
         return Attempt(plan)
 
-    def _cascade_judged(self, hifi: str | None) -> Action:
+    def _cascade_judged(self) -> Action:
         engine, call = self.engine, self.call
         plan, output, exc = self._reported.pop()
         assert self.gate is not None
-        score = _score(self.gate, output, plan, call, self.threshold, hifi)
+        score = _score(self.gate, output, plan, call, self.threshold, self._hifi)
         result = engine.complete(call, plan, output, exc)
-        upgrade = _escalation(engine, call, result, hifi, score, self.threshold)
+        upgrade = _escalation(engine, call, result, self._hifi, score, self.threshold)
         if upgrade is None:
             return self._plan_next() if result is None else self._done(result)
         self._inline = upgrade
-        self._then = lambda: self._cascade_upgraded(result)
+        self._kept = result
+        self._then = Execution._cascade_upgraded
         return Attempt(upgrade)
 
-    def _cascade_upgraded(self, cheap: Result | None) -> Action:
+    def _cascade_upgraded(self) -> Action:
         plan, output, exc = self._reported.pop()
-        better = self.engine.complete(self.call, plan, output, exc, judge=False) or cheap
+        better = self.engine.complete(self.call, plan, output, exc, judge=False) or self._kept
         assert better is not None  # escalation only follows a cheap result
         return self._done(better)
 

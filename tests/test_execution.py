@@ -9,6 +9,7 @@ where a racer has to stay in flight until it is cancelled.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from sdk import (
     ServerError,
 )
 from sdk._config import load_settings
-from sdk._execution import GRACE_S
+from sdk._execution import GRACE_S, Execution
 from sdk.backends.base import BackendSettings
 from sdk.gates import ContrastGate
 
@@ -290,6 +291,22 @@ def test_plain_attempt(runner: Runner) -> None:
     assert stored(runner, r.request_id) == [(0, "cheap", None, 0.001)]
     assert runner.in_flight() == {"cheap": 0, "dear": 0}
 
+
+
+def test_a_finished_call_leaves_no_reference_cycle(runner: Runner) -> None:
+    """The plain path frees its state by reference counting: a cycle per call would keep the
+    call (request, attempts, trace) alive until the cyclic GC runs, on every request. (A failed
+    attempt makes one anyway: the call keeps the error, whose traceback holds the frames.)"""
+    runner.open([backend("a", price=0.001), backend("b", price=0.002)])
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            runner.generate(sla=SLA(deadline_s=30))
+        left = [o for o in gc.get_objects() if type(o) is Execution]
+    finally:
+        gc.enable()
+    assert left == []
 
 def test_fallback_after_a_paid_failure_counts_both(runner: Runner) -> None:
     def paid_failure(request: Any, deadline: Any) -> BackendOutput:
