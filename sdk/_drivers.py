@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .backends.base import BackendOutput
     from .gates import Gate
 
-Outcome = tuple["BackendOutput | None", "BaseException | None"]
+OutputOrError = tuple["BackendOutput | None", "BaseException | None"]
 _F = TypeVar("_F", "cf.Future[BackendOutput]", "asyncio.Future[BackendOutput]")
 
 
@@ -109,7 +109,7 @@ def _cancel(plans: list[Plan], running: dict[_F, Plan]) -> list[_F]:
     return stopping
 
 
-def _outcome(fut: cf.Future[BackendOutput] | asyncio.Future[BackendOutput]) -> Outcome:
+def _outcome(fut: cf.Future[BackendOutput] | asyncio.Future[BackendOutput]) -> OutputOrError:
     if fut.cancelled():
         return None, Cancelled("the attempt was cancelled")
     exc = fut.exception()
