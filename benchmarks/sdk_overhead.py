@@ -6,6 +6,7 @@ and ratio. The SDK path includes validation, routing, the worker hand-off, the d
 callback at every step and the telemetry enqueue.
 
     .venv/bin/python benchmarks/sdk_overhead.py --runs 40                # tiny sd15, CPU
+    .venv/bin/python benchmarks/sdk_overhead.py --mock --runs 20         # the SDK alone, microseconds
     .venv/bin/python benchmarks/sdk_overhead.py --full-size              # SDXL + SD3.5-Medium, CUDA
     .venv/bin/python benchmarks/sdk_overhead.py --full-size --device cpu --scale 0.05 --size 64 \\
         --steps 2 --runs 1                                               # same code path, narrow
@@ -17,6 +18,11 @@ SDK (``DiffusionPipeline.from_pretrained``) and reports GPU-seconds per image (C
 via the SDK and via raw diffusers at 1024x1024 in fp16 (SDXL) / bf16 (SD3.5). ``--scale``
 narrows every width (channels, hidden sizes, heads) and keeps every depth, so a CPU run
 exercises the same classes, block layout and code path in seconds.
+
+``--mock`` measures what a pipeline's milliseconds hide: the plain (non-hedged) path of
+``Client.generate`` and ``AsyncClient.generate`` on two instant ``MockBackend`` handlers
+(validate, decide, the execution state machine and its driver, the telemetry enqueue to
+SQLite), minus the bare handler call, as per-call microseconds over batches of ``--calls``.
 """
 
 from __future__ import annotations
@@ -49,7 +55,11 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="--full-size width multiplier (1.0 = the real architectures)")
     parser.add_argument("--archs", default="sdxl,sd35-medium", help="--full-size architectures")
+    parser.add_argument("--mock", action="store_true", help="the SDK alone on instant mock backends (us per call)")
+    parser.add_argument("--calls", type=int, default=500, help="--mock calls per timed batch")
     args = parser.parse_args()
+    if args.mock:
+        return mock_only(args.runs or 20, args.calls)
 
     import torch
 
@@ -71,6 +81,59 @@ def main() -> int:
             return 2
         return full_size(archs, args.device, args.scale, args.size or 1024, args.steps, args.runs or 5)
     return tiny(args.family, args.size or 64, args.steps or 2, args.runs or 40)
+
+
+# -- the SDK alone (mock backends) ---------------------------------------------------------------
+
+def mock_only(runs: int, calls: int) -> int:
+    import asyncio
+
+    from PIL import Image
+
+    from sdk import SLA, AsyncClient, BackendOutput, Client, MockBackend, load_settings
+
+    output = BackendOutput(images=[Image.new("RGB", (8, 8))])
+
+    def handler(request: Any, deadline: Any) -> BackendOutput:
+        return output
+
+    settings = load_settings({"router": {"exploration": 0.0}})
+    sla = SLA(deadline_s=30)
+    timings: dict[str, list[float]] = {"bare handler": [], "Client.generate": [], "AsyncClient.generate": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = [MockBackend("a", handler), MockBackend("b", handler)]
+        client = Client(settings, backends=backends, store=f"sqlite:///{tmp}/sync.db")
+        aclient = AsyncClient(settings, backends=backends, store=f"sqlite:///{tmp}/async.db")
+
+        def batch(fn: Callable[[], Any]) -> float:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            return (time.perf_counter() - t0) / calls
+
+        async def abatch() -> float:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                await aclient.generate("a red bicycle", sla=sla)
+            return (time.perf_counter() - t0) / calls
+
+        loop = asyncio.new_event_loop()
+        batch(lambda: client.generate("a red bicycle", sla=sla))  # warm: router, caches, store
+        loop.run_until_complete(abatch())
+        for _ in range(runs):  # interleaved, so drift hits every path alike
+            timings["bare handler"].append(batch(lambda: handler(None, None)))
+            timings["Client.generate"].append(batch(lambda: client.generate("a red bicycle", sla=sla)))
+            timings["AsyncClient.generate"].append(loop.run_until_complete(abatch()))
+        loop.run_until_complete(aclient.aclose())
+        loop.close()
+        client.close()
+    bare = statistics.median(timings["bare handler"])
+    print(f"plain path on instant mock backends, {runs} interleaved batches of {calls} calls, telemetry to SQLite")
+    for name, values in timings.items():
+        median = statistics.median(values)
+        extra = "" if name == "bare handler" else f"  (SDK {1e6 * (median - bare):.1f} us per call)"
+        print(f"{name}: median {1e6 * median:.1f} us, min {1e6 * min(values):.1f} us{extra}")
+    return 0
 
 
 # -- the tiny pipelines (CPU) -----------------------------------------------------------------

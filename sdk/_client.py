@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import Settings, embedded_default, load_settings
 from ._deadline import CancelToken
+from ._drivers import run_async, run_sync
 from ._engine import Call, Engine
 from ._errors import ConfigError, PixelrouteError, ValidationError
-from ._execution import run_async, run_sync
 from ._health import BackendHealth, CircuitBreaker
 from ._types import SLA, GenerateRequest, Result, build_request, build_sla
 from .backends import create_backend
@@ -244,7 +244,7 @@ class Client(BaseClient):
         return self._run(call, gate)
 
     def _run(self, call: Call, gate: Gate | None) -> Result:
-        return run_sync(self._engine, call, self._pool(), gate, self.settings.execution.cascade_threshold)
+        return run_sync(self._engine, call, self._pool, gate, self.settings.execution.cascade_threshold)
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._inflight_lock:

@@ -1,9 +1,10 @@
 """The pure engine behind ``Client`` and ``AsyncClient``: decide, plan an attempt, judge it.
 
 It does no I/O of its own (tenacity's shape: the engine decides, thin loops execute). The
-drivers call :meth:`Engine.plan` to get the next attempt, run ``backend.generate`` or
-``await backend.agenerate`` themselves, and hand the outcome to :meth:`Engine.complete`,
-which records it and returns a :class:`Result`, ``None`` (try the next candidate) or raises.
+call's state machine (:class:`sdk._execution.Execution`) asks :meth:`Engine.plan` for the next
+attempt, hands it to a driver as an action (run, start, wait, cancel, done), and passes each
+reported outcome to :meth:`Engine.complete`, which records it and returns a :class:`Result`,
+``None`` (try the next candidate) or raises.
 
 One deadline covers the call: every attempt's deadline is what is left of the SLA, every
 re-decision sees only the time and money that are left, and cost already spent counts
@@ -434,17 +435,20 @@ class Engine:
         return delay if delay and math.isfinite(delay) else None
 
     def lost_race(self, call: Call, plan: Plan) -> None:
-        """Record an attempt that lost a hedge race and was cancelled or abandoned.
+        """Record an attempt that lost a hedge race and was cancelled or abandoned."""
+        self.abandon(call, plan, Cancelled(f"attempt on `{plan.backend.name}` lost a hedge race and was cancelled"))
+        call.last_error = None
+
+    def abandon(self, call: Call, plan: Plan, err: PixelrouteError) -> None:
+        """Record an attempt the call gives up on while it still runs (the driver cancels it).
 
         A local attempt is interrupted in its denoising loop and costs nothing more. A remote
         one is cancelled where the protocol allows; otherwise it may still be billed, so its
         estimated price is counted (over-counting beats a budget that silently overruns).
         """
-        err = Cancelled(f"attempt on `{plan.backend.name}` lost a hedge race and was cancelled")
         cost = 0.0 if plan.backend.local else plan.backend.estimate_cost(plan.request)
         err.cost_usd = cost  # type: ignore[attr-defined]
         self.complete(call, plan, None, err, judge=False)
-        call.last_error = None
 
     def cancelled(self, call: Call, plan: Plan) -> None:
         """Record an attempt cut short by asyncio cancellation (the driver re-raises)."""

@@ -1,12 +1,31 @@
-"""How a planned attempt is executed: plainly, hedged, or as the first step of a cascade.
+"""What a call does next: the execution state machine shared by the sync and async drivers.
 
-Sync and async twins over the same engine calls. The engine decides and records; these
-functions only run backends and wait.
+tenacity's shape (``BaseRetrying.iter`` returns ``DoAttempt``/``DoSleep``): :meth:`Execution.next`
+decides and returns one action, a thin driver carries it out and reports what happened, and
+asks again. The sync driver runs attempts on the calling thread or a thread pool, the async one
+awaits them or runs them as tasks (:mod:`sdk._drivers`); neither decides anything, so the two
+cannot drift apart on cost, attempts or traces. Nothing here does I/O or waits.
 
+The actions:
+
+- :class:`Attempt` -- run this attempt to completion here and :meth:`~Execution.report` it
+  (nothing else is in flight: the plain path, the cascade's steps).
+- :class:`Start` -- start this attempt beside others (a hedged race) and go on.
+- :class:`Wait` -- wait for any started attempt to finish, at most ``timeout`` seconds, and
+  report each one that did (none, when the wait ran out).
+- :class:`Cancel` -- cancel these started attempts (already recorded) and give them
+  ``grace_s`` to stop.
+- :class:`Done` -- return ``result``. A call that fails raises from :meth:`~Execution.next`.
+
+How the calls run:
+
+- **Plain**: plan, attempt, judge; a failure re-plans a fallback with what is left.
 - **Hedging** (Dean & Barroso, "The Tail at Scale"): when ``SLA(hedge=True)`` and the primary
   has not answered by its predicted latency quantile, start the next affordable candidate;
   the first good result wins and the loser is cancelled (local: interrupted in its denoising
   loop; remote: cancelled where the protocol allows, otherwise abandoned and its cost counted).
+  Racers still running ``GRACE_S`` after the deadline are abandoned and the call raises
+  ``DeadlineExceeded``.
 - **Cascade**: generate on the cheap, fast candidate, score the image with a gate, and
   escalate to the high-fidelity candidate only when the score is below the threshold and
   what is left of the deadline and budget still allows it.
@@ -14,12 +33,11 @@ functions only run backends and wait.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures as cf
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._errors import DeadlineExceeded, PixelrouteError
-from .gates import Gate
 
 if TYPE_CHECKING:
     from router import Candidate, Decision
@@ -27,9 +45,241 @@ if TYPE_CHECKING:
     from ._engine import Call, Engine, Plan
     from ._types import Result
     from .backends.base import BackendOutput
+    from .gates import Gate
 
-#: how long a winner waits for a local loser to stop (it stops within one denoising step)
-LOSER_GRACE_S = 2.0
+#: how long to wait for an attempt that should stop by itself: a cancelled loser (local ones
+#: stop within a denoising step) or a racer past the deadline (backends raise their own
+#: ``DeadlineExceeded`` at it)
+GRACE_S = 2.0
+
+
+@dataclass(slots=True)
+class Attempt:
+    """Run ``plan`` to completion now and report its outcome."""
+
+    plan: Plan
+
+
+@dataclass(slots=True)
+class Start:
+    """Start ``plan`` concurrently (a thread, a task) and ask for the next action at once."""
+
+    plan: Plan
+
+
+@dataclass(slots=True)
+class Wait:
+    """Wait until a started attempt finishes, at most ``timeout`` seconds (``None``: no limit)."""
+
+    timeout: float | None
+
+
+@dataclass(slots=True)
+class Cancel:
+    """Cancel these started attempts and wait at most ``grace_s`` for them; do not report them."""
+
+    plans: list[Plan]
+    grace_s: float = GRACE_S
+
+
+@dataclass(slots=True)
+class Done:
+    """The call's result."""
+
+    result: Result
+
+
+Action = Attempt | Start | Wait | Cancel | Done
+Outcome = tuple["Plan", "BackendOutput | None", "BaseException | None"]
+
+
+class Execution:
+    """The decisions of one call, step by step; see the module docstring for the protocol."""
+
+    # Built once per call, on the plain path too. The next step is kept as a plain function with
+    # its inputs in slots, never as a bound method or closure: either would point back at the
+    # object, and a reference cycle per call keeps the whole call alive until the cyclic GC runs.
+    __slots__ = ("engine", "call", "gate", "threshold", "_then", "_reported", "_running", "_inline", "_raced",
+                 "_primary", "_delay", "_hifi", "_kept")
+
+    def __init__(self, engine: Engine, call: Call, gate: Gate | None, threshold: float) -> None:
+        self.engine = engine
+        self.call = call
+        self.gate = gate
+        self.threshold = threshold
+        self._then: Callable[[Execution], Action] = (
+            Execution._cascade_first if gate is not None and call.pinned is None else Execution._plan_next
+        )
+        self._reported: list[Outcome] = []
+        #: started attempts by attempt number (a ``Plan`` is not hashable)
+        self._running: dict[int, Plan] = {}
+        #: the attempt an :class:`Attempt` action is running, until it is reported
+        self._inline: Plan | None = None
+        #: whether this round started a hedge beside its primary
+        self._raced = False
+        self._primary: Plan | None = None
+        self._delay = 0.0
+        self._hifi: str | None = None
+        #: the result that stands while a step runs (a race's winner, the cascade's cheap result)
+        self._kept: Result | None = None
+
+    # -- the driver's side -------------------------------------------------------------------
+
+    def next(self) -> Action:
+        """The next action, once the previous one's outcome is reported; raises when the call fails."""
+        return self._then(self)
+
+    def report(self, plan: Plan, output: BackendOutput | None, exc: BaseException | None) -> None:
+        """An attempt finished: with ``output``, or raising ``exc``."""
+        if plan is self._inline:
+            self._inline = None
+        self._reported.append((plan, output, exc))
+
+    def interrupt(self) -> list[Plan]:
+        """The driver is torn down (asyncio cancellation, ``KeyboardInterrupt``): record what is
+        in flight as cancelled and return it for the driver to cancel."""
+        plans = list(self._running.values())
+        self._running.clear()
+        if self._inline is not None:
+            plans.append(self._inline)
+            self._inline = None
+        for plan in plans:
+            self.engine.cancelled(self.call, plan)
+        return plans
+
+    # -- plain attempts and fallbacks --------------------------------------------------------
+
+    def _plan_next(self) -> Action:
+        engine, call = self.engine, self.call
+        plan = engine.plan(call)
+        delay = engine.hedge_delay(plan) if call.sla.hedge and call.pinned is None else None
+        engine.begin(plan)
+        if delay is None:
+            self._inline = plan
+            self._then = Execution._judge_alone
+            return Attempt(plan)
+        self._running[plan.attempt] = plan
+        self._raced = False
+        self._primary, self._delay = plan, delay
+        self._then = Execution._wait_for_hedge_timer
+        return Start(plan)
+
+    def _judge_alone(self) -> Action:
+        plan, output, exc = self._reported.pop()
+        result = self.engine.complete(self.call, plan, output, exc)
+        return self._plan_next() if result is None else self._done(result)
+
+    def _done(self, result: Result) -> Done:
+        call = self.call
+        if result.cost_usd != call.spent_usd or len(result.trace.get("attempts", ())) != len(call.attempts):
+            # recorded after the result was built (a lost racer, an escalation): bring it up to date
+            result.trace = self.engine.trace(call, result.backend)
+            result.cost_usd = call.spent_usd
+        return Done(result)
+
+    def _done_with_kept(self) -> Action:
+        assert self._kept is not None
+        return self._done(self._kept)
+
+    # -- hedging -----------------------------------------------------------------------------
+
+    def _wait_for_hedge_timer(self) -> Action:
+        self._then = Execution._after_hedge_timer
+        return Wait(min(self._delay, self.call.deadline.remaining()))
+
+    def _after_hedge_timer(self) -> Action:
+        if self._reported:  # the primary answered before the timer: judged alone, as a plain attempt
+            self._running.clear()
+            return self._judge_alone()
+        engine, call, primary = self.engine, self.call, self._primary
+        assert primary is not None
+        hedge = engine.plan_hedge(call, primary)
+        if hedge is None:
+            return self._wait_for_racers()
+        call.notes["hedge"] = {"primary": primary.backend.name, "hedge": hedge.backend.name,
+                               "after_s": round(self._delay, 4)}
+        engine.begin(hedge)
+        self._running[hedge.attempt] = hedge
+        self._raced = True
+        self._then = Execution._wait_for_racers
+        return Start(hedge)
+
+    def _wait_for_racers(self) -> Action:
+        self._then = Execution._race_step
+        left = self.call.deadline.timeout()
+        return Wait(None if left is None else left + GRACE_S)
+
+    def _race_step(self) -> Action:
+        engine, call = self.engine, self.call
+        if not self._reported:  # the wait ran out: past the deadline and its grace
+            return self._overran()
+        reported, self._reported = self._reported, []
+        for plan, output, exc in reported:
+            if self._running.pop(plan.attempt, None) is None:
+                continue  # finished beside the winner: already recorded as the loser
+            if exc is None and output is not None:
+                return self._won(plan, engine.complete(call, plan, output, None))
+            last = not self._running  # the last racer standing is judged: fall back, stop or raise
+            engine.complete(call, plan, None, exc, judge=last)
+            if last:
+                return self._plan_next()
+        return self._wait_for_racers()
+
+    def _won(self, winner: Plan, result: Result | None) -> Action:
+        assert result is not None  # a successful attempt always makes a result
+        losers = list(self._running.values())
+        self._running.clear()
+        for loser in losers:
+            self.engine.lost_race(self.call, loser)
+        if self._raced:
+            self.call.notes["hedge"]["winner"] = winner.backend.name
+        if not losers:
+            return self._done(result)
+        self._kept = result
+        self._then = Execution._done_with_kept
+        return Cancel(losers)
+
+    def _overran(self) -> Action:
+        """Racers still running well past the deadline: abandon them and fail the call."""
+        losers = list(self._running.values())
+        self._running.clear()
+        for plan in losers:
+            self.engine.abandon(self.call, plan, DeadlineExceeded(
+                f"attempt on `{plan.backend.name}` was still running {GRACE_S} s after the deadline"))
+        self._then = Execution._fail_overran
+        return Cancel(losers)
+
+    def _fail_overran(self) -> Action:
+        raise DeadlineExceeded(f"the deadline of {self.call.sla.deadline_s} s passed during a hedged race")
+
+    # -- the cascade -------------------------------------------------------------------------
+
+    def _cascade_first(self) -> Action:
+        plan, self._hifi = _cascade_plan(self.engine, self.call)
+        self.engine.begin(plan)
+        self._inline = plan
+        self._then = Execution._cascade_judged
+        return Attempt(plan)
+
+    def _cascade_judged(self) -> Action:
+        engine, call = self.engine, self.call
+        plan, output, exc = self._reported.pop()
+        assert self.gate is not None
+        score = _score(self.gate, output, plan, call, self.threshold, self._hifi)
+        result = engine.complete(call, plan, output, exc)
+        upgrade = _escalation(engine, call, result, self._hifi, score, self.threshold)
+        if upgrade is None:
+            return self._plan_next() if result is None else self._done(result)
+        self._inline = upgrade
+        self._kept = result
+        self._then = Execution._cascade_upgraded
+        return Attempt(upgrade)
+
+    def _cascade_upgraded(self) -> Action:
+        plan, output, exc = self._reported.pop()
+        better = self.engine.complete(self.call, plan, output, exc, judge=False) or self._kept
+        assert better is not None  # escalation only follows a cheap result
+        return self._done(better)
 
 
 def cascade_pair(decision: Decision) -> tuple[str, str] | None:
@@ -44,202 +294,6 @@ def cascade_pair(decision: Decision) -> tuple[str, str] | None:
     others = [c for c in best.values() if c.backend != cheap.backend]
     hifi = min(others, key=lambda c: (c.correction_s, c.p_fail, c.cost_usd))
     return cheap.backend, hifi.backend
-
-
-# -- sync ------------------------------------------------------------------------------------
-
-
-def run_sync(engine: Engine, call: Call, pool: cf.Executor, gate: Gate | None, threshold: float) -> Result:
-    if gate is not None and call.pinned is None:
-        result = _cascade_sync(engine, call, pool, gate, threshold)
-        if result is not None:
-            return result
-    while True:
-        result = attempt_sync(engine, call, engine.plan(call), pool)
-        if result is not None:
-            return result
-
-
-def _call(plan: Plan) -> BackendOutput:
-    return plan.backend.generate(plan.request, plan.deadline)
-
-
-def attempt_sync(engine: Engine, call: Call, plan: Plan, pool: cf.Executor) -> Result | None:
-    delay = engine.hedge_delay(plan) if call.sla.hedge and call.pinned is None else None
-    engine.begin(plan)
-    if delay is None:
-        try:
-            output = _call(plan)
-        except Exception as exc:  # mapped and judged by the engine
-            return engine.complete(call, plan, None, exc)
-        return engine.complete(call, plan, output, None)
-    primary = pool.submit(_call, plan)
-    cf.wait([primary], timeout=min(delay, plan.deadline.remaining()))
-    if primary.done():
-        return _finish_sync(engine, call, plan, primary)
-    hedge = engine.plan_hedge(call, plan)
-    if hedge is None:
-        return _finish_sync(engine, call, plan, primary)
-    call.notes["hedge"] = {"primary": plan.backend.name, "hedge": hedge.backend.name, "after_s": round(delay, 4)}
-    engine.begin(hedge)
-    return _race_sync(engine, call, {primary: plan, pool.submit(_call, hedge): hedge})
-
-
-def _finish_sync(engine: Engine, call: Call, plan: Plan, fut: cf.Future[BackendOutput]) -> Result | None:
-    try:
-        output = fut.result()
-    except Exception as exc:
-        return engine.complete(call, plan, None, exc)
-    return engine.complete(call, plan, output, None)
-
-
-def _race_sync(engine: Engine, call: Call, pending: dict[cf.Future[BackendOutput], Plan]) -> Result | None:
-    while pending:
-        done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-        for fut in done:
-            plan = pending.pop(fut)
-            exc = fut.exception()
-            if exc is None:
-                result = engine.complete(call, plan, fut.result(), None)
-                for loser in pending.values():
-                    assert loser.deadline.cancel is not None
-                    loser.deadline.cancel.cancel()
-                    engine.lost_race(call, loser)
-                call.notes["hedge"]["winner"] = plan.backend.name
-                cf.wait(pending, timeout=LOSER_GRACE_S)  # local losers stop within a step
-                if result is not None:
-                    result.trace = engine.trace(call, result.backend)
-                return result
-            judged = not pending  # the last one standing is judged: fall back, stop or raise
-            result = engine.complete(call, plan, None, exc, judge=judged)
-            if judged:
-                return result
-    _after_failed_race(engine, call)
-    return None
-
-
-def _after_failed_race(engine: Engine, call: Call) -> None:
-    """Both racers failed: past the deadline that is final, otherwise the caller re-plans."""
-    if call.deadline.expired():
-        raise DeadlineExceeded(f"the deadline of {call.sla.deadline_s} s passed during a hedged race") from (
-            call.last_error
-        )
-
-
-def _cascade_sync(engine: Engine, call: Call, pool: cf.Executor, gate: Gate, threshold: float) -> Result | None:
-    plan, hifi = _cascade_plan(engine, call)
-    engine.begin(plan)
-    output: BackendOutput | None = None
-    exc: BaseException | None = None
-    try:
-        output = _call(plan)
-    except Exception as err:
-        exc = err
-    score = _score(gate, output, plan, call, threshold, hifi)
-    result = engine.complete(call, plan, output, exc)
-    upgrade = _escalation(engine, call, result, hifi, score, threshold)
-    if upgrade is None:
-        return _refresh(engine, call, result)
-    try:
-        better = engine.complete(call, upgrade, _call(upgrade), None, judge=False)
-    except Exception as err:
-        better = engine.complete(call, upgrade, None, err, judge=False)
-    return _refresh(engine, call, better or result)
-
-
-# -- async -----------------------------------------------------------------------------------
-
-
-async def run_async(engine: Engine, call: Call, gate: Gate | None, threshold: float) -> Result:
-    if gate is not None and call.pinned is None:
-        result = await _cascade_async(engine, call, gate, threshold)
-        if result is not None:
-            return result
-    while True:
-        result = await attempt_async(engine, call, engine.plan(call))
-        if result is not None:
-            return result
-
-
-async def _acall(engine: Engine, call: Call, plan: Plan) -> BackendOutput:
-    return await plan.backend.agenerate(plan.request, plan.deadline)
-
-
-async def _guarded(engine: Engine, call: Call, plan: Plan) -> tuple[BackendOutput | None, BaseException | None]:
-    """Run one attempt; asyncio cancellation is recorded, then propagates."""
-    try:
-        return await _acall(engine, call, plan), None
-    except asyncio.CancelledError:
-        engine.cancelled(call, plan)
-        raise
-    except Exception as exc:
-        return None, exc
-
-
-async def attempt_async(engine: Engine, call: Call, plan: Plan) -> Result | None:
-    delay = engine.hedge_delay(plan) if call.sla.hedge and call.pinned is None else None
-    engine.begin(plan)
-    if delay is None:
-        output, exc = await _guarded(engine, call, plan)
-        return engine.complete(call, plan, output, exc)
-    primary = asyncio.ensure_future(_acall(engine, call, plan))
-    tasks: dict[asyncio.Future[BackendOutput], Plan] = {primary: plan}
-    try:
-        done, _ = await asyncio.wait({primary}, timeout=min(delay, plan.deadline.remaining()))
-        if not done:
-            hedge = engine.plan_hedge(call, plan)
-            if hedge is not None:
-                call.notes["hedge"] = {"primary": plan.backend.name, "hedge": hedge.backend.name,
-                                       "after_s": round(delay, 4)}
-                engine.begin(hedge)
-                tasks[asyncio.ensure_future(_acall(engine, call, hedge))] = hedge
-        return await _race_async(engine, call, tasks)
-    except asyncio.CancelledError:
-        for task, p in tasks.items():
-            task.cancel()
-            engine.cancelled(call, p)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def _race_async(engine: Engine, call: Call, pending: dict[asyncio.Future[BackendOutput], Plan]) -> Result | None:
-    while pending:
-        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            plan = pending.pop(task)
-            exc = task.exception()
-            if exc is None:
-                result = engine.complete(call, plan, task.result(), None)
-                for loser_task, loser in pending.items():
-                    loser_task.cancel()  # local: interrupts the denoising loop; remote: cancels the job
-                    engine.lost_race(call, loser)
-                await asyncio.gather(*pending, return_exceptions=True)  # nothing is left running
-                if "hedge" in call.notes:
-                    call.notes["hedge"]["winner"] = plan.backend.name
-                return _refresh(engine, call, result)
-            judged = len(pending) > 0
-            result = engine.complete(call, plan, None, exc, judge=not judged)
-            if not judged:
-                return result
-    _after_failed_race(engine, call)
-    return None
-
-
-async def _cascade_async(engine: Engine, call: Call, gate: Gate, threshold: float) -> Result | None:
-    plan, hifi = _cascade_plan(engine, call)
-    engine.begin(plan)
-    output, exc = await _guarded(engine, call, plan)
-    score = _score(gate, output, plan, call, threshold, hifi)
-    result = engine.complete(call, plan, output, exc)
-    upgrade = _escalation(engine, call, result, hifi, score, threshold)
-    if upgrade is None:
-        return _refresh(engine, call, result)
-    out2, exc2 = await _guarded(engine, call, upgrade)
-    better = engine.complete(call, upgrade, out2, exc2, judge=False)
-    return _refresh(engine, call, better or result)
-
-
-# -- shared ----------------------------------------------------------------------------------
 
 
 def _cascade_plan(engine: Engine, call: Call) -> tuple[Plan, str | None]:
@@ -280,11 +334,3 @@ def _score(
     output.extra["gate_score"] = round(score, 4)  # logged with the attempt: the router learns from it
     call.notes["cascade"].update(gate_score=round(score, 4), threshold=threshold)
     return score
-
-
-def _refresh(engine: Engine, call: Call, result: Result | None) -> Result | None:
-    """Bring a result's trace and cost up to date with everything the call did."""
-    if result is not None:
-        result.trace = engine.trace(call, result.backend)
-        result.cost_usd = call.spent_usd
-    return result
