@@ -24,19 +24,22 @@ import uuid
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _priors
 from ._artifact import check_file_name, sha256_hex
 from ._types import BackendProfile, RouteRequest, state_of
 from .features import (
+    _P_START,
     FEATURE_NAMES,
     N_FEATURES,
     N_PROMPT,
+    SCENARIOS,
     OptionTable,
     context_columns,
     feature_rows,
@@ -48,6 +51,8 @@ from .models import FORMAT_VERSION, MANIFEST, MODEL_NAMES, init_scores
 #: errors that say nothing about how long generation takes (latency rows skip them)
 NON_LATENCY_ERRORS = frozenset({"rate_limited", "content_rejected", "server_error", "circuit_open",
                                 "quota_exceeded", "invalid_output", "validation", "no_feasible_backend"})
+#: labelled rows a backend needs before its strengths are re-estimated (fewer: the declared ones stay)
+_MIN_STRENGTH_ROWS = 50
 #: the failure model predicts these; a timeout is the latency model's business
 FAILURE_ERRORS = NON_LATENCY_ERRORS - {"validation", "no_feasible_backend"}
 
@@ -76,6 +81,10 @@ class TrainParams:
     seed: int = 0
     #: LightGBM's histogram bins per feature (its default is 255)
     max_bin: int = 255
+    #: re-estimate each backend's per-scenario strengths from logged corrections (see :func:`learn_strengths`)
+    learn_strengths: bool = True
+    #: how many rows' worth of weight the declared strengths keep in that estimate
+    strength_prior_rows: float = 30.0
 
 
 @dataclass
@@ -181,23 +190,84 @@ def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendP
     stored = {b: given.get(b) or BackendProfile(name=b, default_steps=(steps_seen[b].most_common(1)[0][0]
                                                                        if steps_seen[b] else None))
               for b in codes}
-    table = OptionTable([(stored[b], s) for b, s in option_ids])
     opt = np.frombuffer(option_of, dtype=np.int64) if len(option_of) else np.empty(0, dtype=np.int64)
     prompts = np.vstack(prompt_chunks)
-    code_col = table.codes(codes)
     context = np.column_stack([c["in_flight"], c["queue"], c["breaker"], c["recent"], c["cold"], c["log_ratio"]])
-    x = np.empty((len(opt), N_FEATURES))
-    for a in range(0, len(opt), p.chunk_rows):
-        sl = slice(a, a + p.chunk_rows)
-        x[sl] = feature_rows(table, opt[sl], prompts[sl], c["width"][sl], c["height"][sl], c["n"][sl], math.nan,
-                             c["guidance"][sl], c["fixed_seed"][sl], context[sl], code_col[opt[sl]])[0]
+
+    def rows_with(profiles_now: dict[str, BackendProfile]) -> np.ndarray:
+        table = OptionTable([(profiles_now[b], s) for b, s in option_ids])
+        code_col = table.codes(codes)
+        x = np.empty((len(opt), N_FEATURES))
+        for a in range(0, len(opt), p.chunk_rows):
+            sl = slice(a, a + p.chunk_rows)
+            x[sl] = feature_rows(table, opt[sl], prompts[sl], c["width"][sl], c["height"][sl], c["n"][sl], math.nan,
+                                 c["guidance"][sl], c["fixed_seed"][sl], context[sl], code_col[opt[sl]])[0]
+        return x
+
+    x = rows_with(stored)
+    backend_names = np.array(list(codes), dtype=object)
+    option_backend = np.array([codes[b] for b, _ in option_ids], dtype=np.int64)
+    row_backend = option_backend[opt] if len(opt) else np.empty(0, dtype=np.int64)
+    if p.learn_strengths and len(opt):
+        learned = learn_strengths(x, row_backend, c["correction"], _oldest(c["ts"], 0.7), list(codes), stored,
+                                  p.strength_prior_rows)
+        if learned != stored:
+            stored = learned
+            x = rows_with(stored)  # the prior columns now carry the learned strengths
     prop_arr = np.clip(c["prop"], 1e-6, 1.0)
     w = np.minimum(1.0 / prop_arr, p.ips_clip)
     w = w / w.mean() if len(w) else w
-    backend_names = np.array(list(codes), dtype=object)
-    option_backend = np.array([codes[b] for b, _ in option_ids], dtype=np.int64)
     return Dataset(x, c["ts"], backend_names[option_backend[opt]] if len(opt) else np.empty(0, dtype=object),
                    c["latency"], c["failed"], c["correction"], w, list(codes), stored, skipped)
+
+
+def _oldest(ts: np.ndarray, share: float) -> np.ndarray:
+    """Mask of the oldest ``share`` of rows by ``ts`` (the training slice of :func:`train`'s time split)."""
+    mask = np.zeros(len(ts), dtype=bool)
+    order = np.argsort(ts, kind="stable")
+    mask[order[: int(share * len(ts))]] = True
+    return mask
+
+
+def learn_strengths(x: np.ndarray, row_backend: np.ndarray, correction: np.ndarray, use: np.ndarray,
+                    backends: Sequence[str], profiles: dict[str, BackendProfile],
+                    prior_rows: float) -> dict[str, BackendProfile]:
+    """Each backend's per-scenario strengths re-estimated from logged correction seconds.
+
+    The cold-start correction prior is ``BASE + penalty x sum_s P(s | prompt) x (1 - strength_s) x fix_s``.
+    A vendor's declared strengths can be wrong; the logs say how long people really spent. Per backend,
+    a ridge regression of (correction - BASE) on ``penalty x P(s) x fix_s`` (plus an intercept) gives the
+    weakness ``1 - strength_s``, pulled towards the declared value with the weight of ``prior_rows``
+    rows and clipped to [0, 2] (a weakness above 1 = defects take longer than the prior's fix time).
+
+    The fitted strengths replace the declared ones in the profiles the model's features are built
+    with (stored in the manifest, used again at serving time), so the prior the trees start from is
+    right in the same form for any prompt the classifier can read: the trees then learn only what
+    the form cannot say. Only the oldest 70% of rows (the training slice) are used.
+    """
+    p_cols = x[:, _P_START:N_PROMPT]
+    ratio = x[:, FEATURE_NAMES.index("steps_ratio")]
+    penalty = np.where(ratio < 1.0, np.sqrt(1.0 / np.where(ratio > 0, ratio, 1.0)), 1.0)
+    fix = np.array([_priors.SCENARIO_FIX_S[s] for s in SCENARIOS])
+    out = dict(profiles)
+    for code, name in enumerate(backends):
+        sel = use & (row_backend == code) & ~np.isnan(correction)
+        n = int(sel.sum())
+        if n < _MIN_STRENGTH_ROWS:
+            continue
+        a = penalty[sel, None] * p_cols[sel] * fix
+        y = correction[sel] - _priors.BASE_CORRECTION_S
+        declared = profiles[name].strengths
+        w0 = np.array([1.0 - declared.get(s, _priors.DEFAULT_STRENGTH) for s in SCENARIOS])
+        design = np.column_stack([np.ones(n), a])
+        # ridge towards the declared weaknesses (and a zero intercept), as strong as `prior_rows` rows
+        lam = prior_rows * np.maximum(np.mean(design ** 2, axis=0), 1e-9)
+        target = np.concatenate([[0.0], w0])
+        coef = np.linalg.solve(design.T @ design + np.diag(lam), design.T @ y + lam * target)
+        weakness = np.clip(coef[1:], 0.0, 2.0)
+        strengths = {s: round(float(1.0 - w), 4) for s, w in zip(SCENARIOS, weakness, strict=True)}
+        out[name] = replace(profiles[name], strengths=strengths)
+    return out
 
 
 def _lgb_params(p: TrainParams) -> dict[str, Any]:
