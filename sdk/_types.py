@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -14,6 +15,24 @@ if TYPE_CHECKING:  # pillow is light, but keep the import where it is needed
 
 #: An upper bound on prompts: far past any text encoder, small enough to refuse garbage.
 MAX_PROMPT_CHARS = 10_000
+
+# A lone surrogate cannot be encoded as UTF-8 (no store, file or HTTP body can hold it) and
+# NUL ends strings in C libraries and is refused by PostgreSQL text: both are refused up front.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_text(field: str, value: str) -> str:
+    """Refuse text that no store, file or provider can carry: ``ValueError`` naming the field and position."""
+    match = _BAD_TEXT.search(value)
+    if match is None:
+        return value
+    at = match.start()
+    what = "a NUL character" if match.group() == "\x00" else "a lone surrogate"
+    snippet = ascii(value[max(0, at - 10) : at + 10])
+    raise ValueError(
+        f"`{field}` must be valid Unicode text without NUL but contains {what} "
+        f"at character {at}: `{snippet}`"
+    )
 
 
 class SLA(BaseModel):
@@ -74,7 +93,19 @@ class GenerateRequest(BaseModel):
             raise ValueError(f"`prompt` must not be empty but is {v!r}")
         if len(v) > MAX_PROMPT_CHARS:
             raise ValueError(f"`prompt` must be at most {MAX_PROMPT_CHARS} characters but has {len(v)}")
-        return v
+        return check_text("prompt", v)
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative_prompt(cls, v: str | None) -> str | None:
+        if v is not None and len(v) > MAX_PROMPT_CHARS:
+            raise ValueError(f"`negative_prompt` must be at most {MAX_PROMPT_CHARS} characters but has {len(v)}")
+        return None if v is None else check_text("negative_prompt", v)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v: str | None) -> str | None:
+        return None if v is None else check_text("scheduler", v)
 
     @field_validator("width", "height")
     @classmethod
