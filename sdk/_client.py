@@ -140,7 +140,7 @@ class BaseClient:
         validate_correction(seconds, verdict)
         if self._store is None:
             raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no request to correct")
-        self.recorder.flush()
+        self._flush_for_read()
         self._store.add_correction(request_id, float(seconds), verdict)
 
     def trace(self, request_id: str) -> dict[str, Any]:
@@ -150,7 +150,7 @@ class BaseClient:
 
         if self._store is None:
             raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no stored traces")
-        self.recorder.flush()
+        self._flush_for_read()
         records = self._store.records_for(request_id)
         if not records:
             raise UnknownRequest(request_id)
@@ -160,7 +160,7 @@ class BaseClient:
         """One summary per request, newest first (time, backend, ok/error, latency, cost, correction)."""
         if self._store is None:
             raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no stored requests")
-        self.recorder.flush()
+        self._flush_for_read()
         return self._store.recent_requests(limit)
 
     def stats(self, since: Any = None) -> dict[str, Any]:
@@ -169,7 +169,7 @@ class BaseClient:
 
         if self._store is None:
             return {}
-        self.recorder.flush()
+        self._flush_for_read()
         out: dict[str, Any] = compute_stats(self._store.iter_records(since=since), since=since)
         out["losses"] = self._store.losses(since)  # drops by any process writing to this store
         return out
@@ -180,6 +180,12 @@ class BaseClient:
 
         text: str = prometheus_text(self.stats(), recorder_stats=self.recorder.stats())
         return text
+
+    def _flush_for_read(self) -> None:
+        """Let a read see what was just recorded; bounded, so a stuck store never hangs the caller."""
+        from .telemetry._recorder import flush_before_read
+
+        flush_before_read(self.recorder)
 
     def health(self) -> dict[str, dict[str, object]]:
         """Live in-flight counts and circuit-breaker states per backend."""

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def resume_sync(client: BaseClient, request_id: str, sla: SLA) -> Result:
     if client._store is None:
         raise PixelrouteError("telemetry is disabled: job ids are not kept, nothing can be resumed")
-    client.recorder.flush()
+    client._flush_for_read()
     records = client._store.records_for(request_id)
     if not records:
         raise UnknownRequest(request_id)

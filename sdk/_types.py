@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -29,6 +30,24 @@ MAX_N = 16
 MAX_STEPS = 1000
 MAX_GUIDANCE = 100.0
 MAX_SEED = 2**63 - 1
+
+# A lone surrogate cannot be encoded as UTF-8 (no store, file or HTTP body can hold it) and
+# NUL ends strings in C libraries and is refused by PostgreSQL text: both are refused up front.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_text(field: str, value: str) -> str:
+    """Refuse text that no store, file or provider can carry: ``ValueError`` naming the field and position."""
+    match = _BAD_TEXT.search(value)
+    if match is None:
+        return value
+    at = match.start()
+    what = "a NUL character" if match.group() == "\x00" else "a lone surrogate"
+    snippet = ascii(value[max(0, at - 10) : at + 10])
+    raise ValueError(
+        f"`{field}` must be valid Unicode text without NUL but contains {what} "
+        f"at character {at}: `{snippet}`"
+    )
 
 
 class SLA(BaseModel):
@@ -93,7 +112,19 @@ class GenerateRequest(BaseModel):
             raise ValueError(f"`prompt` must not be empty but is {v!r}")
         if len(v) > MAX_PROMPT_CHARS:
             raise ValueError(f"`prompt` must be at most {MAX_PROMPT_CHARS} characters but has {len(v)}")
-        return v
+        return check_text("prompt", v)
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative_prompt(cls, v: str | None) -> str | None:
+        if v is not None and len(v) > MAX_PROMPT_CHARS:
+            raise ValueError(f"`negative_prompt` must be at most {MAX_PROMPT_CHARS} characters but has {len(v)}")
+        return None if v is None else check_text("negative_prompt", v)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v: str | None) -> str | None:
+        return None if v is None else check_text("scheduler", v)
 
     @field_validator("width", "height")
     @classmethod

@@ -19,6 +19,7 @@ import pytest
 from sdk._errors import ConfigError
 from sdk.cli import main as cli_main
 from sdk.telemetry import Recorder, apply_retention, example_record, export_jsonl, open_store, prompt_sha256
+from sdk.telemetry._encode import EncodedBatch
 from sdk.telemetry.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,10 +33,10 @@ class GatedStore(SQLiteStore):
         self.gate = threading.Event()
         self.writing = threading.Event()
 
-    def write_batch(self, records: list[dict[str, Any]]) -> None:
+    def write_encoded(self, batch: EncodedBatch, session: str | None = None) -> int:
         self.writing.set()
         assert self.gate.wait(30), "test never opened the gate"
-        super().write_batch(records)
+        return super().write_encoded(batch, session)
 
 
 class FlakyStore(SQLiteStore):
@@ -46,11 +47,11 @@ class FlakyStore(SQLiteStore):
         self.failures = failures
         self.message = message
 
-    def write_batch(self, records: list[dict[str, Any]]) -> None:
+    def write_encoded(self, batch: EncodedBatch, session: str | None = None) -> int:
         if self.failures > 0:
             self.failures -= 1
             raise sqlite3.OperationalError(self.message)
-        super().write_batch(records)
+        return super().write_encoded(batch, session)
 
 
 def test_flush_and_close_write_everything(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from sdk._errors import ConfigError, UnknownRequest, ValidationError
 from sdk.telemetry import Recorder, Store, example_record, format_ts, make_request_id, open_store
+from sdk.telemetry._store import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("PIXELROUTE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -316,10 +317,11 @@ def test_sqlite_migrates_a_v1_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with open_store(f"sqlite:///{path}") as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         assert store.records_for("old-1")[0]["outcome"]["error"] == "timeout"
         assert store._query("SELECT error FROM attempts") == [("timeout",)]
         store.record_losses(1, "queue_full")  # the v2 table exists
+        assert store.quarantined() == []  # and the v3 one
         store.write_batch([example_record()])
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -352,7 +354,7 @@ def test_postgres_migrates_a_v1_schema() -> None:
         )
     store = open_store(url)
     try:
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         assert store._query("SELECT error FROM attempts") == [("timeout",)]
         assert store.records_for("old-1")[0]["outcome"]["ok"] is False
     finally:

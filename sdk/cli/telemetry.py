@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from .._errors import ValidationError
 
+#: ``telemetry import`` imported the good lines but skipped malformed ones (without ``--allow-skips``)
+EXIT_SKIPPED = 3
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -64,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("file", metavar="FILE", help="a JSONL file, or - for stdin")
     add_store_arg(imp)
     imp.add_argument("--strict", action="store_true", help="refuse the whole file if any line is malformed")
+    imp.add_argument(
+        "--allow-skips",
+        action="store_true",
+        help=f"exit 0 even if malformed lines were skipped (default: exit {EXIT_SKIPPED} when any was)",
+    )
     imp.set_defaults(func=run_import)
     group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
 
@@ -88,4 +95,11 @@ def run_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ValidationError(f"`FILE` {args.file!r} cannot be read: {exc.strerror}", field="FILE") from exc
     print(report.summary(), file=sys.stderr)
+    if report.skipped and not args.allow_skips:
+        print(
+            f"pixelroute: error: {report.skipped} malformed lines were skipped (listed above); "
+            "fix them and import the file again (re-importing is harmless), or pass --allow-skips",
+            file=sys.stderr,
+        )
+        return EXIT_SKIPPED
     return 0

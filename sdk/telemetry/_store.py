@@ -9,6 +9,9 @@ Schema (the same in both, created and migrated by :meth:`Store._migrate`)::
     corrections(id, request_id, seconds, verdict, ts)  append-only: never updated, so many
         processes can report at once without a read-modify-write race; the latest (ts, id) wins
     losses(id, ts, count, reason, pid)                 records the recorder had to drop
+    quarantine(id, ts, reason, field, record, pid)     records the store refused (ASCII JSON), also in losses
+    recorder_sessions(session, accounted, pid, ts)     per recorder: records written or quarantined so
+        far, bumped in the same transaction; with the marker file's count it says what a kill lost
 
 ``ts`` columns hold the canonical ``YYYY-MM-DDTHH:MM:SS.mmmZ`` text, which sorts in time order
 (PostgreSQL declares it ``COLLATE "C"`` so that holds there too), and one SQL text serves both.
@@ -17,24 +20,28 @@ Schema (the same in both, created and migrated by :meth:`Store._migrate`)::
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from .._errors import ConfigError, UnknownRequest, ValidationError
-from .._redact import _secrets, redact
-from ._record import canonical_ts, format_ts, now_ts, parse_ts, validate_correction
+from ._encode import INVALID, EncodedBatch, Row, decode, encode, encode_batch
+from ._record import format_ts, now_ts, parse_ts, validate_correction
 
-Row = tuple[str, int, str, str | None, bool | None, str | None, str]
+__all__ = ["SCHEMA_VERSION", "UNWRITTEN", "Row", "Store", "decode", "encode", "encode_batch", "open_store"]
+
+log = logging.getLogger("sdk.telemetry")
 
 #: The newest schema this code writes; older stores are migrated forward on open.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: the losses reason for attempts a process enqueued and never wrote (kill -9, crash, store down at exit)
+UNWRITTEN = "unwritten"
 
 # One statement serves both dialects: PostgreSQL's placeholders are rewritten from "?".
 _LATEST_CORRECTION = (
@@ -83,109 +90,20 @@ def open_store(url: str) -> Store:
     raise ConfigError(f"`telemetry.store` must start with sqlite:/// or postgresql:// but is {safe_url(url)!r}")
 
 
-# --------------------------------------------------------------------------- encoding rows
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN/inf (not JSON; PostgreSQL's json type refuses them) by null, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return format_ts(value)
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    return str(value)
-
-
-# One encoder, built once: json.dumps() with non-default options builds a new one per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default, allow_nan=False)
-
-
-def _dumps(record: dict[str, Any]) -> str:
-    try:
-        text = _ENCODER.encode(record)
-    except ValueError:  # NaN or infinity somewhere
-        text = _ENCODER.encode(_finite(record))
-    return scrub(text)
-
-
-# Lower-casing plus three substring tests cost ~1.7 us a record, the case-insensitive regexes of
-# `redact` ~5 us: those run only when a credential word (or a registered secret) appears.
-_API_KEY = re.compile(r"api[-_ ]?key")
-
-
-def scrub(text: str) -> str:
-    """Mask secrets in a serialized record; the regex pass runs only when a credential word appears."""
-    low = text.lower()
-    if "authoriz" in low or "bearer" in low or ("api" in low and _API_KEY.search(low)):
-        return redact(text)
-    for secret in tuple(_secrets):
-        if secret in text:
-            return redact(text)
-    return text
-
-
-def encode(record: dict[str, Any], index: int = 0) -> tuple[Row, tuple[str, float, str, str] | None]:
-    """One record -> (attempts row, its correction or None). ``ValidationError`` names a missing key."""
-    try:
-        request_id = record["request_id"]
-        attempt = int(record["attempt"])
-        ts = canonical_ts(record["ts"])
-    except KeyError as exc:
-        raise ValidationError(
-            f"record {index}: `{exc.args[0]}` is required but missing", field=str(exc.args[0]), value=None
-        ) from None
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"record {index}: {exc}", field="record", value=None) from None
-    if not isinstance(request_id, str) or not request_id:
-        raise ValidationError(
-            f"record {index}: `request_id` must be a non-empty string but is {request_id!r}",
-            field="request_id",
-            value=request_id,
-        )
-    correction = record.get("correction")
-    corr_row = None
-    if correction:
+def decode_rows(rows: Iterable[Sequence[Any]], url: str) -> Iterator[dict[str, Any]]:
+    """Decode stored rows; a damaged one (not JSON, e.g. written by an older version) is skipped, loudly."""
+    damaged = 0
+    for row in rows:
         try:
-            seconds, verdict = float(correction["seconds"]), correction["verdict"]
-        except (KeyError, TypeError, ValueError):
-            raise ValidationError(
-                f"record {index}: `correction` needs `seconds` and `verdict` but is {correction!r}",
-                field="correction",
-                value=correction,
-            ) from None
-        validate_correction(seconds, verdict)
-        corr_ts = canonical_ts(correction.get("ts") or ts)
-        corr_row = (request_id, seconds, verdict, corr_ts)
-        record = {**record, "correction": None}
-    outcome = record.get("outcome") or {}
-    ok = outcome.get("ok")
-    row: Row = (
-        request_id,
-        attempt,
-        ts,
-        record.get("backend"),
-        None if ok is None else bool(ok),
-        outcome.get("error"),
-        _dumps(record),
-    )
-    return row, corr_row
-
-
-def decode(text: str, seconds: float | None, verdict: str | None, ts: str | None) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads(text)
-    record["correction"] = None if verdict is None else {"seconds": seconds, "verdict": verdict, "ts": ts}
-    return record
+            yield decode(*row)
+        except (ValueError, TypeError):
+            damaged += 1
+    if damaged:
+        log.warning(
+            "pixelroute telemetry skipped %d damaged records in %s (their stored JSON does not parse)",
+            damaged,
+            safe_url(url),
+        )
 
 
 def ts_bound(value: datetime | str | None, field: str) -> str | None:
@@ -304,19 +222,56 @@ class Store(ABC):
         self.insert_batch(records)
 
     def insert_batch(self, records: list[dict[str, Any]]) -> int:
-        """Like :meth:`write_batch`, returning how many records were new (re-imports are skipped)."""
+        """Like :meth:`write_batch`, returning how many records were new (re-imports are skipped).
+
+        A record the store cannot hold refuses the whole batch with a ``ValidationError`` naming it.
+        """
         if not records:
             return 0
-        encoded = [encode(r, i) for i, r in enumerate(records)]
-        rows = [row for row, _ in encoded]
-        corrections = [c for _, c in encoded if c is not None]
+        batch = EncodedBatch()
+        for i, record in enumerate(records):
+            row, correction = encode(record, i)
+            batch.rows.append(row)
+            if correction is not None:
+                batch.corrections.append(correction)
+        return self.write_encoded(batch)
+
+    def write_encoded(self, batch: EncodedBatch, session: str | None = None) -> int:
+        """One transaction: the rows, their corrections, the refused records (quarantined and counted
+        in ``losses``) and, for a recorder ``session``, how many records it has now accounted for.
+
+        Returns how many rows were new.
+        """
         with self._transaction(self._conn()) as cur:
-            inserted = self._insert(cur, rows)
-            if corrections:
+            inserted = self._insert(cur, batch.rows) if batch.rows else 0
+            if batch.corrections:
                 sql = self._sql(INSERT_CORRECTION_IF_NEW)
-                for c in dict.fromkeys(corrections):  # the attempts of one request repeat it
+                for c in dict.fromkeys(batch.corrections):  # the attempts of one request repeat it
                     cur.execute(sql, (*c, *c))
+            if batch.rejected:
+                stamp, pid = now_ts(), os.getpid()
+                sql = self._sql("INSERT INTO quarantine (ts, reason, field, record, pid) VALUES (?, ?, ?, ?, ?)")
+                for r in batch.rejected:
+                    cur.execute(sql, (stamp, r.message, r.field, r.record_json, pid))
+                self._add_losses(cur, len(batch.rejected), INVALID)
+            if session is not None:
+                self._account(cur, session, batch.size)
         return inserted
+
+    def _add_losses(self, cur: Any, count: int, reason: str, pid: int | None = None) -> None:
+        cur.execute(
+            self._sql("INSERT INTO losses (ts, count, reason, pid) VALUES (?, ?, ?, ?)"),
+            (now_ts(), int(count), reason, os.getpid() if pid is None else pid),
+        )
+
+    def _account(self, cur: Any, session: str, count: int) -> None:
+        cur.execute(
+            self._sql(
+                "INSERT INTO recorder_sessions (session, accounted, pid, ts) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (session) DO UPDATE SET accounted = recorder_sessions.accounted + excluded.accounted"
+            ),
+            (session, int(count), os.getpid(), now_ts()),
+        )
 
     def add_correction(self, request_id: str, seconds: float, verdict: str, ts: datetime | None = None) -> None:
         """Append a human correction report; ``UnknownRequest`` if no attempt has ``request_id``."""
@@ -330,16 +285,45 @@ class Store(ABC):
     def record_losses(self, count: int, reason: str) -> None:
         """Persist that ``count`` records were dropped, so ``pixelroute stats`` in another process sees it."""
         with self._transaction(self._conn()) as cur:
-            cur.execute(
-                self._sql("INSERT INTO losses (ts, count, reason, pid) VALUES (?, ?, ?, ?)"),
-                (now_ts(), int(count), reason, os.getpid()),
-            )
+            self._add_losses(cur, count, reason)
+
+    # -- recorder sessions (write-ahead counts, see sdk.telemetry._marker) -----------------
+    def settle_session(self, session: str, enqueued: int, pid: int | None = None) -> int:
+        """A recorder ``session`` that enqueued ``enqueued`` records is over: count the ones it never
+        wrote in ``losses`` (reason ``unwritten``) and return how many. Idempotent: settling twice
+        counts them once.
+        """
+        with self._transaction(self._conn()) as cur:
+            cur.execute(self._sql("SELECT accounted FROM recorder_sessions WHERE session = ?"), (session,))
+            row = cur.fetchone()
+            accounted = int(row[0]) if row else 0
+            lost = max(0, int(enqueued) - accounted)
+            if lost:
+                self._add_losses(cur, lost, UNWRITTEN, pid)
+                self._account(cur, session, lost)
+        return lost
+
+    def forget_session(self, session: str) -> None:
+        """Drop a settled session's counter row (its marker file is already gone)."""
+        with self._transaction(self._conn()) as cur:
+            cur.execute(self._sql("DELETE FROM recorder_sessions WHERE session = ?"), (session,))
+
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest records the store refused, newest first: ``ts``, ``reason``, ``field``, ``record``.
+
+        ``record`` is the refused record decoded from its ASCII-escaped JSON (a lone surrogate comes
+        back as the same Python string), for inspection or repair and re-import.
+        """
+        rows = self._query(
+            "SELECT ts, reason, field, record FROM quarantine ORDER BY id DESC LIMIT ?", (int(limit),)
+        )
+        return [{"ts": ts, "reason": reason, "field": f, "record": json.loads(rec)} for ts, reason, f, rec in rows]
 
     # -- reading ---------------------------------------------------------------------------
     def records_for(self, request_id: str) -> list[dict[str, Any]]:
         """All attempts of one request in attempt order, each with the latest correction; ``[]`` if unknown."""
         rows = self._query(f"{SELECT_RECORDS} WHERE a.request_id = ? ORDER BY a.attempt", (request_id,))
-        return [decode(*row) for row in rows]
+        return list(decode_rows(rows, self.url))
 
     def correction_history(self, request_id: str) -> list[dict[str, Any]]:
         """Every correction report for ``request_id``, oldest first (the last one is in effect)."""

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._errors import ConfigError
 from .._redact import redact
-from ._store import SELECT_RECORDS, Row, Store, decode, safe_url, ts_bound, where_window
+from ._store import SELECT_RECORDS, Row, Store, decode_rows, safe_url, ts_bound, where_window
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -36,6 +36,12 @@ MIGRATIONS: dict[int, list[str]] = {
         "UPDATE attempts SET error = record::json -> 'outcome' ->> 'error'",
         'CREATE TABLE losses (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ts TEXT COLLATE "C" NOT NULL, '
         "count BIGINT NOT NULL, reason TEXT NOT NULL, pid INTEGER)",
+    ],
+    3: [
+        'CREATE TABLE quarantine (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ts TEXT COLLATE "C" NOT NULL, '
+        "reason TEXT NOT NULL, field TEXT, record TEXT NOT NULL, pid INTEGER)",
+        "CREATE TABLE recorder_sessions (session TEXT PRIMARY KEY, accounted BIGINT NOT NULL, pid INTEGER, "
+        "ts TEXT NOT NULL)",
     ],
 }
 
@@ -86,8 +92,13 @@ class PostgresStore(Store):
 
     @contextmanager
     def _transaction(self, conn: Any, write: bool = True) -> Iterator[Any]:
-        with conn.transaction(), conn.cursor() as cur:
-            yield cur
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except BaseException:
+            # a rolled-back transaction takes a staging table created inside it along
+            self._local.stage_ready = False
+            raise
 
     def _insert(self, cur: Any, rows: list[Row]) -> int:
         if not getattr(self._local, "stage_ready", False):
@@ -117,9 +128,7 @@ class PostgresStore(Store):
             with conn.cursor(name="pixelroute_iter") as cur:
                 cur.itersize = chunk_size
                 cur.execute(self._sql(f"{SELECT_RECORDS}{where} ORDER BY a.ts, a.id"), params)
-                while rows := cur.fetchmany(chunk_size):
-                    for row in rows:
-                        yield decode(*row)
+                yield from decode_rows(_chunks(cur, chunk_size), self.url)
             conn.rollback()
         finally:
             conn.close()
@@ -141,3 +150,8 @@ def _split_schema(url: str) -> tuple[str, str | None]:
         raise ConfigError(f"`schema` in the telemetry store URL must be a plain identifier but is {schema!r}")
     rest = urlencode([(k, v) for k, v in query if k != "schema"])
     return urlunsplit(parts._replace(query=rest)), schema
+
+
+def _chunks(cur: Any, size: int) -> Iterator[Any]:
+    while rows := cur.fetchmany(size):
+        yield from rows

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
-from ._store import SELECT_RECORDS, Row, Store, decode, ts_bound, where_window
+from ._store import SELECT_RECORDS, Row, Store, decode_rows, ts_bound, where_window
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -35,6 +35,14 @@ MIGRATIONS: dict[int, list[str]] = {
         "UPDATE attempts SET error = json_extract(record, '$.outcome.error')",
         "CREATE TABLE losses (id INTEGER PRIMARY KEY, ts TEXT NOT NULL, count INTEGER NOT NULL, "
         "reason TEXT NOT NULL, pid INTEGER)",
+    ],
+    3: [
+        # records the store refused, kept (as ASCII JSON) instead of blocking the others
+        "CREATE TABLE quarantine (id INTEGER PRIMARY KEY, ts TEXT NOT NULL, reason TEXT NOT NULL, field TEXT, "
+        "record TEXT NOT NULL, pid INTEGER)",
+        # per recorder: records written or quarantined, bumped in the batch's own transaction
+        "CREATE TABLE recorder_sessions (session TEXT PRIMARY KEY, accounted INTEGER NOT NULL, pid INTEGER, "
+        "ts TEXT NOT NULL)",
     ],
 }
 
@@ -110,12 +118,15 @@ class SQLiteStore(Store):
         conn = self._connect()
         try:
             cur = conn.execute(f"{SELECT_RECORDS}{where} ORDER BY a.ts, a.id", params)
-            while rows := cur.fetchmany(chunk_size):
-                for row in rows:
-                    yield decode(*row)
+            yield from decode_rows(_chunks(cur, chunk_size), self.url)
         finally:
             conn.close()
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` for a healthy file."""
         return str(self._query("PRAGMA integrity_check")[0][0])
+
+
+def _chunks(cur: sqlite3.Cursor, size: int) -> Iterator[Any]:
+    while rows := cur.fetchmany(size):
+        yield from rows
