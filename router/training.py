@@ -261,7 +261,9 @@ def learn_strengths(x: np.ndarray, row_backend: np.ndarray, correction: np.ndarr
         w0 = np.array([1.0 - declared.get(s, _priors.DEFAULT_STRENGTH) for s in SCENARIOS])
         design = np.column_stack([np.ones(n), a])
         # ridge towards the declared weaknesses (and a zero intercept), as strong as `prior_rows` rows
-        lam = prior_rows * np.maximum(np.mean(design ** 2, axis=0), 1e-9)
+        # whose prompts are even odds for every scenario: a scale that does not shrink with how rare
+        # a scenario is in this backend's rows (a rarely seen scenario must stay near its declared value)
+        lam = prior_rows * np.concatenate([[1.0], (0.5 * fix) ** 2])
         target = np.concatenate([[0.0], w0])
         coef = np.linalg.solve(design.T @ design + np.diag(lam), design.T @ y + lam * target)
         weakness = np.clip(coef[1:], 0.0, 2.0)
