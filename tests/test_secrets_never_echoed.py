@@ -109,7 +109,7 @@ def test_gateway_body_logs_and_telemetry_never_carry_the_key(
     assert records, "the failed attempt is still recorded"
     message = records[-1]["outcome"]["error_message"]
     assert CANARY not in message and "api_key_env" in message
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("t.db*"))
+    raw = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())  # the db, WAL, markers
     assert CANARY.encode() not in raw
 
 
