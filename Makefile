@@ -15,12 +15,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m sdk demo
+	$(PY) -m pixelroute demo
 
-test: $(STAMP)
-	$(PY) -m ruff check sdk router tests benchmarks
-	$(PY) -m mypy sdk router
+test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check sdk router tests benchmarks
+
+# sdk/ is `pixelroute` and router/ is `pixelroute.router` only through pyproject.toml's package-dir, which
+# mypy does not read (nor the editable install's import finder): it checks them under their import names
+# from a tree of links, build/import-root/pixelroute/, that tests/_import_root.py builds.
+typecheck: $(STAMP)
+	$(PY) tests/_import_root.py >/dev/null
+	MYPYPATH=build/import-root $(PY) -m mypy -p pixelroute
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from router import BackendState, RouteContext, Router, RouteRequest, SLASpec, simulate, train
-from router.features import featurize, prompt_vector
-from router.policy import expand_options
-from router.simulate import DEFAULT_BACKENDS, generate_prompts
+from pixelroute.router import BackendState, RouteContext, Router, RouteRequest, SLASpec, simulate, train
+from pixelroute.router.features import featurize, prompt_vector
+from pixelroute.router.policy import expand_options
+from pixelroute.router.simulate import DEFAULT_BACKENDS, generate_prompts
 
 
 def timed(fn: Callable[[Any], object], items: Sequence[Any]) -> np.ndarray:

@@ -38,7 +38,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def direct(config: Path, n: int) -> tuple[list[float], float]:
-    from sdk import Client
+    from pixelroute import Client
 
     with Client.from_config(config) as client:
         for i in range(200):

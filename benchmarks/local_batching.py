@@ -39,11 +39,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from sdk import Deadline, GenerateRequest
-    from sdk._errors import DeadlineExceeded
-    from sdk._tiny import build_tiny
-    from sdk.backends._pipeline_cache import PipelineCache
-    from sdk.backends.diffusers import DiffusersBackend, DiffusersSettings
+    from pixelroute import Deadline, GenerateRequest
+    from pixelroute._errors import DeadlineExceeded
+    from pixelroute._tiny import build_tiny
+    from pixelroute.backends._pipeline_cache import PipelineCache
+    from pixelroute.backends.diffusers import DiffusersBackend, DiffusersSettings
 
     levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

@@ -92,12 +92,12 @@ async def _measure(send: Callable[[], Awaitable[Any]], total: int, concurrency: 
 async def _run_once(url: str, total: int, concurrency: int, db: str) -> dict[str, dict[str, float]]:
     import httpx
 
-    from sdk import SLA, AsyncClient
-    from sdk._config import load_settings
-    from sdk._deadline import Deadline
-    from sdk._types import GenerateRequest
-    from sdk.backends import create_backend
-    from sdk.backends.openai import OpenAISettings
+    from pixelroute import SLA, AsyncClient
+    from pixelroute._config import load_settings
+    from pixelroute._deadline import Deadline
+    from pixelroute._types import GenerateRequest
+    from pixelroute.backends import create_backend
+    from pixelroute.backends.openai import OpenAISettings
 
     body = {"model": "gpt-image-1", "prompt": "a lighthouse", "n": 1, "size": "1024x1024"}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)

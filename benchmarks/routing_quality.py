@@ -24,9 +24,16 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from router import Router, simulate, train
-from router.evaluation import baseline_policies, oracle, paired_cost, replay_outcomes, router_policy
-from router.simulate import DEFAULT_BACKENDS, generate_prompts, load_prompts, make_workload, overclaiming, world
+from pixelroute.router import Router, simulate, train
+from pixelroute.router.evaluation import baseline_policies, oracle, paired_cost, replay_outcomes, router_policy
+from pixelroute.router.simulate import (
+    DEFAULT_BACKENDS,
+    generate_prompts,
+    load_prompts,
+    make_workload,
+    overclaiming,
+    world,
+)
 
 PARTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / "partiprompts" / "PartiPrompts.tsv"
 #: policies that never look at live state (the ones a drifting world should hurt)

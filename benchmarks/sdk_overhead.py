@@ -90,7 +90,7 @@ def mock_only(runs: int, calls: int) -> int:
 
     from PIL import Image
 
-    from sdk import SLA, AsyncClient, BackendOutput, Client, MockBackend, load_settings
+    from pixelroute import SLA, AsyncClient, BackendOutput, Client, MockBackend, load_settings
 
     output = BackendOutput(images=[Image.new("RGB", (8, 8))])
 
@@ -142,10 +142,10 @@ def tiny(family: str, size: int, steps: int, runs: int) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from sdk import Client, Deadline, GenerateRequest
-    from sdk._tiny import build_tiny
-    from sdk.backends._pipeline_cache import PipelineCache
-    from sdk.backends.diffusers import DiffusersBackend, DiffusersSettings
+    from pixelroute import Client, Deadline, GenerateRequest
+    from pixelroute._tiny import build_tiny
+    from pixelroute.backends._pipeline_cache import PipelineCache
+    from pixelroute.backends.diffusers import DiffusersBackend, DiffusersSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny(family, Path(tmp) / family)
@@ -310,7 +310,7 @@ def build_full_size(arch: str, scale: float, device: str, folder: Path) -> Any:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from sdk._tiny import offline_clip_tokenizer
+    from pixelroute._tiny import offline_clip_tokenizer
 
     tokenizer = offline_clip_tokenizer(folder.parent / f"_tokenizer-{folder.name}")
     config_l = CLIPTextConfig(**clip_text_config("L", scale))
@@ -357,11 +357,11 @@ def full_size(archs: list[str], device: str, scale: float, size: int, steps: int
 
     import torch
 
-    from sdk import Client
-    from sdk._hf_quiet import quiet_hf
-    from sdk.backends._diffusers_run import _GpuTimer
-    from sdk.backends._pipeline_cache import PipelineCache
-    from sdk.backends.diffusers import DiffusersBackend, DiffusersSettings
+    from pixelroute import Client
+    from pixelroute._hf_quiet import quiet_hf
+    from pixelroute.backends._diffusers_run import _GpuTimer
+    from pixelroute.backends._pipeline_cache import PipelineCache
+    from pixelroute.backends.diffusers import DiffusersBackend, DiffusersSettings
 
     cuda = device == "cuda"
     if not cuda:

@@ -28,8 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdk import SLA, AsyncClient, PixelrouteError  # noqa: E402
-from sdk._config import load_settings  # noqa: E402
+from pixelroute import SLA, AsyncClient, PixelrouteError  # noqa: E402
+from pixelroute._config import load_settings  # noqa: E402
 from tests.fakeservers import FakeServer, Recorded, Response  # noqa: E402
 from tests.fakeservers.providers import B64_PNG  # noqa: E402
 

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdk.telemetry import Recorder, Store, example_record, open_store  # noqa: E402
+from pixelroute.telemetry import Recorder, Store, example_record, open_store  # noqa: E402
 
 TEMPLATE = example_record()
 

@@ -5,9 +5,9 @@ on disk) and reused by every later run; parsing them is timed separately and is 
 Every variant trains on the same in-memory records, interleaved, ``--runs`` times (medians), in
 one process:
 
-* ``current``: this checkout's ``router.train`` with default parameters;
+* ``current``: this checkout's ``pixelroute.router.train`` with default parameters;
 * ``max_bin=63``: the same with 63 histogram bins (``--max-bin``; quality printed alongside);
-* ``baseline``: another checkout's ``router`` package (``--baseline-src DIR``, e.g. a
+* ``baseline``: another checkout's router/ folder (``pixelroute.router``) (``--baseline-src DIR``, e.g. a
   ``git worktree`` of an older commit), imported under another name: the before/after ratio is
   measured on the same records in the same process, minutes apart, under the same load.
 
@@ -32,9 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from router import simulate, train
-from router.simulate import DEFAULT_BACKENDS
-from router.training import TrainParams
+from pixelroute.router import simulate, train
+from pixelroute.router.simulate import DEFAULT_BACKENDS
+from pixelroute.router.training import TrainParams
 
 
 def ensure_jsonl(path: Path, n: int, seed: int) -> None:
@@ -56,7 +56,7 @@ def ensure_jsonl(path: Path, n: int, seed: int) -> None:
 
 
 def load_baseline(src: Path, workdir: Path) -> Callable[..., dict[str, Any]]:
-    """``train`` of the ``router`` package in checkout ``src``, copied and imported as ``router_baseline``
+    """``train`` of the router/ folder in checkout ``src``, copied and imported as ``router_baseline``
     (the router package uses relative imports only)."""
     shutil.copytree(src / "router", workdir / "router_baseline")
     sys.path.insert(0, str(workdir))

@@ -154,10 +154,9 @@ def table(cls: Any, env_prefix: str | None, toml_prefix: str, sections: bool = F
 
 
 def generate() -> str:
-    sys.path.insert(0, str(REPO))
-    from sdk._config import Settings
-    from sdk.backends import KINDS
-    from sdk.backends.base import BackendSettings, MockSettings
+    from pixelroute._config import Settings
+    from pixelroute.backends import KINDS
+    from pixelroute.backends.base import BackendSettings, MockSettings
 
     lines = [BEGIN, "", "## Reference", ""]
     lines += ["### Top level", "", (Settings.__doc__ or "").strip(), ""]

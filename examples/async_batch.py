@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sdk import SLA, AsyncClient, PixelrouteError, Result
+from pixelroute import SLA, AsyncClient, PixelrouteError, Result
 
 PROMPTS = [
     "a lighthouse at dusk",

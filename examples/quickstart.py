@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from sdk import SLA, Client
+from pixelroute import SLA, Client
 
 
 def main(out: str = "quickstart.png") -> None:

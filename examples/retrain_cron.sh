@@ -5,21 +5,21 @@
 #   crontab:  17 3 * * *  cd /srv/app && PIXELROUTE_CONFIG=pixelroute.toml examples/retrain_cron.sh >> retrain.log 2>&1
 #
 # Environment: PIXELROUTE_CONFIG (a config naming the store and router.model) or STORE + OUT;
-# SINCE (default 30d) limits the training window; PIXELROUTE_BIN (default: pixelroute, else python -m sdk).
+# SINCE (default 30d) limits the training window; PIXELROUTE_BIN (default: pixelroute, else python -m pixelroute).
 set -euo pipefail
 
 since="${SINCE:-30d}"
 if command -v "${PIXELROUTE_BIN:-pixelroute}" >/dev/null 2>&1; then
   pixelroute=("${PIXELROUTE_BIN:-pixelroute}")
 else
-  pixelroute=("${PYTHON:-python3}" -m sdk)
+  pixelroute=("${PYTHON:-python3}" -m pixelroute)
 fi
 
 if [[ -n "${PIXELROUTE_CONFIG:-}" ]]; then
   # the store and artifact directory come from the config file
   read -r store out < <("${PYTHON:-python3}" -c '
 import sys
-from sdk import load_settings
+from pixelroute import load_settings
 s = load_settings(sys.argv[1])
 print(s.telemetry_url(), s.router.model or "router-model")' "$PIXELROUTE_CONFIG")
   config=(--config "$PIXELROUTE_CONFIG")

@@ -1,7 +1,7 @@
 """The learned router: features, prompt classifier, LightGBM models, SLA-constrained policy.
 
-``router`` imports nothing from ``sdk``; lightgbm is imported only when a trained model is loaded
-or trained, so importing this package stays light.
+``pixelroute.router`` imports nothing from the rest of ``pixelroute``; lightgbm is imported only when a
+trained model is loaded or trained, so importing this package stays light.
 """
 
 from ._artifact import ArtifactError

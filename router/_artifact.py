@@ -2,7 +2,7 @@
 
 An artifact is a directory with ``manifest.json`` and one LightGBM text model per target. Everything
 in it is checked before any byte reaches LightGBM, whose text parser aborts or crashes the process
-on a damaged model (see :mod:`router._lgbm_text`):
+on a damaged model (see :mod:`pixelroute.router._lgbm_text`):
 
 * the manifest is a bounded UTF-8 JSON object (deep nesting, huge numbers and garbage are refused)
   with the format version, the feature-schema hash and every field the router reads, typed;

@@ -1,6 +1,6 @@
 """An optional compiled tree walker: every tree of every model for a few rows in a few microseconds.
 
-The numpy evaluator (:class:`router.models.ForestEvaluator`) walks all rows x all trees level by
+The numpy evaluator (:class:`pixelroute.router.models.ForestEvaluator`) walks all rows x all trees level by
 level; with ~130 trees x ~10 candidates that is ~40 numpy calls over ~1,400 elements and costs
 ~50 us, half of a decision's budget. This module compiles a short C loop (below, written for
 this project) with the system C compiler the first time it is needed, caches the shared library
@@ -24,13 +24,13 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-log = logging.getLogger("router")
+log = logging.getLogger("pixelroute.router")
 
 SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 
-/* The trees of every model, as router.models.ForestEvaluator lays them out (not padded).
+/* The trees of every model, as pixelroute.router.models.ForestEvaluator lays them out (not padded).
    Node k: go right when x[feature[k]] > threshold[k] (LightGBM's numerical split), else left.
    A child id >= 0 is an internal node; -1 - j is leaf j. Tree t belongs to model tree_model[t]. */
 struct forest {
@@ -55,7 +55,7 @@ void forest_raw(const struct forest *f, const double *x, int64_t rows, int64_t n
         walk(f, x + r * n_feat, out + r * f->n_models);
 }
 
-/* The trained predictor's serving step (router.models.LgbmPredictor, 4 models). Each model starts
+/* The trained predictor's serving step (pixelroute.router.models.LgbmPredictor, 4 models). Each model starts
    at the cold-start prior read from x's columns prior_col .. prior_col+3 (log p50, sigma, logit
    P(fail), correction s; init_scores) plus the per-row conformal shift, adds its trees, and the raw
    scores become predictions: out is 4 x rows = p50 s, log-space sigma, P(fail), correction s. */
@@ -84,7 +84,7 @@ class Forest(ctypes.Structure):
 
 
 def _cache_dir() -> Path:
-    # the same rule as sdk._config.default_cache_dir; router imports nothing from sdk
+    # the same rule as pixelroute._config.default_cache_dir; the router imports nothing from the rest of pixelroute
     env = os.environ.get("PIXELROUTE_CACHE_DIR")
     if env:
         return Path(env).expanduser()

@@ -19,7 +19,7 @@ from .coldstart import ColdStartPredictor
 from .models import load_predictor
 from .policy import PolicyConfig, Predictions, decide, expand_options
 
-log = logging.getLogger("router")
+log = logging.getLogger("pixelroute.router")
 #: ``maybe_reload`` looks at the manifest at most this often
 RELOAD_CHECK_S = 1.0
 
@@ -70,7 +70,7 @@ class Router:
     def load(cls, model_dir: str | os.PathLike[str], correction_cost_per_hour: float = 60.0,
              exploration: float = 0.02, sla_confidence: float = 0.95, best_effort: bool = True,
              seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> Router:
-        """Load an artifact; :class:`~router._artifact.ArtifactError` (a ``ValueError``) names the file at fault.
+        """Load an artifact; an :class:`~pixelroute.router.ArtifactError` (a ``ValueError``) names the file at fault.
 
         Refused: a missing or garbled manifest, a wrong type or missing key in it, an older
         format version, a schema-hash mismatch, a model file outside the directory, a model file

@@ -1,4 +1,4 @@
-"""Plain input and output types of the router. ``router`` imports nothing from ``sdk``.
+"""Plain input and output types of the router. ``pixelroute.router`` imports nothing from the rest of ``pixelroute``.
 
 The SDK converts its own request, SLA and backends into these; any other program can too.
 """

@@ -1,6 +1,6 @@
 """Cold-start predictions: no telemetry yet, only profiles, presets and the prompt classifier.
 
-Correction time is the hybrid rule in numbers (:func:`router._priors.prior_correction_s`):
+Correction time is the hybrid rule in numbers (:func:`pixelroute.router._priors.prior_correction_s`):
 
     BASE_CORRECTION_S + sum over scenarios of P(scenario | prompt) x (1 - strength) x SCENARIO_FIX_S
 
@@ -10,7 +10,7 @@ correction time dominate the cost (and the high-fidelity path wins). The fix tim
 assumptions of how long a person spends repairing each defect (redoing text in an editor is the
 slowest); logged corrections replace them once a model is trained.
 
-The numbers themselves are computed by the featurizer (:data:`router.features.PRIOR_FEATURES`):
+The numbers themselves are computed by the featurizer (:data:`pixelroute.router.features.PRIOR_FEATURES`):
 the trained models start from exactly these columns, so cold start and trained share one path.
 """
 

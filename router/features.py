@@ -15,7 +15,7 @@ request. Three blocks, in this order (see :data:`FEATURE_NAMES`):
   recent latency ratio (observed / expected over the client's recent attempts: drift).
 
 :func:`schema_hash` changes whenever names, order or meaning change; a trained artifact
-records it and :meth:`router.Router.load` refuses a mismatch.
+records it and :meth:`pixelroute.router.Router.load` refuses a mismatch.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def schema_hash() -> str:
 
 #: one pass finds the featurizer's words AND the classifier's tokens: a word with an apostrophe
 #: ("isn't") is one word here and its pieces ("isn", "t") for the classifier; a double quote is a
-#: classifier token only (see :func:`router.classifier.tokens`, which a test keeps equal)
+#: classifier token only (see :func:`pixelroute.router.classifier.tokens`, which a test keeps equal)
 _TOKEN = re.compile(r"[a-z0-9']+|[\"\u201c\u201d]")
 _QUOTE_CHARS = frozenset("\"\u201c\u201d")
 #: every phrase of _PHRASES contains one of these: most prompts skip that regex altogether
@@ -209,7 +209,7 @@ class OptionTable:
     as arrays, so that a decision computes every candidate's row in a handful of numpy operations.
 
     Built once per list of profiles (see :func:`option_table`); the per-request part lives in
-    :func:`feature_rows`. The formulas are the vectorised form of :mod:`router._priors` (a test
+    :func:`feature_rows`. The formulas are the vectorised form of :mod:`pixelroute.router._priors` (a test
     checks them equal).
     """
 

@@ -3,8 +3,8 @@
 Artifact: a directory with ``manifest.json`` and one LightGBM **text** model per
 target. No pickle anywhere. The manifest carries the feature-schema hash (loading refuses a
 mismatch) and a SHA-256 per model file (loading refuses a damaged file; see
-:mod:`router._artifact`, where the format version, 3, is defined). Models (all over
-:data:`router.features.FEATURE_NAMES`):
+:mod:`pixelroute.router._artifact`, where the format version, 3, is defined). Models (all over
+:data:`pixelroute.router.features.FEATURE_NAMES`):
 
 * ``latency_p50``: quantile 0.5 of log latency; ``latency_pq``: quantile ``alpha`` of log latency;
   both shifted per backend by split-conformal offsets fitted on a held-out time slice;
@@ -132,7 +132,7 @@ class ForestEvaluator:
 
     @property
     def compiled(self) -> bool:
-        """Whether :meth:`raw` runs the compiled walker (see :mod:`router._cforest`)."""
+        """Whether :meth:`raw` runs the compiled walker (see :mod:`pixelroute.router._cforest`)."""
         return self._lib is not None
 
     def _fill(self, k: int, node: dict[str, Any], pos: int, level: int, depth: int) -> None:
@@ -170,7 +170,7 @@ class ForestEvaluator:
         return init
 
     def predict_compiled(self, x: np.ndarray, prior_col: int, z: float, shift: np.ndarray, out: np.ndarray) -> None:
-        """The trained predictor's arithmetic in C (``forest_predict`` in :mod:`router._cforest`): ``out``
+        """The trained predictor's arithmetic in C (``forest_predict`` in :mod:`pixelroute.router._cforest`): ``out``
         (4 x rows) gets p50 s, sigma, P(fail), correction s. All arrays C-contiguous float64; the four
         models are :data:`MODEL_NAMES` and the prior columns start at ``prior_col``."""
         assert self._lib is not None
@@ -203,7 +203,7 @@ class TrainedModels:
 
     ``manifest`` comes from :func:`read_manifest` (checked); every model file is confined to
     ``model_dir``, must match its SHA-256 and pass a structural check before LightGBM parses it,
-    so a damaged artifact is an :class:`~router._artifact.ArtifactError` naming the file, never a crash.
+    so a damaged artifact is an :class:`~pixelroute.router._artifact.ArtifactError` naming the file, never a crash.
     """
 
     def __init__(self, model_dir: Path, manifest: dict[str, Any]) -> None:
@@ -240,7 +240,7 @@ class TrainedModels:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> TrainedModels:
-        """Load and check an artifact; any fault is an :class:`~router._artifact.ArtifactError` (a ``ValueError``)."""
+        """Load and check an artifact; any fault is an :class:`~pixelroute.router.ArtifactError` (a ``ValueError``)."""
         path = Path(model_dir)
         return cls(path, read_manifest(path))
 
@@ -251,7 +251,7 @@ class TrainedModels:
 
 
 _PRIOR_COLS = [COL_PRIOR_LOG_P50, COL_PRIOR_SIGMA, COL_PRIOR_LOGIT_FAIL, COL_PRIOR_CORRECTION]
-# forest_predict (router._cforest) reads the four prior columns as one contiguous block
+# forest_predict (pixelroute.router._cforest) reads the four prior columns as one contiguous block
 assert list(range(COL_PRIOR_LOG_P50, COL_PRIOR_LOG_P50 + 4)) == _PRIOR_COLS
 
 
@@ -357,7 +357,7 @@ def load_predictor(model_dir: str | Path) -> LgbmPredictor:
 
     One prediction for the backends the artifact was trained on catches what field checks cannot
     (a profile value that breaks featurizing, a model that predicts NaN) at load time rather than
-    on a request. Every fault is an :class:`~router._artifact.ArtifactError` naming the directory.
+    on a request. Every fault is an :class:`~pixelroute.router._artifact.ArtifactError` naming the directory.
     """
     models = TrainedModels.load(model_dir)
     predictor = LgbmPredictor(models)

@@ -5,7 +5,7 @@
 * time-based split by ``ts``: the oldest 70% train, the next 15% stop early, the newest 15% is
   held out, its first half fits split-conformal latency offsets and its second half measures
   coverage, calibration and correction error (the numbers in ``manifest.json``);
-* every model is fitted on top of the cold-start prior (``init_score``, see :mod:`router.models`);
+* every model is fitted on top of the cold-start prior (``init_score``, see :mod:`pixelroute.router.models`);
 * optional clipped inverse-propensity weights ``min(1/propensity, ips_clip)`` (normalised to mean 1),
   off by default (see :attr:`TrainParams.ips_clip` for why);
 * the artifact is written to a temporary directory next to ``out_dir`` and renamed into place
@@ -126,7 +126,7 @@ def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendP
     """Featurize ``records`` (streamed) with the same vectorised featurizer the router serves with.
 
     The stream is reduced to a few numbers per record (the prompt to its cached prompt vector);
-    feature rows are then computed in chunks by :func:`router.features.feature_rows`, exactly as
+    feature rows are then computed in chunks by :func:`pixelroute.router.features.feature_rows`, exactly as
     a decision computes them, with the logged step count as the candidate's step option.
     """
     p = params or TrainParams()
@@ -395,7 +395,7 @@ def train(
         "trees": {name: b.num_trees() for name, b in boosters.items()},
         "metrics": metrics,
         "train_seconds": round(time.perf_counter() - started, 2),
-        "init_score": "cold-start prior (router.models.init_scores)",
+        "init_score": "cold-start prior (pixelroute.router.models.init_scores)",
         "distributed": dask_scheduler is not None,
         "model_files": {name: f"{name}.{version}.txt" for name in MODEL_NAMES},
     }

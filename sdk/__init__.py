@@ -1,6 +1,6 @@
 """pixelroute: one ``generate()`` over local diffusers pipelines and remote image APIs.
 
-``import sdk`` stays light: torch, diffusers and lightgbm load only when a local backend or a
+``import pixelroute`` stays light: torch, diffusers and lightgbm load only when a local backend or a
 trained router model is first used.
 """
 

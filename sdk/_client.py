@@ -1,4 +1,4 @@
-"""``Client`` and ``AsyncClient``: thin sync and async drivers over :class:`~sdk._engine.Engine`.
+"""``Client`` and ``AsyncClient``: thin sync and async drivers over :class:`~pixelroute._engine.Engine`.
 
 Both have the same methods (``generate``, ``report_correction``, ``trace``, ``stats``,
 ``close``/``aclose``) and share everything but the loop that runs an attempt.
@@ -31,7 +31,7 @@ from .backends.base import Backend
 from .gates import ContrastGate, Gate
 
 if TYPE_CHECKING:
-    from router import Router
+    from pixelroute.router import Router
 
 logger = logging.getLogger("pixelroute")
 
@@ -428,7 +428,7 @@ def _settings(config: ConfigSource, backends: list[Backend] | None) -> Settings:
 
 
 def _build_router(settings: Settings) -> Router:
-    from router import Router
+    from pixelroute.router import Router
 
     rs = settings.router
     kwargs: dict[str, Any] = dict(
@@ -441,7 +441,7 @@ def _build_router(settings: Settings) -> Router:
     if rs.model and (Path(rs.model) / "manifest.json").exists():
         try:
             return Router.load(rs.model, **kwargs)
-        except (ValueError, OSError) as exc:  # router.ArtifactError (a ValueError) names the file at fault
+        except (ValueError, OSError) as exc:  # pixelroute.router.ArtifactError (a ValueError) names the file at fault
             raise ConfigError(f"`router.model` {rs.model!r} cannot be loaded: {exc}") from exc
     if rs.model:
         logger.info("router artifact %r not found; using the cold-start policy", rs.model)

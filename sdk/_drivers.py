@@ -1,6 +1,6 @@
 """The two drivers that carry out a call's actions: one on threads, one on asyncio.
 
-:class:`~sdk._execution.Execution` decides every step; a driver only runs backend calls, waits
+:class:`~pixelroute._execution.Execution` decides every step; a driver only runs backend calls, waits
 with the timeouts it is given, cancels, and reports outcomes back, in the same order on both
 paths. An attempt runs on the calling thread or coroutine unless it races another (a hedge):
 then it runs on the client's thread pool or as an asyncio task.

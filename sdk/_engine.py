@@ -1,7 +1,7 @@
 """The pure engine behind ``Client`` and ``AsyncClient``: decide, plan an attempt, judge it.
 
 It does no I/O of its own (tenacity's shape: the engine decides, thin loops execute). The
-call's state machine (:class:`sdk._execution.Execution`) asks :meth:`Engine.plan` for the next
+call's state machine (:class:`pixelroute._execution.Execution`) asks :meth:`Engine.plan` for the next
 attempt, hands it to a driver as an action (run, start, wait, cancel, done), and passes each
 reported outcome to :meth:`Engine.complete`, which records it and returns a :class:`Result`,
 ``None`` (try the next candidate) or raises.
@@ -46,7 +46,7 @@ from ._redact import redact
 from ._types import SLA, GenerateRequest, Result
 
 if TYPE_CHECKING:
-    from router import Candidate, Decision, Router
+    from pixelroute.router import Candidate, Decision, Router
 
     from ._config import Settings
     from .backends.base import Backend, BackendOutput
@@ -57,7 +57,7 @@ SCHEMA = "pixelroute.telemetry/1"
 
 
 class Recorderlike:
-    """What the engine needs from a telemetry recorder (``sdk.telemetry.Recorder``)."""
+    """What the engine needs from a telemetry recorder (``pixelroute.telemetry.Recorder``)."""
 
     def record(self, record: dict[str, Any]) -> bool:  # pragma: no cover - protocol
         raise NotImplementedError
@@ -653,13 +653,13 @@ _router_module: Any = None
 
 
 def _router_api() -> Any:
-    """The ``router`` package, imported on first use (``import sdk`` stays light) and then kept:
-    a ``from router import ...`` per decision cost ~1.2 us in ``_handle_fromlist`` each time."""
+    """The ``pixelroute.router`` package, imported on first use (``import pixelroute`` stays light) and then kept:
+    a ``from pixelroute.router import ...`` per decision cost ~1.2 us in ``_handle_fromlist`` each time."""
     global _router_module
     if _router_module is None:
-        import router
+        import pixelroute.router
 
-        _router_module = router
+        _router_module = pixelroute.router
     return _router_module
 
 

@@ -23,7 +23,7 @@ torch, tenacity, lightgbm) are mapped at the boundary, most specific first, and 
 
 Each class has an ``error_code``: the stable name written to telemetry as ``outcome.error``.
 Messages never contain secrets: API keys and ``Authorization`` headers are redacted before a
-message is built (see :func:`sdk._redact.redact`).
+message is built (see :func:`pixelroute._redact.redact`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 tenacity's shape (``BaseRetrying.iter`` returns ``DoAttempt``/``DoSleep``): :meth:`Execution.next`
 decides and returns one action, a thin driver carries it out and reports what happened, and
 asks again. The sync driver runs attempts on the calling thread or a thread pool, the async one
-awaits them or runs them as tasks (:mod:`sdk._drivers`); neither decides anything, so the two
+awaits them or runs them as tasks (:mod:`pixelroute._drivers`); neither decides anything, so the two
 cannot drift apart on cost, attempts or traces. Nothing here does I/O or waits.
 
 The actions:
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from ._errors import DeadlineExceeded, PixelrouteError
 
 if TYPE_CHECKING:
-    from router import Candidate, Decision
+    from pixelroute.router import Candidate, Decision
 
     from ._engine import Call, Engine, Plan
     from ._types import Result

@@ -18,7 +18,8 @@ from typing import Literal
 
 State = Literal["closed", "open", "half_open"]
 
-#: as the router clips ``recent_latency_ratio`` (``router.LATENCY_RATIO_RANGE``; sdk must not import router here)
+#: as the router clips ``recent_latency_ratio`` (``pixelroute.router.LATENCY_RATIO_RANGE``; not imported: this
+#: module stays free of the router)
 RATIO_RANGE = (0.25, 8.0)
 #: outcomes that are the caller's or the prompt's doing, not the backend's
 NEUTRAL_ERRORS = frozenset({"content_rejected", "validation", "cancelled"})

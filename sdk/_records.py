@@ -11,7 +11,7 @@ from ._errors import BackendError, DeadlineExceeded, PixelrouteError
 from ._redact import redact
 
 if TYPE_CHECKING:
-    from router import Candidate
+    from pixelroute.router import Candidate
 
     from ._types import SLA
 

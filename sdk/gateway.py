@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP gateway over :class:`~sdk.AsyncClient` (``pixelroute serve``).
+"""An OpenAI-compatible HTTP gateway over :class:`~pixelroute.AsyncClient` (``pixelroute serve``).
 
 Any language's OpenAI client can use the router::
 
@@ -30,7 +30,7 @@ The SLA also comes from the ``X-Pixelroute-Deadline`` / ``X-Pixelroute-Max-Cost`
 Every request but ``/healthz`` needs ``Authorization: Bearer <key>``; with no key configured
 the gateway refuses everything unless built with ``allow_anonymous=True``. Errors have
 OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (statuses in
-:mod:`sdk.contrib._http`). ``response_format: "url"`` is refused: the gateway keeps no images.
+:mod:`pixelroute.contrib._http`). ``response_format: "url"`` is refused: the gateway keeps no images.
 """
 
 from __future__ import annotations

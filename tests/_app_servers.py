@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests._import_root import SUBPROCESS_PYTHONPATH
+
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-load-test"
 
@@ -51,7 +53,7 @@ def start(kind: str, tmp_path: Path) -> Server:
     port = _free_port()
     config = write_config(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELROUTE_GATEWAY")}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.update(PYTHONPATH=SUBPROCESS_PYTHONPATH, OMP_NUM_THREADS="1")
     if kind == "gunicorn":
         env.update(PIXELROUTE_CONFIG_FILE=str(config), EXAMPLE_API_KEY=KEY)
         args = [
@@ -76,7 +78,7 @@ def start(kind: str, tmp_path: Path) -> Server:
         args = [
             sys.executable,
             "-m",
-            "sdk",
+            "pixelroute",
             "serve",
             "--config",
             str(config),

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from sdk._tiny import FAMILIES, build_tiny
+    from pixelroute._tiny import FAMILIES, build_tiny
 
     root = tmp_path_factory.mktemp("tiny")
     return {family: build_tiny(family, root / family) for family in FAMILIES}

@@ -10,11 +10,18 @@ from pathlib import Path
 import pytest
 
 # On 2 cores a tiny pipeline call drops from seconds to tens of milliseconds with one thread.
-# Only set it when torch is already wanted: `import sdk` must stay light in the light tests.
+# Only set it when torch is already wanted: `import pixelroute` must stay light in the light tests.
 if "torch" in sys.modules or os.environ.get("PIXELROUTE_TEST_TORCH", "1") == "1":
     import torch
 
     torch.set_num_threads(1)
+
+from tests._import_root import IMPORT_PATH, SUBPROCESS_PYTHONPATH
+
+# this checkout's pixelroute, in this process and in every subprocess that inherits the environment
+if IMPORT_PATH:
+    sys.path.insert(0, IMPORT_PATH)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SUBPROCESS_PYTHONPATH, os.environ.get("PYTHONPATH")) if p)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

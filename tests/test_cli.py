@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk.cli import main
+from pixelroute.cli import main
 
 CONFIG = """
 [telemetry]
@@ -82,7 +82,7 @@ def test_demo_closes_the_loop_small(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_makefile_demo_runs_the_demo_command() -> None:
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    assert "\n\t$(PY) -m sdk demo" in makefile
+    assert "\n\t$(PY) -m pixelroute demo" in makefile
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     head = readme.split("##")[0]
     assert "make demo" in head and "make test" in head

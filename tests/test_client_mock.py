@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sdk import (
+from pixelroute import (
     SLA,
     AsyncClient,
     BackendOutput,
@@ -25,8 +25,8 @@ from sdk import (
     UnknownRequest,
     ValidationError,
 )
-from sdk._config import load_settings
-from sdk.backends.base import BackendSettings, Capabilities
+from pixelroute._config import load_settings
+from pixelroute.backends.base import BackendSettings, Capabilities
 
 
 class FakeClock:
@@ -213,7 +213,7 @@ def test_cancel_token_stops_the_call(tmp_path: Path) -> None:
         token.cancel()
         raise ServerError("interrupted")
 
-    from sdk import Cancelled
+    from pixelroute import Cancelled
 
     backends = [mock("a", price=0.001, handler=cancel_midway), mock("b", price=0.002)]
     with make_client(tmp_path, backends) as client, pytest.raises(Cancelled):
@@ -285,7 +285,7 @@ def test_async_cancellation_records_the_attempt(tmp_path: Path) -> None:
 
 
 def test_all_breakers_open_gives_one_clear_error(tmp_path: Path) -> None:
-    from sdk import BackendUnavailable
+    from pixelroute import BackendUnavailable
 
     backends = [mock("a", handler=failing(ServerError("x"))), mock("b", handler=failing(ServerError("y")))]
     with make_client(tmp_path, backends, execution={"breaker_failures": 1}) as client:

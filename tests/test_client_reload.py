@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router import simulate, train
-from router.simulate import DEFAULT_BACKENDS
-from sdk import Client, MockBackend, Price
-from sdk._config import load_settings
-from sdk.backends.base import BackendSettings
+from pixelroute import Client, MockBackend, Price
+from pixelroute._config import load_settings
+from pixelroute.backends.base import BackendSettings
+from pixelroute.router import simulate, train
+from pixelroute.router.simulate import DEFAULT_BACKENDS
 
 
 class Clock:

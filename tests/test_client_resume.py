@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sdk import SLA, Client, DeadlineExceeded, PixelrouteError, UnknownRequest
-from sdk._config import load_settings
+from pixelroute import SLA, Client, DeadlineExceeded, PixelrouteError, UnknownRequest
+from pixelroute._config import load_settings
 from tests.fakeservers import FakeServer
 from tests.fakeservers.providers import ReplicateJobs
 
@@ -54,7 +54,7 @@ def test_timed_out_job_is_resumed_without_paying_again(server: FakeServer, tmp_p
 
 
 def test_nothing_to_resume_for_a_local_request(tmp_path: Path) -> None:
-    from sdk import MockBackend
+    from pixelroute import MockBackend
 
     with Client(load_settings({}), backends=[MockBackend("m")], store=f"sqlite:///{tmp_path / 'm.db'}") as client:
         r = client.generate("x")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdk._health import CircuitBreaker
+from pixelroute._health import CircuitBreaker
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""The public surface: `__all__` is exactly the public names, and `import sdk` stays light."""
+"""The public surface: `__all__` is exactly the public names, and `import pixelroute` stays light."""
 
 from __future__ import annotations
 
@@ -6,20 +6,20 @@ import json
 import subprocess
 import sys
 
-import sdk
+import pixelroute
 
 
 def test_all_is_sorted_and_complete() -> None:
-    public = {name for name in dir(sdk) if not name.startswith("_")}
-    modules = {"backends", "cli", "contrib", "gateway", "gates", "scenarios", "telemetry"}
-    assert sorted(sdk.__all__) == list(sdk.__all__)
-    assert set(sdk.__all__) == public - modules - {"annotations"}
+    public = {name for name in dir(pixelroute) if not name.startswith("_")}
+    modules = {"backends", "cli", "contrib", "gateway", "gates", "router", "scenarios", "telemetry"}
+    assert sorted(pixelroute.__all__) == list(pixelroute.__all__)
+    assert set(pixelroute.__all__) == public - modules - {"annotations"}
 
 
-def test_import_sdk_does_not_import_heavy_libraries() -> None:
+def test_import_pixelroute_does_not_import_heavy_libraries() -> None:
     code = (
-        "import sys, json, time; t = time.perf_counter(); import sdk; "
-        "c = sdk.Client; dt = time.perf_counter() - t; "
+        "import sys, json, time; t = time.perf_counter(); import pixelroute; "
+        "c = pixelroute.Client; dt = time.perf_counter() - t; "
         "print(json.dumps({'mods': sorted(m for m in ('torch', 'diffusers', 'lightgbm', 'transformers', "
         "'psycopg', 'flask', 'django') if m in sys.modules), 'seconds': dt}))"
     )
@@ -29,11 +29,11 @@ def test_import_sdk_does_not_import_heavy_libraries() -> None:
 
 
 def test_errors_form_one_tree() -> None:
-    for name in sdk.__all__:
-        obj = getattr(sdk, name)
+    for name in pixelroute.__all__:
+        obj = getattr(pixelroute, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
-            assert issubclass(obj, sdk.PixelrouteError), name
+            assert issubclass(obj, pixelroute.PixelrouteError), name
             assert obj.__doc__, f"{name} needs a docstring saying when it is raised"
-    assert issubclass(sdk.RateLimited, sdk.BackendError)
-    assert issubclass(sdk.DeadlineExceeded, TimeoutError)
-    assert issubclass(sdk.ValidationError, ValueError)
+    assert issubclass(pixelroute.RateLimited, pixelroute.BackendError)
+    assert issubclass(pixelroute.DeadlineExceeded, TimeoutError)
+    assert issubclass(pixelroute.ValidationError, ValueError)

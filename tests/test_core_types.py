@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sdk import SLA, ConfigError, GenerateRequest, ValidationError, load_settings
-from sdk._types import build_request, build_sla
-from sdk.backends.base import Capabilities, Price
+from pixelroute import SLA, ConfigError, GenerateRequest, ValidationError, load_settings
+from pixelroute._types import build_request, build_sla
+from pixelroute.backends.base import Capabilities, Price
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from _tiny_fixtures import tiny_models  # noqa: F401  (session fixture)
 
-from sdk._config import embedded_default
-from sdk._deadline import CancelToken, Deadline
-from sdk._errors import Cancelled, ConfigError, DeadlineExceeded, ValidationError
-from sdk._types import GenerateRequest
-from sdk.backends import create_backend
-from sdk.backends._pipeline_cache import PipelineCache
-from sdk.backends.diffusers import DiffusersBackend, DiffusersSettings
+from pixelroute._config import embedded_default
+from pixelroute._deadline import CancelToken, Deadline
+from pixelroute._errors import Cancelled, ConfigError, DeadlineExceeded, ValidationError
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import create_backend
+from pixelroute.backends._pipeline_cache import PipelineCache
+from pixelroute.backends.diffusers import DiffusersBackend, DiffusersSettings
 
 
 @pytest.fixture
@@ -223,7 +223,7 @@ def test_micro_batched_images_are_pixel_identical_to_unbatched(make_backend, fam
 
 
 def test_importing_the_backend_module_does_not_import_torch() -> None:
-    code = ("import sys, sdk.backends.diffusers; "
+    code = ("import sys, pixelroute.backends.diffusers; "
             "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk.backends._families import FAMILIES, detect_family, local_class_name, null_components
+from pixelroute.backends._families import FAMILIES, detect_family, local_class_name, null_components
 
 
 @pytest.mark.parametrize(

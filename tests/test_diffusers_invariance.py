@@ -13,7 +13,7 @@ from _tiny_fixtures import tiny_models  # noqa: F401  (session fixture)
 def _load(path: Path) -> Any:
     from diffusers import DiffusionPipeline
 
-    from sdk.backends._families import null_components
+    from pixelroute.backends._families import null_components
 
     pipe = DiffusionPipeline.from_pretrained(str(path), **null_components(str(path)))
     pipe.set_progress_bar_config(disable=True)
@@ -34,7 +34,7 @@ def _call(pipe: Any, seeds: list[int], guidance: float, size: int = 32) -> np.nd
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3"])
 @pytest.mark.parametrize("guidance", [0.0, 5.0])  # 0: the denoiser sees a batch of one per image
 def test_batched_floats_equal_one_call_per_image(tiny_models, family: str, guidance: float) -> None:  # noqa: F811
-    from sdk.backends._pipeline_invariance import make_batch_invariant
+    from pixelroute.backends._pipeline_invariance import make_batch_invariant
 
     pipe = _load(tiny_models[family])
     assert make_batch_invariant(pipe) > 0
@@ -49,7 +49,7 @@ def test_batched_floats_equal_one_call_per_image(tiny_models, family: str, guida
 def test_wrapped_layers_compute_what_the_originals_compute(tiny_models) -> None:  # noqa: F811
     import torch
 
-    from sdk.backends._pipeline_invariance import make_batch_invariant
+    from pixelroute.backends._pipeline_invariance import make_batch_invariant
 
     plain, wrapped = _load(tiny_models["sd15"]), _load(tiny_models["sd15"])
     make_batch_invariant(wrapped)
@@ -67,7 +67,7 @@ def test_wrapped_layers_compute_what_the_originals_compute(tiny_models) -> None:
 def test_group_norm_gives_the_same_rows_for_a_channels_last_view(tiny_models) -> None:  # noqa: F811
     import torch
 
-    from sdk.backends._pipeline_invariance import make_batch_invariant
+    from pixelroute.backends._pipeline_invariance import make_batch_invariant
 
     pipe = _load(tiny_models["sd15"])
     make_batch_invariant(pipe)

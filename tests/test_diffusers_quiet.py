@@ -12,10 +12,10 @@ import pytest
 _SCRIPT = r"""
 import sys, tempfile
 import diffusers.utils.logging as dl, transformers.utils.logging as tl
-from sdk._deadline import Deadline
-from sdk._types import GenerateRequest
-from sdk.backends._pipeline_cache import PipelineCache
-from sdk.backends.diffusers import DiffusersBackend, DiffusersSettings
+from pixelroute._deadline import Deadline
+from pixelroute._types import GenerateRequest
+from pixelroute.backends._pipeline_cache import PipelineCache
+from pixelroute.backends.diffusers import DiffusersBackend, DiffusersSettings
 
 with tempfile.TemporaryDirectory() as tmp:
     settings = DiffusersSettings(name="t", model=f"{tmp}/sd3", device="cpu", make_tiny="sd3")
@@ -51,7 +51,7 @@ def test_notices_inside_the_quiet_scope_go_to_debug_and_the_scope_nests_across_t
 ) -> None:
     import diffusers.utils.logging as dl
 
-    from sdk._hf_quiet import quiet_hf
+    from pixelroute._hf_quiet import quiet_hf
 
     entered, leave_first = threading.Event(), threading.Event()
 
@@ -79,7 +79,7 @@ def test_notices_inside_the_quiet_scope_go_to_debug_and_the_scope_nests_across_t
 def test_a_handler_shared_with_the_application_still_gets_the_applications_records() -> None:
     import diffusers.utils.logging as dl
 
-    from sdk._hf_quiet import quiet_hf
+    from pixelroute._hf_quiet import quiet_hf
 
     seen: list[str] = []
 

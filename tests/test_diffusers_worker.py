@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from sdk._deadline import Deadline
-from sdk.backends._pipeline_worker import Job, PipelineWorker
+from pixelroute._deadline import Deadline
+from pixelroute.backends._pipeline_worker import Job, PipelineWorker
 
 
 def test_jobs_queued_during_a_call_join_the_next_batch_without_a_window() -> None:

@@ -39,12 +39,12 @@ from django.test import Client, override_settings  # noqa: E402
 from django.urls import include, path  # noqa: E402
 from django.utils.html import escape  # noqa: E402
 
-from sdk.contrib.django import get_client, reset_client  # noqa: E402
-from sdk.contrib.django.admin import RecentRequestsAdmin  # noqa: E402
-from sdk.contrib.django.models import PixelrouteAccess  # noqa: E402
+from pixelroute.contrib.django import get_client, reset_client  # noqa: E402
+from pixelroute.contrib.django.admin import RecentRequestsAdmin  # noqa: E402
+from pixelroute.contrib.django.models import PixelrouteAccess  # noqa: E402
 
 # the same routes as test_django_app's: whichever module configures Django first, both find theirs
-urlpatterns = [path("pixelroute/", include("sdk.contrib.django.urls")), path("admin/", admin.site.urls)]
+urlpatterns = [path("pixelroute/", include("pixelroute.contrib.django.urls")), path("admin/", admin.site.urls)]
 
 LIST = "/admin/pixelroute/pixelrouteaccess/"
 
@@ -90,7 +90,7 @@ def routed_request() -> str:
 
 
 def failed_request() -> str:
-    from sdk import PixelrouteError
+    from pixelroute import PixelrouteError
 
     with pytest.raises(PixelrouteError):
         get_client().generate("a broken poster", backend="broken")

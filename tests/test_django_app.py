@@ -28,7 +28,7 @@ if not settings.configured:
             "django.contrib.sessions",
             "django.contrib.messages",
             "django.contrib.admin",
-            "sdk.contrib.django",
+            "pixelroute.contrib.django",
         ],
         MIDDLEWARE=[
             "django.contrib.sessions.middleware.SessionMiddleware",
@@ -62,9 +62,9 @@ from django.core.management.base import CommandError  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from django.urls import include, path  # noqa: E402
 
-from sdk.contrib.django import get_client, reset_client  # noqa: E402
+from pixelroute.contrib.django import get_client, reset_client  # noqa: E402
 
-urlpatterns = [path("pixelroute/", include("sdk.contrib.django.urls")), path("admin/", admin.site.urls)]
+urlpatterns = [path("pixelroute/", include("pixelroute.contrib.django.urls")), path("admin/", admin.site.urls)]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -75,7 +75,7 @@ def test_configuration_reference_is_generated_from_the_current_settings_model() 
 
 
 def test_generated_reference_names_every_setting() -> None:
-    from sdk._config import ExecutionSettings, RouterSettings, TelemetrySettings
+    from pixelroute._config import ExecutionSettings, RouterSettings, TelemetrySettings
 
     page = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     for section, model in (

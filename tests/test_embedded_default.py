@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router import BackendProfile, RouteContext, Router, RouteRequest, SLASpec
-from sdk._config import embedded_default
-from sdk.backends import create_backend
+from pixelroute._config import embedded_default
+from pixelroute.backends import create_backend
+from pixelroute.router import BackendProfile, RouteContext, Router, RouteRequest, SLASpec
 
 
 def decide(prompt: str, tmp_path: Path) -> str | None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sdk import Client, load_settings
-from sdk.backends import KINDS
+from pixelroute import Client, load_settings
+from pixelroute.backends import KINDS
+from tests._import_root import SUBPROCESS_PYTHONPATH
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -36,7 +37,7 @@ def run(args: list[str], cache: Path, cwd: Path = REPO, **env: str) -> subproces
             **clean,
             "PIXELROUTE_CACHE_DIR": str(cache),
             "HF_HUB_OFFLINE": "1",
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": SUBPROCESS_PYTHONPATH,
             "OMP_NUM_THREADS": "1",
             **env,
         },

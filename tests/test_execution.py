@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-from sdk import (
+from pixelroute import (
     SLA,
     AsyncClient,
     BackendOutput,
@@ -32,10 +32,10 @@ from sdk import (
     Result,
     ServerError,
 )
-from sdk._config import load_settings
-from sdk._execution import GRACE_S, Execution
-from sdk.backends.base import BackendSettings
-from sdk.gates import ContrastGate
+from pixelroute._config import load_settings
+from pixelroute._execution import GRACE_S, Execution
+from pixelroute.backends.base import BackendSettings
+from pixelroute.gates import ContrastGate
 
 MODES = ["sync", "async"]
 
@@ -537,7 +537,7 @@ def test_dedupe_runs_once_for_identical_concurrent_callers(runner: Runner) -> No
 
 
 def test_contrast_gate() -> None:
-    from sdk import GenerateRequest
+    from pixelroute import GenerateRequest
 
     req = GenerateRequest(prompt="x")
     assert ContrastGate()(flat(req, None).images[0], req) == 0.0

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from PIL import Image
 
-from sdk import ConfigError
-from sdk.contrib.flask import Pixelroute, get_state
+from pixelroute import ConfigError
+from pixelroute.contrib.flask import Pixelroute, get_state
 
 KEY = "let-me-in"
 

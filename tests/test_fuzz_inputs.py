@@ -24,11 +24,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from sdk import ValidationError
-from sdk._types import MAX_SEED, build_request, build_sla
-from sdk.cli import build_parser, main
-from sdk.contrib.flask import Pixelroute, get_state
-from sdk.gateway import create_app
+from pixelroute import ValidationError
+from pixelroute._types import MAX_SEED, build_request, build_sla
+from pixelroute.cli import build_parser, main
+from pixelroute.contrib.flask import Pixelroute, get_state
+from pixelroute.gateway import create_app
+from tests._import_root import SUBPROCESS_PYTHONPATH
 
 KEY = "gateway-test-key"
 REPO = Path(__file__).resolve().parents[1]
@@ -162,11 +163,11 @@ def test_cli_non_utf8_prompt_exits_2_before_anything_runs(tmp_path: Path) -> Non
     # argv bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape)
     out = tmp_path / "never.png"
     done = subprocess.run(
-        [sys.executable, "-m", "sdk", "generate", b"caf\xe9 sign", "--out", str(out)],
+        [sys.executable, "-m", "pixelroute", "generate", b"caf\xe9 sign", "--out", str(out)],
         capture_output=True,
         timeout=120,
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONPATH": str(REPO),
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONPATH": SUBPROCESS_PYTHONPATH,
              "PIXELROUTE_CACHE_DIR": str(tmp_path / "cache")},
     )
     stderr = done.stderr.decode("utf-8", "replace")

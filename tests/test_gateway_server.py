@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from sdk.gateway import create_app
+from pixelroute.gateway import create_app
 
 KEY = "sk-test-gateway-key"
 REPO = Path(__file__).resolve().parents[1]
@@ -222,7 +222,7 @@ def test_pixelroute_serve_command(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELROUTE_GATEWAY")}
     refused = subprocess.run(
-        [sys.executable, "-m", "sdk", "serve", "--config", str(config)],
+        [sys.executable, "-m", "pixelroute", "serve", "--config", str(config)],
         env=env,
         capture_output=True,
         text=True,
@@ -236,7 +236,7 @@ def test_pixelroute_serve_command(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sdk",
+            "pixelroute",
             "serve",
             "--config",
             str(config),
@@ -264,7 +264,7 @@ def test_pixelroute_serve_command(tmp_path: Path) -> None:
         proc.terminate()
         # uvicorn shuts down gracefully, then re-raises the signal it caught
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-    from sdk.telemetry import open_store
+    from pixelroute.telemetry import open_store
 
     with open_store(f"sqlite:///{tmp_path / 'serve.db'}") as store:
         assert store.count() == 1  # the client was closed at shutdown and its telemetry flushed

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sdk._errors import ValidationError
-from sdk._png import read_png_metadata, save_png
+from pixelroute._errors import ValidationError
+from pixelroute._png import read_png_metadata, save_png
 
 META = {
     "request_id": "0190-abc",

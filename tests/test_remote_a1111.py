@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from sdk import SLA, AsyncClient, Client, MockBackend, Price
-from sdk._config import load_settings
-from sdk._deadline import CancelToken, Deadline
-from sdk._errors import Cancelled, DeadlineExceeded, PixelrouteError
-from sdk._types import GenerateRequest
-from sdk.backends import create_backend, settings_model
-from sdk.backends.a1111 import INTERRUPT_PATH, A1111Backend
-from sdk.backends.base import BackendSettings
+from pixelroute import SLA, AsyncClient, Client, MockBackend, Price
+from pixelroute._config import load_settings
+from pixelroute._deadline import CancelToken, Deadline
+from pixelroute._errors import Cancelled, DeadlineExceeded, PixelrouteError
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import create_backend, settings_model
+from pixelroute.backends.a1111 import INTERRUPT_PATH, A1111Backend
+from pixelroute.backends.base import BackendSettings
 from tests.fakeservers import FakeServer, delay
 from tests.fakeservers import providers as fake
 

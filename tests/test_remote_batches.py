@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from sdk import SLA, Client, PixelrouteError
-from sdk._config import load_settings
-from sdk._errors import ContentRejected, InvalidOutput, ValidationError
+from pixelroute import SLA, Client, PixelrouteError
+from pixelroute._config import load_settings
+from pixelroute._errors import ContentRejected, InvalidOutput, ValidationError
 from tests.fakeservers import FakeServer, Recorded, Response, body
 from tests.fakeservers import providers as fake
 from tests.fakeservers.providers import ReplicateJobs

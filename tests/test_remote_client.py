@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from sdk import SLA, AsyncClient, Client
-from sdk._config import load_settings
-from sdk._errors import PixelrouteError
-from sdk.backends import create_backend, settings_model
+from pixelroute import SLA, AsyncClient, Client
+from pixelroute._config import load_settings
+from pixelroute._errors import PixelrouteError
+from pixelroute.backends import create_backend, settings_model
 from tests.fakeservers import FakeServer, Recorded, Response, body, reset_mid_body, slow_drip, status
 from tests.fakeservers import providers as fake
 
@@ -207,8 +207,8 @@ def test_canary_on_transport_faults(server: FakeServer, fault: Any, caplog: pyte
     caplog.set_level(logging.DEBUG)
     route = fake.install_openai(server)
     server.always(*route, fault)
-    from sdk._deadline import Deadline
-    from sdk._types import GenerateRequest
+    from pixelroute._deadline import Deadline
+    from pixelroute._types import GenerateRequest
 
     be = remote("openai", server, 0.01)
     with pytest.raises(PixelrouteError) as info:

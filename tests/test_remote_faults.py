@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sdk._deadline import Deadline
-from sdk._errors import (
+from pixelroute._deadline import Deadline
+from pixelroute._errors import (
     BackendError,
     ContentRejected,
     DeadlineExceeded,
@@ -23,9 +23,9 @@ from sdk._errors import (
     RateLimited,
     ServerError,
 )
-from sdk._types import GenerateRequest
-from sdk.backends import create_backend, settings_model
-from sdk.backends._http import RemoteBackend
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import create_backend, settings_model
+from pixelroute.backends._http import RemoteBackend
 from tests.fakeservers import (
     FakeServer,
     Fault,

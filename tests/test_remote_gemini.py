@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sdk._deadline import Deadline
-from sdk._errors import (
+from pixelroute._deadline import Deadline
+from pixelroute._errors import (
     BackendError,
     ConfigError,
     ContentRejected,
@@ -19,11 +19,11 @@ from sdk._errors import (
     ServerError,
     ValidationError,
 )
-from sdk._types import GenerateRequest
-from sdk.backends import create_backend, settings_model
-from sdk.backends._http import RemoteBackend
-from sdk.backends._presets import preset
-from sdk.backends.gemini import BASE_RATIOS, WIDE_RATIOS, GeminiBackend
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import create_backend, settings_model
+from pixelroute.backends._http import RemoteBackend
+from pixelroute.backends._presets import preset
+from pixelroute.backends.gemini import BASE_RATIOS, WIDE_RATIOS, GeminiBackend
 from tests._mock_transport import Recorder
 from tests.fakeservers.providers import PNG, gemini_answer, gemini_image, png_bytes
 

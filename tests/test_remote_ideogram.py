@@ -12,12 +12,12 @@ import httpx
 import pydantic
 import pytest
 
-from sdk._deadline import Deadline
-from sdk._errors import ContentRejected, InvalidOutput, QuotaExceeded, RateLimited, ValidationError
-from sdk._types import GenerateRequest
-from sdk.backends import _http, create_backend, settings_model
-from sdk.backends._http import RemoteBackend
-from sdk.backends._presets import preset
+from pixelroute._deadline import Deadline
+from pixelroute._errors import ContentRejected, InvalidOutput, QuotaExceeded, RateLimited, ValidationError
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import _http, create_backend, settings_model
+from pixelroute.backends._http import RemoteBackend
+from pixelroute.backends._presets import preset
 from tests._mock_transport import Recorder
 from tests.fakeservers.providers import PNG, form_fields
 

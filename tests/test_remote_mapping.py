@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from sdk._deadline import Deadline
-from sdk._errors import ConfigError, ContentRejected, QuotaExceeded, RateLimited, ValidationError
-from sdk._types import GenerateRequest
-from sdk.backends import _http, create_backend, settings_model
-from sdk.backends._http import RemoteBackend, nearest_aspect
-from sdk.backends._presets import preset
-from sdk.backends.stability import ASPECT_RATIOS as STABILITY_RATIOS
+from pixelroute._deadline import Deadline
+from pixelroute._errors import ConfigError, ContentRejected, QuotaExceeded, RateLimited, ValidationError
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import _http, create_backend, settings_model
+from pixelroute.backends._http import RemoteBackend, nearest_aspect
+from pixelroute.backends._presets import preset
+from pixelroute.backends.stability import ASPECT_RATIOS as STABILITY_RATIOS
 from tests._mock_transport import Recorder
 from tests.fakeservers.providers import B64_PNG, PNG
 

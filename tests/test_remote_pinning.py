@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from sdk._deadline import Deadline
-from sdk._errors import BackendError, InvalidOutput
-from sdk._types import GenerateRequest
-from sdk.backends import _http, create_backend, settings_model
-from sdk.backends._http import RemoteBackend
-from sdk.backends._http_safety import pin_address
+from pixelroute._deadline import Deadline
+from pixelroute._errors import BackendError, InvalidOutput
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import _http, create_backend, settings_model
+from pixelroute.backends._http import RemoteBackend
+from pixelroute.backends._http_safety import pin_address
 from tests.fakeservers import FakeServer
 from tests.fakeservers._server import Recorded, Response
 from tests.fakeservers.providers import PNG

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from sdk._deadline import CancelToken, Deadline
-from sdk._errors import BackendError, Cancelled, ContentRejected, DeadlineExceeded, InvalidOutput, ServerError
-from sdk._types import GenerateRequest
-from sdk.backends import create_backend
-from sdk.backends.replicate import ReplicateBackend, ReplicateSettings
+from pixelroute._deadline import CancelToken, Deadline
+from pixelroute._errors import BackendError, Cancelled, ContentRejected, DeadlineExceeded, InvalidOutput, ServerError
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import create_backend
+from pixelroute.backends.replicate import ReplicateBackend, ReplicateSettings
 from tests.fakeservers import FakeServer, Response, status
 from tests.fakeservers.providers import ReplicateJobs
 

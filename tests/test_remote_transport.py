@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from sdk._deadline import Deadline
-from sdk._errors import ContentRejected, ServerError
-from sdk._types import GenerateRequest
-from sdk.backends import create_backend, settings_model
-from sdk.backends._http import RemoteBackend
+from pixelroute._deadline import Deadline
+from pixelroute._errors import ContentRejected, ServerError
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import create_backend, settings_model
+from pixelroute.backends._http import RemoteBackend
 from tests.fakeservers.providers import B64_PNG
 
 BASE_S = 0.2  # retry_base_s: backoff base * 2**(n-1) plus jitter in [0, base]
@@ -148,7 +148,7 @@ def test_default_headers_are_sent_and_cookies_never_come_back(mode: str) -> None
 
 @pytest.mark.parametrize(("deadline_s", "timeout"), [(None, None), (None, 5.0), (30.0, None), (30.0, 5.0)])
 def test_the_deadline_clamp_passes_unbounded_reads_through(deadline_s: float | None, timeout: float | None) -> None:
-    from sdk.backends import _http_deadline as io_deadline
+    from pixelroute.backends import _http_deadline as io_deadline
     from tests.fakeservers import FakeServer, Response
 
     with FakeServer() as server:
@@ -164,6 +164,6 @@ def test_the_deadline_clamp_passes_unbounded_reads_through(deadline_s: float | N
 
 
 def test_the_deadline_clamp_is_only_installed_under_an_httpcore_pool() -> None:
-    from sdk.backends import _http_deadline as io_deadline
+    from pixelroute.backends import _http_deadline as io_deadline
 
     assert not io_deadline.install(httpx.MockTransport(ok))

@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 
-from router import ArtifactError, Router, RouteRequest, SLASpec, simulate, train
-from router.models import FORMAT_VERSION, MANIFEST, MODEL_NAMES, TrainedModels
-from router.simulate import DEFAULT_BACKENDS
-from router.training import TrainParams, write_artifact
-from sdk import Client, ConfigError, MockBackend, Price
-from sdk._config import load_settings
-from sdk.backends.base import BackendSettings
+from pixelroute import Client, ConfigError, MockBackend, Price
+from pixelroute._config import load_settings
+from pixelroute.backends.base import BackendSettings
+from pixelroute.router import ArtifactError, Router, RouteRequest, SLASpec, simulate, train
+from pixelroute.router.models import FORMAT_VERSION, MANIFEST, MODEL_NAMES, TrainedModels
+from pixelroute.router.simulate import DEFAULT_BACKENDS
+from pixelroute.router.training import TrainParams, write_artifact
+from tests._import_root import SUBPROCESS_PYTHONPATH
 
 PROFILES = [b.profile() for b in DEFAULT_BACKENDS]
 REPO = Path(__file__).resolve().parents[1]
@@ -162,7 +163,7 @@ def test_damage_with_a_recomputed_hash_is_refused_before_lightgbm(artifact: Path
 FUZZ = """
 import json, random, sys
 import lightgbm as lgb
-from router._lgbm_text import check_model_text
+from pixelroute.router._lgbm_text import check_model_text
 src = open(sys.argv[1]).read()
 verdicts = {"refused": 0, "loaded": 0, "lightgbm_error": 0}
 for seed in range(int(sys.argv[2])):
@@ -196,7 +197,7 @@ def test_fuzzed_model_text_that_passes_the_check_never_crashes_lightgbm(artifact
     """
     proc = subprocess.run([sys.executable, "-c", FUZZ, str(model_file(artifact, "latency_pq")), "300"],
                           capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH})
     assert proc.returncode == 0, f"LightGBM died (rc {proc.returncode}): {proc.stderr[-2000:]}"
     verdicts = json.loads(proc.stdout.strip().splitlines()[-1])
     assert verdicts["refused"] > 200 and sum(verdicts.values()) == 300, verdicts
@@ -354,7 +355,7 @@ def test_running_client_keeps_its_model_through_a_damaged_reload_and_warns_once(
     version = manifest_of(live)["version"]
     clock = Clock()
     router = Router.load(live, exploration=0.0, clock=clock)
-    caplog.set_level(logging.INFO, logger="router")
+    caplog.set_level(logging.INFO, logger="pixelroute.router")
     with Client(load_settings({}), backends=[mock_backend()], router=router,
                 store=f"sqlite:///{tmp_path / 't.db'}", clock=clock) as client:
 
@@ -369,20 +370,20 @@ def test_running_client_keeps_its_model_through_a_damaged_reload_and_warns_once(
         _truncate_half(target)
         write_manifest(live, good_manifest.replace('"format_version"', '"format_version" '))
         generate_for(5)
-        assert len(_warnings(caplog, "router")) == 1, caplog.text
-        assert target.name in _warnings(caplog, "router")[0].getMessage()
+        assert len(_warnings(caplog, "pixelroute.router")) == 1, caplog.text
+        assert target.name in _warnings(caplog, "pixelroute.router")[0].getMessage()
         write_manifest(live, good_manifest[:100])
         generate_for(5)
-        assert len(_warnings(caplog, "router")) == 2, caplog.text
-        assert "not valid JSON" in _warnings(caplog, "router")[1].getMessage()
+        assert len(_warnings(caplog, "pixelroute.router")) == 2, caplog.text
+        assert "not valid JSON" in _warnings(caplog, "pixelroute.router")[1].getMessage()
         # 2. the good artifact comes back: a manifest naming files that are still being copied in
         shutil.copyfile(model_file(artifact), target.with_suffix(".partial"))
         write_manifest(live, good_manifest)
         generate_for(3)
-        assert len(_warnings(caplog, "router")) == 3 and router.predictor.version == version
+        assert len(_warnings(caplog, "pixelroute.router")) == 3 and router.predictor.version == version
         os.replace(target.with_suffix(".partial"), target)
         generate_for(2)
-    assert len(_warnings(caplog, "router")) == 3, caplog.text
+    assert len(_warnings(caplog, "pixelroute.router")) == 3, caplog.text
     assert any("router reloaded model" in r.getMessage() for r in caplog.records)
 
 

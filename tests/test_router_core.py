@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import router
-from router import BackendProfile, BackendState, RouteContext, Router, RouteRequest, SLASpec
-from router.features import FEATURE_NAMES, N_FEATURES, candidate_matrix, prompt_vector, schema_hash
-from router.policy import PolicyConfig, Predictions, decide, expand_options
+from pixelroute import router
+from pixelroute.router import BackendProfile, BackendState, RouteContext, Router, RouteRequest, SLASpec
+from pixelroute.router.features import FEATURE_NAMES, N_FEATURES, candidate_matrix, prompt_vector, schema_hash
+from pixelroute.router.policy import PolicyConfig, Predictions, decide, expand_options
 
 ROUTER_DIR = Path(router.__file__).parent
 
@@ -52,8 +52,8 @@ def test_featurize_matches_between_serve_and_train_shapes() -> None:
 
 def test_vectorised_featurizer_matches_the_scalar_priors() -> None:
     """The featurizer's prior columns (the trained models' starting point) are the cold-start formulas."""
-    from router import _priors
-    from router.features import COL_PRIOR_CORRECTION, COL_PRIOR_LOG_P50, COL_PRIOR_LOGIT_FAIL, featurize
+    from pixelroute.router import _priors
+    from pixelroute.router.features import COL_PRIOR_CORRECTION, COL_PRIOR_LOG_P50, COL_PRIOR_LOGIT_FAIL, featurize
 
     options = expand_options([FAST, TYPO, SLOW])
     ctx = RouteContext({"fast": BackendState(in_flight=1, queue_depth=2), "typo": BackendState(in_flight=3),
@@ -83,7 +83,7 @@ def test_vectorised_featurizer_matches_the_scalar_priors() -> None:
 def test_training_and_serving_featurize_identically() -> None:
     """Training featurizes many logged rows at once (numpy); serving one request (cached templates,
     context on Python floats). Both must give the same rows."""
-    from router.features import OptionTable, feature_rows, featurize
+    from pixelroute.router.features import OptionTable, feature_rows, featurize
 
     options = expand_options([FAST, TYPO, SLOW])
     contexts = [
@@ -115,7 +115,7 @@ TRICKY_PROMPTS = ["", "'", "isn't it 'quoted' \u201ccurly\u201d \"x\"", "o'left 
 def test_one_pass_prompt_features_match_the_classifier_and_its_reference() -> None:
     """prompt_vector derives the classifier's tokens from its own word pass; they must be exactly
     classifier.tokens(prompt), and the Python-float classifier must match the float32 numpy sum."""
-    from router.classifier import CLASSES, default_classifier, ngram_buckets, tokens
+    from pixelroute.router.classifier import CLASSES, default_classifier, ngram_buckets, tokens
 
     clf = default_classifier()
     seen: list[list[str]] = []
@@ -252,8 +252,8 @@ def test_cold_start_hybrid_rule() -> None:
 
 
 def test_classifier_beats_majority_on_held_out(shared_dir: Path) -> None:
-    from router.classifier import CLASSES, default_classifier
-    from router.classifier.train import auc, load_examples
+    from pixelroute.router.classifier import CLASSES, default_classifier
+    from pixelroute.router.classifier.train import auc, load_examples
 
     clf = default_classifier()
     held = [(t, lab) for t, lab, h in load_examples(shared_dir) if h]

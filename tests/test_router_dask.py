@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from router import Router, RouteRequest, SLASpec, simulate, train
-from router.models import MANIFEST
-from router.simulate import DEFAULT_BACKENDS
+from pixelroute.router import Router, RouteRequest, SLASpec, simulate, train
+from pixelroute.router.models import MANIFEST
+from pixelroute.router.simulate import DEFAULT_BACKENDS
 
 PROFILES = [b.profile() for b in DEFAULT_BACKENDS]
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from sdk import SLA, Client, NoFeasibleBackend
-from sdk._health import LatencyWindow
-from sdk.backends.base import MockBackend, Price
-from sdk.cli import main
+from pixelroute import SLA, Client, NoFeasibleBackend
+from pixelroute._health import LatencyWindow
+from pixelroute.backends.base import MockBackend, Price
+from pixelroute.cli import main
 
 CONFIG = '''[router]
 exploration = 0.0
@@ -152,8 +152,8 @@ def test_one_backend_predicted_late_is_tried_by_default_and_refused_when_asked(t
 
 
 def test_legacy_best_effort_maps_to_on_infeasible_and_contradictions_are_errors() -> None:
-    from sdk import ConfigError
-    from sdk._config import load_settings
+    from pixelroute import ConfigError
+    from pixelroute._config import load_settings
 
     assert load_settings({"router": {"best_effort": False}}).router.on_infeasible == "refuse"
     assert load_settings({"router": {"best_effort": True}}).router.on_infeasible == "best_effort"

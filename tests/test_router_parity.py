@@ -12,17 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from router import BackendProfile, BackendState, RouteContext, RouteRequest
-from router.features import FEATURE_NAMES, featurize
-from router.training import build_dataset
-from sdk import SLA, Client
-from sdk.backends.base import MockBackend
+from pixelroute import SLA, Client
+from pixelroute.backends.base import MockBackend
+from pixelroute.router import BackendProfile, BackendState, RouteContext, RouteRequest
+from pixelroute.router.features import FEATURE_NAMES, featurize
+from pixelroute.router.training import build_dataset
 
 CODE = FEATURE_NAMES.index("backend_code")
 
 
 def _records(store: Path) -> list[dict[str, Any]]:
-    from sdk.telemetry import open_store
+    from pixelroute.telemetry import open_store
 
     with open_store(f"sqlite:///{store}") as s:
         return sorted(s.iter_records(), key=lambda r: (r["ts"], r["attempt"]))
@@ -31,7 +31,7 @@ def _records(store: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[RouteRequest, list[Any], RouteContext, np.ndarray]]:
     """Every feature matrix the cold-start predictor computes while deciding."""
-    import router.coldstart as coldstart
+    import pixelroute.router.coldstart as coldstart
 
     seen: list[tuple[RouteRequest, list[Any], RouteContext, np.ndarray]] = []
     real = coldstart.featurize

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router import RouteContext, Router, RouteRequest, SLASpec, simulate, train
-from router.evaluation import (
+from pixelroute.router import RouteContext, Router, RouteRequest, SLASpec, simulate, train
+from pixelroute.router.evaluation import (
     baseline_policies,
     compare_policies,
     delivery_cost,
@@ -20,11 +20,11 @@ from router.evaluation import (
     replay_outcomes,
     router_policy,
 )
-from router.features import candidate_matrix
-from router.models import MANIFEST, TrainedModels
-from router.policy import expand_options
-from router.simulate import DEFAULT_BACKENDS, generate_prompts, load_prompts, make_workload, overclaiming
-from router.training import TrainParams
+from pixelroute.router.features import candidate_matrix
+from pixelroute.router.models import MANIFEST, TrainedModels
+from pixelroute.router.policy import expand_options
+from pixelroute.router.simulate import DEFAULT_BACKENDS, generate_prompts, load_prompts, make_workload, overclaiming
+from pixelroute.router.training import TrainParams
 
 PROFILES = [b.profile() for b in DEFAULT_BACKENDS]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -117,7 +117,7 @@ def test_trained_policy_beats_baselines_on_a_fresh_workload(trained: tuple[Path,
     on cost per accepted image: a timed-out request costs nothing and leaves the average, so missing
     the SLA on hard prompts looks cheap. Against such a baseline the rule is: higher attainment, and
     a lower cost per delivered image on the requests BOTH deliver in most of 4 luck draws
-    (:func:`router.evaluation.delivery_cost`). The single-draw paired cost used before conditioned on
+    (:func:`pixelroute.router.evaluation.delivery_cost`). The single-draw paired cost used before conditioned on
     the baseline's luck: requests where its risky choice failed left the set, and a fresh clone
     without ../shared (template prompts) failed on that bias (docs/router.md).
     Against cold start, whose priors are close to this simulator's truth, the trained router may not
@@ -193,7 +193,7 @@ def test_hot_reload_picks_up_a_new_manifest(trained: tuple[Path, dict], tmp_path
 
 
 def test_cli_simulate_train_route(tmp_path: Path) -> None:
-    from sdk.cli import main
+    from pixelroute.cli import main
 
     sim = tmp_path / "sim.jsonl"
     profiles = tmp_path / "profiles.json"

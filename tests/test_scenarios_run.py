@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from sdk import BackendOutput, Client, GenerateRequest, MockBackend, Price, ServerError
-from sdk._config import load_settings
-from sdk._deadline import Deadline
-from sdk.backends.base import BackendSettings
-from sdk.cli import main
-from sdk.scenarios import (
+from pixelroute import BackendOutput, Client, GenerateRequest, MockBackend, Price, ServerError
+from pixelroute._config import load_settings
+from pixelroute._deadline import Deadline
+from pixelroute.backends.base import BackendSettings
+from pixelroute.cli import main
+from pixelroute.scenarios import (
     OcrScorer,
     Progress,
     Review,
@@ -32,7 +32,7 @@ from sdk.scenarios import (
     run_scenarios,
     write_report,
 )
-from sdk.scenarios.suite import quoted_text
+from pixelroute.scenarios.suite import quoted_text
 
 MAGENTA = (255, 0, 255)
 
@@ -138,7 +138,7 @@ def test_report_html_and_json_hold_every_scenario_and_backend(tmp_path: Path) ->
 
 
 def test_prompts_and_errors_are_escaped_in_the_html(tmp_path: Path) -> None:
-    from sdk.scenarios import Scenario, Suite
+    from pixelroute.scenarios import Scenario, Suite
 
     suite = Suite(
         "x",
@@ -160,7 +160,7 @@ def test_prompts_and_errors_are_escaped_in_the_html(tmp_path: Path) -> None:
 
 
 def test_unknown_backend_and_bad_seeds_are_refused(tmp_path: Path) -> None:
-    from sdk import ValidationError
+    from pixelroute import ValidationError
 
     with build_client(tmp_path) as client:
         with pytest.raises(ValidationError, match="`backends` must be among the configured .* 'nope'"):
@@ -207,8 +207,8 @@ def test_an_ocr_engine_that_is_missing_is_skipped_with_the_reason(tmp_path: Path
 def test_tiny_local_pipelines_and_a_mock_remote_produce_a_full_report(tmp_path: Path) -> None:
     """The embedded default's two real diffusers pipelines (random weights) beside a priced mock remote."""
     pytest.importorskip("diffusers")
-    from sdk._config import embedded_default
-    from sdk.backends import create_backend
+    from pixelroute._config import embedded_default
+    from pixelroute.backends import create_backend
 
     settings = embedded_default(tmp_path / "cache")
     remote = MockBackend(
@@ -245,7 +245,7 @@ def tiny_clip(folder: Path) -> Path:
         CLIPVisionConfig,
     )
 
-    from sdk._tiny import _clip_config, _write_clip_tokenizer
+    from pixelroute._tiny import _clip_config, _write_clip_tokenizer
 
     _write_clip_tokenizer(folder)
     vision = CLIPVisionConfig(
@@ -270,7 +270,7 @@ def tiny_clip(folder: Path) -> Path:
 
 def test_clip_scorer_runs_from_a_local_model_folder_and_is_skipped_without_one(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from sdk.scenarios import ClipScorer
+    from pixelroute.scenarios import ClipScorer
 
     assert "neither a local folder nor in the hub cache" in (
         ClipScorer("no-org/no-such-clip").unavailable() or ""
@@ -362,7 +362,7 @@ def test_cli_review_sends_verdicts_through_the_feedback_api(
                                               {"verdict": "accepted", "seconds": 0.0}]
     saved = sorted(p.name for p in (out / "review").iterdir())
     assert saved == sorted(f"{s['request_id']}.png" for s in samples)
-    from sdk.telemetry import open_store
+    from pixelroute.telemetry import open_store
 
     with open_store(f"sqlite:///{tmp_path / 't.db'}") as store:
         history = store.correction_history(samples[0]["request_id"])

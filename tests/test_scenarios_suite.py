@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sdk import ValidationError
-from sdk.scenarios import builtin_suite, load_suite
-from sdk.scenarios.scorers import Review, parse_review, text_match
-from sdk.scenarios.suite import quoted_text, slug
+from pixelroute import ValidationError
+from pixelroute.scenarios import builtin_suite, load_suite
+from pixelroute.scenarios.scorers import Review, parse_review, text_match
+from pixelroute.scenarios.suite import quoted_text, slug
 
 
 def test_builtin_suite_has_the_four_scenarios_and_a_control_set() -> None:

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from sdk import Client, ConfigError, load_settings
-from sdk._config import Settings
-from sdk._shown import looks_like_secret, shown
-from sdk.contrib import _http
-from sdk.gateway import create_app
-from sdk.telemetry import open_store
+from pixelroute import Client, ConfigError, load_settings
+from pixelroute._config import Settings
+from pixelroute._shown import looks_like_secret, shown
+from pixelroute.contrib import _http
+from pixelroute.gateway import create_app
+from pixelroute.telemetry import open_store
 
 CANARY = "sk-proj-Zx81QwErTy7788UiOpAs"
 REPO = Path(__file__).resolve().parents[1]

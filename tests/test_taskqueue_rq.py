@@ -14,8 +14,8 @@ import pytest
 redis = pytest.importorskip("redis")
 rq = pytest.importorskip("rq")
 
-from sdk import SLA, Client, ValidationError, load_settings  # noqa: E402
-from sdk.contrib import rq as recipe  # noqa: E402
+from pixelroute import SLA, Client, ValidationError, load_settings  # noqa: E402
+from pixelroute.contrib import rq as recipe  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "taskqueue_rq" / "web.py"
 
@@ -105,7 +105,7 @@ def test_web_enqueues_worker_generates_request_id_flows_back(
     )
     assert fb.status_code == 200, fb.get_json()
     assert worker_client.trace(rid)["correction"]["verdict"] == "edited"
-    from sdk.contrib.flask import get_state
+    from pixelroute.contrib.flask import get_state
 
     get_state(web).close()
 
@@ -120,7 +120,7 @@ def test_bad_input_is_refused_before_the_queue(queue: Any) -> None:
 
 def test_queue_wait_counts_against_the_deadline(queue: Any, worker_client: Client) -> None:
     job = queue.enqueue_call(
-        "sdk.contrib.rq.generate_job",
+        "pixelroute.contrib.rq.generate_job",
         kwargs={
             "prompt": "x",
             "sla": SLA(deadline_s=5).model_dump(),

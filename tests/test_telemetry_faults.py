@@ -28,15 +28,16 @@ from test_gateway_server import KEY as GATEWAY_KEY
 from test_gateway_server import ThreadedServer, gateway_settings
 from test_telemetry_store import _drop_schema, _postgres_or_skip
 
-from sdk import Client, ValidationError, _redact
-from sdk.cli import main as cli_main
-from sdk.contrib.flask import Pixelroute, get_state
-from sdk.gateway import create_app
-from sdk.telemetry import Recorder, build_trace, compute_stats, example_record, export_jsonl, open_store
-from sdk.telemetry import _recorder as recorder_module
-from sdk.telemetry._encode import EncodedBatch
-from sdk.telemetry._store import Store
-from sdk.telemetry.sqlite import SQLiteStore
+from pixelroute import Client, ValidationError, _redact
+from pixelroute.cli import main as cli_main
+from pixelroute.contrib.flask import Pixelroute, get_state
+from pixelroute.gateway import create_app
+from pixelroute.telemetry import Recorder, build_trace, compute_stats, example_record, export_jsonl, open_store
+from pixelroute.telemetry import _recorder as recorder_module
+from pixelroute.telemetry._encode import EncodedBatch
+from pixelroute.telemetry._store import Store
+from pixelroute.telemetry.sqlite import SQLiteStore
+from tests._import_root import SUBPROCESS_PYTHONPATH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,7 +134,7 @@ def test_poisoned_record_is_quarantined_and_never_blocks_the_others(
     """The campaign's case: one lone surrogate in a record stopped every later batch (726 of 746 lost)."""
     store = open_store(store_url)
     poisoned = example_record("poisoned") | {"negative_prompt": "\udcff"}
-    with caplog.at_level(logging.WARNING, logger="sdk.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="pixelroute.telemetry"):
         rec = Recorder(store, batch_size=50, flush_interval_s=0.01)
         for i in range(745):
             rec.record(example_record(f"r-{i:04d}"))
@@ -283,7 +284,7 @@ def test_a_damaged_stored_row_is_skipped_loudly(tmp_path: Path, caplog: pytest.L
     )
     conn.commit()
     conn.close()
-    with caplog.at_level(logging.WARNING, logger="sdk.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="pixelroute.telemetry"):
         assert [r["request_id"] for r in store.iter_records()] == ["good"]
         assert store.records_for("bad") == []
     assert any("skipped 1 damaged records" in r.getMessage() for r in caplog.records)
@@ -294,7 +295,7 @@ def test_a_damaged_stored_row_is_skipped_loudly(tmp_path: Path, caplog: pytest.L
 
 _KILLED_WRITER = """
 import sys, time
-from sdk.telemetry import Recorder, example_record, open_store
+from pixelroute.telemetry import Recorder, example_record, open_store
 store = open_store(sys.argv[1])
 rec = Recorder(store, batch_size=10_000, flush_interval_s=600)  # only flush() writes
 for i in range(500):
@@ -309,7 +310,7 @@ time.sleep(600)
 
 def test_kill_9_losses_are_counted_at_the_next_start(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     unwritten = 137
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PIXELROUTE_TEST_TORCH": "0"}
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "PIXELROUTE_TEST_TORCH": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_WRITER, store_url, str(unwritten)],
         cwd=REPO,
@@ -334,7 +335,7 @@ def test_kill_9_losses_are_counted_at_the_next_start(store_url: str, caplog: pyt
         if proc.poll() is None:
             proc.kill()
     assert store.count() == 500
-    with caplog.at_level(logging.WARNING, logger="sdk.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="pixelroute.telemetry"):
         with Recorder(store) as rec:
             rec.flush(timeout=30)
         with Recorder(store) as again:  # settled once, not twice

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sdk._errors import ValidationError
-from sdk.cli import main as cli_main
-from sdk.telemetry import (
+from pixelroute._errors import ValidationError
+from pixelroute.cli import main as cli_main
+from pixelroute.telemetry import (
     build_trace,
     compute_stats,
     example_record,

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from sdk._errors import ConfigError
-from sdk.cli import main as cli_main
-from sdk.telemetry import Recorder, apply_retention, example_record, export_jsonl, open_store, prompt_sha256
-from sdk.telemetry._encode import EncodedBatch
-from sdk.telemetry.sqlite import SQLiteStore
+from pixelroute._errors import ConfigError
+from pixelroute.cli import main as cli_main
+from pixelroute.telemetry import Recorder, apply_retention, example_record, export_jsonl, open_store, prompt_sha256
+from pixelroute.telemetry._encode import EncodedBatch
+from pixelroute.telemetry.sqlite import SQLiteStore
+from tests._import_root import SUBPROCESS_PYTHONPATH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +97,7 @@ def test_queue_full_drop_is_counted_logged_and_persisted(tmp_path: Path, caplog:
     rec = Recorder(store, queue_size=10, batch_size=5, on_full="drop", flush_interval_s=0.01)
     rec.record(example_record())
     assert store.writing.wait(5)  # the writer holds one batch and waits at the gate
-    with caplog.at_level(logging.WARNING, logger="sdk.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="pixelroute.telemetry"):
         results = [rec.record(example_record()) for _ in range(15)]
     assert results.count(True) == 10 and results.count(False) == 5
     assert rec.stats()["dropped"] == 5 and rec.stats()["queue_depth"] == 10
@@ -146,7 +147,7 @@ def test_queue_full_block_waits_for_room_then_gives_up(tmp_path: Path) -> None:
 
 def test_store_failures_are_retried_and_nothing_is_lost(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = FlakyStore(tmp_path / "t.db", failures=3)
-    with caplog.at_level(logging.WARNING, logger="sdk.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="pixelroute.telemetry"):
         rec = Recorder(store, flush_interval_s=0.01)
         for _ in range(100):
             rec.record(example_record())
@@ -174,7 +175,7 @@ def test_malformed_record_does_not_sink_its_batch(tmp_path: Path, caplog: pytest
     store = open_store(f"sqlite:///{tmp_path / 't.db'}")
     bad = example_record()
     del bad["request_id"]
-    with caplog.at_level(logging.WARNING, logger="sdk.telemetry"), Recorder(store) as rec:
+    with caplog.at_level(logging.WARNING, logger="pixelroute.telemetry"), Recorder(store) as rec:
         rec.record(example_record())
         rec.record(bad)
         rec.record(example_record())
@@ -204,7 +205,7 @@ def test_bad_recorder_settings(tmp_path: Path, kwargs: dict[str, Any], match: st
 
 _BURST_WRITER = """
 import sys
-from sdk.telemetry import Recorder, example_record, open_store
+from pixelroute.telemetry import Recorder, example_record, open_store
 store = open_store(sys.argv[1])
 rec = Recorder(store, batch_size=500, flush_interval_s=0.02)
 i = 0
@@ -219,7 +220,7 @@ while True:
 
 def test_kill_9_mid_burst_leaves_a_sound_database(tmp_path: Path) -> None:
     path = tmp_path / "killed.db"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PIXELROUTE_TEST_TORCH": "0"}
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "PIXELROUTE_TEST_TORCH": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", _BURST_WRITER, f"sqlite:///{path}"],
         cwd=REPO,

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from sdk._errors import ConfigError, UnknownRequest, ValidationError
-from sdk.telemetry import Recorder, Store, example_record, format_ts, make_request_id, open_store
-from sdk.telemetry._store import SCHEMA_VERSION
+from pixelroute._errors import ConfigError, UnknownRequest, ValidationError
+from pixelroute.telemetry import Recorder, Store, example_record, format_ts, make_request_id, open_store
+from pixelroute.telemetry._store import SCHEMA_VERSION
+from tests._import_root import SUBPROCESS_PYTHONPATH
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("PIXELROUTE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -219,7 +220,7 @@ def test_many_threads_through_one_recorder(store: Store) -> None:
 
 _WRITER = """
 import sys
-from sdk.telemetry import Recorder, example_record, open_store
+from pixelroute.telemetry import Recorder, example_record, open_store
 url, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = open_store(url)
 rec = Recorder(store, batch_size=500, flush_interval_s=0.05)
@@ -231,7 +232,7 @@ store.close()
 
 
 def _python(code: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PIXELROUTE_TEST_TORCH": "0"}
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "PIXELROUTE_TEST_TORCH": "0"}
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         cwd=REPO,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from _tiny_fixtures import tiny_models  # noqa: F401  (session fixture)
 
-from sdk._errors import ValidationError
-from sdk._tiny import MARKER, build_tiny, tiny_family
-from sdk.cli import main
+from pixelroute._errors import ValidationError
+from pixelroute._tiny import MARKER, build_tiny, tiny_family
+from pixelroute.cli import main
 
 
 def _digest(folder: Path) -> str:

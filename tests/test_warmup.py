@@ -17,16 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from sdk import AsyncClient, Client
-from sdk._config import load_settings
-from sdk._deadline import CancelToken, Deadline
-from sdk._errors import Cancelled, ConfigError, DeadlineExceeded, PixelrouteError, ValidationError
-from sdk._types import GenerateRequest
-from sdk.backends import create_backend
-from sdk.backends._pipeline_cache import PipelineCache
-from sdk.backends.base import MockBackend
-from sdk.backends.diffusers import DiffusersBackend, DiffusersSettings
-from sdk.cli import build_parser, main
+from pixelroute import AsyncClient, Client
+from pixelroute._config import load_settings
+from pixelroute._deadline import CancelToken, Deadline
+from pixelroute._errors import Cancelled, ConfigError, DeadlineExceeded, PixelrouteError, ValidationError
+from pixelroute._types import GenerateRequest
+from pixelroute.backends import create_backend
+from pixelroute.backends._pipeline_cache import PipelineCache
+from pixelroute.backends.base import MockBackend
+from pixelroute.backends.diffusers import DiffusersBackend, DiffusersSettings
+from pixelroute.cli import build_parser, main
+from tests._import_root import SUBPROCESS_PYTHONPATH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +109,7 @@ def test_loaded_sees_a_pipeline_another_backend_loaded(tmp_path: Path, cache: Pi
 def test_warmup_deadline_raises_while_the_load_goes_on_in_the_background(
     tmp_path: Path, cache: PipelineCache
 ) -> None:
-    from sdk import _tiny
+    from pixelroute import _tiny
 
     b = backend(tmp_path, cache)
     times = iter([0.0, 0.0])  # set at 0, the first look sees time left; every later one sees it gone
@@ -264,7 +265,7 @@ def test_cli_warmup_help_says_the_load_ends_with_the_process(capsys: pytest.Capt
 def test_gateway_preload_loads_before_the_first_request(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
-    from sdk.gateway import create_app
+    from pixelroute.gateway import create_app
 
     with TestClient(create_app(settings(tmp_path, preload=True), allow_anonymous=True)) as http:
         body = http.get("/healthz").json()
@@ -276,7 +277,7 @@ def test_gateway_preload_loads_before_the_first_request(tmp_path: Path) -> None:
 def test_gateway_does_not_start_when_a_preloaded_pipeline_fails(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
-    from sdk.gateway import create_app
+    from pixelroute.gateway import create_app
 
     missing = {"name": "missing", "kind": "diffusers", "model": str(tmp_path / "gone"), "device": "cpu"}
     app = create_app(settings(tmp_path, missing, preload=True), allow_anonymous=True)
@@ -287,7 +288,7 @@ def test_gateway_does_not_start_when_a_preloaded_pipeline_fails(tmp_path: Path) 
 def test_flask_preload_loads_at_init_app(tmp_path: Path) -> None:
     from flask import Flask
 
-    from sdk.contrib.flask import Pixelroute, get_state
+    from pixelroute.contrib.flask import Pixelroute, get_state
 
     app = Flask(__name__)
     app.config["PIXELROUTE_SETTINGS"] = settings(tmp_path, preload=True)
@@ -308,17 +309,18 @@ DJANGO_SCRIPT = """
 import json, os, sys
 import django
 from django.conf import settings
-settings.configure(INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "sdk.contrib.django"],
+settings.configure(INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "pixelroute.contrib.django"],
                    DATABASES={}, PIXELROUTE=json.loads(os.environ["SETTINGS"]))
 django.setup()
-import sdk.contrib.django as pixelroute
+import pixelroute.contrib.django as pixelroute
 client = pixelroute._client
 print(json.dumps(None if client is None else {n: b.loaded for n, b in client.backends.items()}))
 """
 
 
 def run_django(tmp_path: Path, config: dict[str, Any], **env: str) -> Any:
-    environ = {**os.environ, "PYTHONPATH": str(REPO), "SETTINGS": json.dumps(config), "OMP_NUM_THREADS": "1", **env}
+    environ = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "SETTINGS": json.dumps(config),
+               "OMP_NUM_THREADS": "1", **env}
     done = subprocess.run([sys.executable, "-c", DJANGO_SCRIPT], env=environ, capture_output=True, text=True,
                           timeout=300, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr
@@ -334,7 +336,7 @@ def test_django_ready_preloads_when_the_environment_switches_it_on(tmp_path: Pat
 GUNICORN_APP = """
 import json, os
 from flask import Flask
-from sdk.contrib.flask import Pixelroute, get_state
+from pixelroute.contrib.flask import Pixelroute, get_state
 
 MASTER = os.getpid()
 pixelroute = Pixelroute()
@@ -361,7 +363,7 @@ def test_gunicorn_preload_loads_in_the_master_and_the_forked_worker_uses_it(tmp_
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "OMP_NUM_THREADS": "1",
            "SETTINGS": json.dumps(settings(tmp_path, preload=True))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--preload", "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}",

@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Flask, request
 
-from sdk.contrib.flask import Pixelroute
+from pixelroute.contrib.flask import Pixelroute
 
 pixelroute = Pixelroute()
 

@@ -20,10 +20,10 @@ from typing import Any
 from flask import Flask, jsonify, request
 from redis import Redis
 
-from sdk import PixelrouteError, ValidationError
-from sdk.contrib._http import error_response
-from sdk.contrib.flask import Pixelroute
-from sdk.contrib.rq import enqueue_generate, job_result, make_queue
+from pixelroute import PixelrouteError, ValidationError
+from pixelroute.contrib._http import error_response
+from pixelroute.contrib.flask import Pixelroute
+from pixelroute.contrib.rq import enqueue_generate, job_result, make_queue
 
 pixelroute = Pixelroute()
 

@@ -1,13 +1,13 @@
 """Prompt classifier: per-scenario probabilities from hashed word n-grams and a linear model.
 
 The scenarios are the ones that break image models (typography, counting, composition,
-anatomy; reflection has no labelled data and comes from a lexicon, see :mod:`router.features`).
+anatomy; reflection has no labelled data and comes from a lexicon, see :mod:`pixelroute.router.features`).
 The weights ship inside the package as JSON (``model.json``): sparse ``{bucket: [w per class]}``
-rows, no pickle. They are trained by ``python -m router.classifier.train --shared ../shared``,
+rows, no pickle. They are trained by ``python -m pixelroute.router.classifier.train --shared ../shared``,
 which is reproducible from the shared prompt sets; held-out metrics are in docs/classifier.md.
 
 Inference is a regex tokenisation, one CRC32 per n-gram and a sum of the matching weight rows.
-The serving path (:meth:`PromptClassifier.predict_tokens`, used by :mod:`router.features`) runs on
+The serving path (:meth:`PromptClassifier.predict_tokens`, used by :mod:`pixelroute.router.features`) runs on
 Python floats over a sparse ``{bucket: row}`` dict: for a ~10-word prompt that is ~17 dictionary
 lookups, cheaper than one numpy gather + sum + exp (~7 us). Bucket ids are memoised per token and
 a bigram's CRC32 continues its first word's (``crc32(b, crc32(a + " "))`` = ``crc32(a + " " + b)``),
@@ -79,7 +79,7 @@ class PromptClassifier:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             raise ValueError(f"prompt classifier weights not found at {path}; "
-                             "run `python -m router.classifier.train --shared ../shared`") from None
+                             "run `python -m pixelroute.router.classifier.train --shared ../shared`") from None
         if list(doc["classes"]) != list(CLASSES) or int(doc["n_buckets"]) != N_BUCKETS:
             raise ValueError(f"classifier file {path} was built for classes {doc['classes']} and "
                              f"{doc['n_buckets']} buckets, expected {list(CLASSES)} and {N_BUCKETS}")

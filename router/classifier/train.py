@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m router.classifier.train --shared ../shared [--out router/classifier/model.json]
+    python -m pixelroute.router.classifier.train --shared ../shared [--out router/classifier/model.json]
 
 Labels (1 positive, 0 negative, -1 unknown and left out of that class's loss):
 

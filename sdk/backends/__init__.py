@@ -1,7 +1,7 @@
 """Backend kinds. Each kind lives in its own module and is imported only when configured.
 
 A backend module defines a ``Backend`` subclass with a ``Settings`` class attribute (a
-:class:`~sdk.backends.base.BackendSettings` subclass whose ``kind`` is a ``Literal``) and a
+:class:`~pixelroute.backends.base.BackendSettings` subclass whose ``kind`` is a ``Literal``) and a
 ``from_settings(settings, **runtime)`` classmethod.
 """
 
@@ -13,17 +13,17 @@ from typing import Any
 from .._errors import ConfigError
 from .base import Backend, BackendOutput, BackendSettings, Capabilities, MockBackend, Price
 
-#: kind -> "module:Class"; modules load lazily so `import sdk` never imports torch or httpx clients
+#: kind -> "module:Class"; modules load lazily so `import pixelroute` never imports torch or httpx clients
 KINDS: dict[str, str] = {
-    "mock": "sdk.backends.base:MockBackend",
-    "diffusers": "sdk.backends.diffusers:DiffusersBackend",
-    "openai": "sdk.backends.openai:OpenAIBackend",
-    "stability": "sdk.backends.stability:StabilityBackend",
-    "ideogram": "sdk.backends.ideogram:IdeogramBackend",
-    "imagen": "sdk.backends.imagen:ImagenBackend",
-    "gemini": "sdk.backends.gemini:GeminiBackend",
-    "a1111": "sdk.backends.a1111:A1111Backend",
-    "replicate": "sdk.backends.replicate:ReplicateBackend",
+    "mock": "pixelroute.backends.base:MockBackend",
+    "diffusers": "pixelroute.backends.diffusers:DiffusersBackend",
+    "openai": "pixelroute.backends.openai:OpenAIBackend",
+    "stability": "pixelroute.backends.stability:StabilityBackend",
+    "ideogram": "pixelroute.backends.ideogram:IdeogramBackend",
+    "imagen": "pixelroute.backends.imagen:ImagenBackend",
+    "gemini": "pixelroute.backends.gemini:GeminiBackend",
+    "a1111": "pixelroute.backends.a1111:A1111Backend",
+    "replicate": "pixelroute.backends.replicate:ReplicateBackend",
 }
 
 

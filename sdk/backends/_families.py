@@ -66,7 +66,7 @@ FAMILIES: dict[str, Family] = {
                negative_prompt=False, params_b=16.97),
         Family("flux-dev", steps=28, guidance=3.5, width=1024, height=1024, size_multiple=16,
                negative_prompt=False, params_b=16.97),
-        # Tiny random-weight pipelines (sdk._tiny): the real classes, small sizes so CPU tests are fast.
+        # Tiny random-weight pipelines (pixelroute._tiny): the real classes, small sizes so CPU tests are fast.
         # Their load (from_pretrained of 4-11 MB, after the imports) measured 0.11-0.15 s (median
         # of 5) on a 2-core CPU; 0.2 s leaves room for the build on first use and a busy machine.
         Family("tiny-sd15", steps=2, guidance=7.5, width=64, height=64, max_side=512, load_s=0.2),
@@ -113,7 +113,7 @@ def estimate_load_s(family: Family, *, device: str, dtype: str, without_t5: bool
 def detect_family(class_name: str | None, model_id: str | None, tiny: str | None = None) -> Family:
     """The family of a pipeline from its class name (``StableDiffusion3Pipeline``) and model id.
 
-    ``tiny`` is the family recorded by :func:`sdk._tiny.build_tiny` (or the ``make_tiny`` setting).
+    ``tiny`` is the family recorded by :func:`pixelroute._tiny.build_tiny` (or the ``make_tiny`` setting).
     """
     if tiny:
         return FAMILIES[f"tiny-{tiny}"]

@@ -3,7 +3,7 @@
 httpx timeouts are per operation: each read may wait the whole read timeout again, so a server
 that sends its status line and headers one byte every 50 ms keeps a read timeout of 2 s from
 ever firing, and the call runs for as long as the server likes. The sync driver binds the
-exchange's :class:`~sdk._deadline.Deadline` to its thread (:func:`bind`); the network backend
+exchange's :class:`~pixelroute._deadline.Deadline` to its thread (:func:`bind`); the network backend
 installed in the pooled transport (:func:`install`) clamps every connect, read, write and TLS
 handshake to what is left of it, and fails with httpcore's own timeout once it has passed, so
 headers, body and connection set-up are all bounded by the one deadline.

@@ -1,12 +1,12 @@
 """The two drivers that run a protocol generator: one over ``httpx.Client``, one over ``httpx.AsyncClient``.
 
-The protocol (see :mod:`sdk.backends._http_protocol`) yields :class:`Call` / :class:`Pause` and
+The protocol (see :mod:`pixelroute.backends._http_protocol`) yields :class:`Call` / :class:`Pause` and
 does no I/O; the drivers execute each step, retry what may be retried and map transport errors,
 in the same order on both paths (tenacity's "pure engine + two drivers" shape) so the sync and
 async paths cannot drift apart.
 
 Deadline rules (DESIGN.md §1): every exchange, retry sleep, poll and download gets only what
-is left of the call's :class:`~sdk._deadline.Deadline`. A retry whose sleep does not fit is not
+is left of the call's :class:`~pixelroute._deadline.Deadline`. A retry whose sleep does not fit is not
 started; a ``Retry-After`` that does not fit ends the call at once with ``RateLimited`` so the
 engine can fall back. httpx's timeouts are per socket operation, so a server trickling its
 headers or body a byte at a time would defeat them: the sync driver binds the deadline to its

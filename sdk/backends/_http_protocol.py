@@ -1,7 +1,7 @@
 """The vocabulary a remote protocol speaks: :class:`Call` and :class:`Pause` out, :class:`Reply` back.
 
 A protocol is a generator (:data:`Protocol`) that does no I/O; the drivers in
-:mod:`sdk.backends._http_driver` run it over httpx, sync or async.
+:mod:`pixelroute.backends._http_driver` run it over httpx, sync or async.
 """
 
 from __future__ import annotations

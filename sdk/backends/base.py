@@ -1,7 +1,7 @@
 """The backend extension point: one abstract method, ``generate(request, deadline)``.
 
 A backend declares what it can do (:class:`Capabilities`), what it costs (:class:`Price`) and
-turns a :class:`~sdk.GenerateRequest` into a :class:`BackendOutput` before ``deadline``.
+turns a :class:`~pixelroute.GenerateRequest` into a :class:`BackendOutput` before ``deadline``.
 Validation against the capabilities happens before any compute or network call.
 """
 

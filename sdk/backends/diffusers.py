@@ -84,7 +84,7 @@ class DiffusersSettings(BackendSettings):
 
 
 class DiffusersBackend(Backend):
-    """A local diffusers pipeline behind the :class:`~sdk.backends.base.Backend` interface."""
+    """A local diffusers pipeline behind the :class:`~pixelroute.backends.base.Backend` interface."""
 
     kind: ClassVar[str] = "diffusers"
     local: ClassVar[bool] = True

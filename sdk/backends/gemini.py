@@ -1,7 +1,7 @@
 """Google's Gemini image models ("Nano Banana") through ``:generateContent``: Gemini API or Vertex AI.
 
 This is how Google serves image generation since it shut Imagen down on 2026-08-17 (see
-:mod:`sdk.backends.imagen`). Models: ``gemini-2.5-flash-image`` (GA), ``gemini-3.1-flash-image``
+:mod:`pixelroute.backends.imagen`). Models: ``gemini-2.5-flash-image`` (GA), ``gemini-3.1-flash-image``
 and ``gemini-3-pro-image`` (their ``-preview`` ids are discontinued on Vertex, see below).
 
 Wire format: ``POST {base_url}/v1beta/models/{model}:generateContent`` with ``x-goog-api-key``

@@ -1,4 +1,4 @@
-"""The ``pixelroute`` command line (also ``python -m sdk``).
+"""The ``pixelroute`` command line (also ``python -m pixelroute``).
 
 One module per command group; each exposes ``register(subparsers)`` which adds its commands
 and sets ``func`` (taking the parsed ``argparse.Namespace``, returning an exit code).
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .._errors import PixelrouteError
 
-#: command-group modules under ``sdk.cli``; imported lazily so ``--help`` stays fast
+#: command-group modules under ``pixelroute.cli``; imported lazily so ``--help`` stays fast
 GROUPS = (
     "generate",
     "trace",
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         try:
-            module = importlib.import_module(f"sdk.cli.{group}")
+            module = importlib.import_module(f"pixelroute.cli.{group}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"sdk.cli.{group}":
+            if exc.name == f"pixelroute.cli.{group}":
                 continue  # a command group not built into this installation
             raise
         module.register(sub)

@@ -3,7 +3,7 @@
 argparse's own ``type=float`` lets ``nan``, ``inf``, ``0`` and ``-1`` through to the client,
 where they used to end as a pydantic traceback; and a prompt whose bytes are not UTF-8 (argv
 decoded with ``surrogateescape``) failed only when telemetry tried to encode it. These types
-apply the request model's bounds (:mod:`sdk._types`) at the command line instead.
+apply the request model's bounds (:mod:`pixelroute._types`) at the command line instead.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def _say(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from router.simulate import DEFAULT_BACKENDS, overclaiming
+    from pixelroute.router.simulate import DEFAULT_BACKENDS, overclaiming
 
     from .._config import default_cache_dir
 
@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _closed_loop(folder: Path, sims: list[Any], args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float]]:
     """Simulate -> log -> retrain -> replay a fresh workload; returns (trained, cold start) results."""
-    from router import Router, simulate, train
-    from router.evaluation import compare_policies, format_table
-    from router.simulate import generate_prompts, make_workload
+    from pixelroute.router import Router, simulate, train
+    from pixelroute.router.evaluation import compare_policies, format_table
+    from pixelroute.router.simulate import generate_prompts, make_workload
 
     from ..telemetry import Recorder, open_store
 

@@ -25,11 +25,11 @@ def backend_profiles(settings: Any) -> list[Any]:
     """Router profiles for the configured backends (nothing is loaded or connected)."""
     import importlib
 
-    from_client = getattr(importlib.import_module("sdk._client"), "backend_profiles", None)
+    from_client = getattr(importlib.import_module("pixelroute._client"), "backend_profiles", None)
     if from_client is not None:  # the client's own conversion, when it provides one
         profiles: list[Any] = from_client(settings)
         return profiles
-    from router import BackendProfile
+    from pixelroute.router import BackendProfile
 
     from ..backends import create_backend
 
@@ -57,7 +57,7 @@ def decision_line(request_id: Any, decision: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from router import RouteContext, Router, RouteRequest, SLASpec
+    from pixelroute.router import RouteContext, Router, RouteRequest, SLASpec
 
     from .._config import load_settings
 

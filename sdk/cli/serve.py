@@ -1,4 +1,4 @@
-"""``pixelroute serve``: the OpenAI-compatible gateway (:mod:`sdk.gateway`) under uvicorn."""
+"""``pixelroute serve``: the OpenAI-compatible gateway (:mod:`pixelroute.gateway`) under uvicorn."""
 
 from __future__ import annotations
 

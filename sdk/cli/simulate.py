@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from router.simulate import dump_backends, load_backends, load_prompts, simulate, world
+    from pixelroute.router.simulate import dump_backends, load_backends, load_prompts, simulate, world
 
     if args.n < 1:
         raise ValidationError(f"`--n` must be at least 1 but is {args.n}", field="n", value=args.n)

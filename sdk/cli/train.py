@@ -47,14 +47,14 @@ def _records(args: argparse.Namespace, stack: ExitStack) -> Iterator[dict[str, A
     if since is None:
         return records
     cutoff = since.timestamp()
-    from router.training import _parse_ts
+    from pixelroute.router.training import _parse_ts
 
     return (r for r in records if _parse_ts(r["ts"]) >= cutoff)
 
 
 def _profiles(args: argparse.Namespace) -> list[Any]:
     if args.profiles:
-        from router.simulate import load_backends
+        from pixelroute.router.simulate import load_backends
 
         return [b.profile() for b in load_backends(args.profiles)]
     if args.config:
@@ -66,7 +66,7 @@ def _profiles(args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from router.training import train
+    from pixelroute.router.training import train
 
     say = (lambda _m: None) if args.quiet else (lambda m: print(f"[train] {m}", file=sys.stderr))
     out = Path(args.out)
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _finish(args: argparse.Namespace, out: Path, staging: Path, manifest: dict[str, Any], say: Any) -> int:
-    from router import Router
-    from router.ope import is_better, write_report
-    from router.training import write_artifact
+    from pixelroute.router import Router
+    from pixelroute.router.ope import is_better, write_report
+    from pixelroute.router.training import write_artifact
 
     ope = None
     if args.jsonl or args.store:
@@ -116,8 +116,8 @@ def _finish(args: argparse.Namespace, out: Path, staging: Path, manifest: dict[s
 
 def _evaluate(args: argparse.Namespace, model_dir: Path, manifest: dict[str, Any], router: Any = None) -> Any:
     """Off-policy estimates on the newest records (the held-out report slice's size), streamed again."""
-    from router import BackendProfile, Router
-    from router.ope import off_policy_report
+    from pixelroute.router import BackendProfile, Router
+    from pixelroute.router.ope import off_policy_report
 
     r = router or Router.load(model_dir)
     with ExitStack() as stack:

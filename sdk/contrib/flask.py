@@ -1,9 +1,9 @@
-"""The Flask extension: one lazily built :class:`~sdk.Client` per app, and an optional blueprint.
+"""The Flask extension: one lazily built :class:`~pixelroute.Client` per app, and an optional blueprint.
 
 ::
 
     from flask import Flask
-    from sdk.contrib.flask import Pixelroute
+    from pixelroute.contrib.flask import Pixelroute
 
     pixelroute = Pixelroute()          # module level, no app yet (app-factory friendly)
 

@@ -6,7 +6,7 @@ user's feedback is later reported against::
 
     # web process
     from redis import Redis
-    from sdk.contrib.rq import enqueue_generate, job_result, make_queue
+    from pixelroute.contrib.rq import enqueue_generate, job_result, make_queue
     queue = make_queue(Redis())
     job = enqueue_generate(queue, "a red bicycle", sla={"deadline_s": 60}, seed=7)   # -> 202 + job.id
     ...
@@ -69,7 +69,7 @@ def enqueue_generate(
     checked = build_sla(sla)
     deadline = checked.deadline_s
     return queue.enqueue_call(
-        "sdk.contrib.rq.generate_job",
+        "pixelroute.contrib.rq.generate_job",
         kwargs={
             "prompt": prompt,
             "sla": checked.model_dump(),

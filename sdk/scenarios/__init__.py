@@ -2,8 +2,8 @@
 
 ::
 
-    from sdk import Client
-    from sdk.scenarios import builtin_suite, run_scenarios, write_report
+    from pixelroute import Client
+    from pixelroute.scenarios import builtin_suite, run_scenarios, write_report
 
     with Client.from_config("pixelroute.toml") as client:
         result = run_scenarios(client, builtin_suite(), backends=["sd35-turbo", "ideogram-v2a"], seeds=2)

@@ -1,8 +1,8 @@
 """Run a suite's prompts on chosen backends through the normal client, then score and measure.
 
-Every generation goes through :meth:`sdk.Client.generate` pinned with ``backend=``, so it is
+Every generation goes through :meth:`pixelroute.Client.generate` pinned with ``backend=``, so it is
 validated, recorded in telemetry and traceable like any other request. A person's verdicts
-go through :meth:`sdk.Client.report_correction` (the feedback API the router learns from);
+go through :meth:`pixelroute.Client.report_correction` (the feedback API the router learns from);
 automatic scores are kept with the request id in the run's ``scores`` list, written beside
 the report.
 """

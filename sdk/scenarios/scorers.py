@@ -120,7 +120,7 @@ class OcrScorer:
 
 
 class ClipScorer:
-    """CLIP prompt-image agreement in ``[0, 1]`` (:class:`sdk.gates.ClipScoreGate`), offline only.
+    """CLIP prompt-image agreement in ``[0, 1]`` (:class:`pixelroute.gates.ClipScoreGate`), offline only.
 
     ``model`` is a local folder or a hub id already in the local cache; nothing is downloaded.
     """

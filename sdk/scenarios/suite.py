@@ -39,7 +39,7 @@ class Scenario:
     title: str
     description: str
     prompts: tuple[ScenarioPrompt, ...]
-    #: scorer names (see :mod:`sdk.scenarios.scorers`); unavailable ones are skipped and reported
+    #: scorer names (see :mod:`pixelroute.scenarios.scorers`); unavailable ones are skipped and reported
     scorers: tuple[str, ...] = ("clip",)
 
 

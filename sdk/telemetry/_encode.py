@@ -21,7 +21,7 @@ from .._errors import ValidationError
 from .._redact import mentions_secret, redact, redact_values
 from ._record import canonical_ts, format_ts, validate_correction
 
-log = logging.getLogger("sdk.telemetry")
+log = logging.getLogger("pixelroute.telemetry")
 
 Row = tuple[str, int, str, str | None, bool | None, str | None, str]
 Correction = tuple[str, float, str, str]

@@ -30,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-log = logging.getLogger("sdk.telemetry")
+log = logging.getLogger("pixelroute.telemetry")
 
 MAGIC = b"PXRMARK1"
 #: the count is written to slot ``n % SLOTS``; the largest value in any slot is the count, so

@@ -45,7 +45,7 @@ from ._encode import EncodedBatch, encode, is_data_error, reject
 from ._record import RETENTION_MODES, apply_retention
 from ._store import Store
 
-log = logging.getLogger("sdk.telemetry")
+log = logging.getLogger("pixelroute.telemetry")
 
 OnFull = Literal["drop", "block"]
 #: at most one drop / write-error warning per this many seconds per recorder

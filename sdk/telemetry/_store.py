@@ -36,7 +36,7 @@ from ._record import format_ts, now_ts, parse_ts, validate_correction
 
 __all__ = ["SCHEMA_VERSION", "UNWRITTEN", "Row", "Store", "decode", "encode", "encode_batch", "open_store"]
 
-log = logging.getLogger("sdk.telemetry")
+log = logging.getLogger("pixelroute.telemetry")
 
 #: The newest schema this code writes; older stores are migrated forward on open.
 SCHEMA_VERSION = 3
@@ -287,7 +287,7 @@ class Store(ABC):
         with self._transaction(self._conn()) as cur:
             self._add_losses(cur, count, reason)
 
-    # -- recorder sessions (write-ahead counts, see sdk.telemetry._marker) -----------------
+    # -- recorder sessions (write-ahead counts, see pixelroute.telemetry._marker) -----------------
     def settle_session(self, session: str, enqueued: int, pid: int | None = None) -> int:
         """A recorder ``session`` that enqueued ``enqueued`` records is over: count the ones it never
         wrote in ``losses`` (reason ``unwritten``) and return how many. Idempotent: settling twice

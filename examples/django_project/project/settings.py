@@ -16,7 +16,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "sdk.contrib.django",
+    "pixelroute.contrib.django",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

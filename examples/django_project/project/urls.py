@@ -3,5 +3,5 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("pixelroute/", include("sdk.contrib.django.urls")),
+    path("pixelroute/", include("pixelroute.contrib.django.urls")),
 ]

@@ -1,21 +1,21 @@
-"""The Django app: add ``"sdk.contrib.django"`` to ``INSTALLED_APPS`` and set ``PIXELROUTE``.
+"""The Django app: add ``"pixelroute.contrib.django"`` to ``INSTALLED_APPS`` and set ``PIXELROUTE``.
 
 ::
 
     # settings.py
-    INSTALLED_APPS = [..., "django.contrib.auth", "django.contrib.contenttypes", "sdk.contrib.django"]
+    INSTALLED_APPS = [..., "django.contrib.auth", "django.contrib.contenttypes", "pixelroute.contrib.django"]
     PIXELROUTE = {"telemetry": {"store": "postgresql://app@db/pixelroute"}, "backends": [...]}
     # or PIXELROUTE = "/etc/pixelroute.toml"; unset = the embedded default
 
     # urls.py
-    urlpatterns = [path("pixelroute/", include("sdk.contrib.django.urls"))]
+    urlpatterns = [path("pixelroute/", include("pixelroute.contrib.django.urls"))]
 
     # anywhere
-    from sdk.contrib.django import get_client
+    from pixelroute.contrib.django import get_client
     result = get_client().generate("a red bicycle", sla={"deadline_s": 8})
 
 ``PIXELROUTE`` is validated by the same settings model as the TOML file; ``manage.py check``
-reports problems as ``pixelroute.E001``… (see :mod:`sdk.contrib.django.checks`). The endpoints
+reports problems as ``pixelroute.E001``… (see :mod:`pixelroute.contrib.django.checks`). The endpoints
 ask ``PIXELROUTE_PERMISSION_CHECK`` (``"module:function"``, called as ``check(request, action)``)
 or, by default, Django's auth: ``request.user.has_perm("pixelroute.<action>")`` with ``action``
 one of ``generate``, ``feedback``, ``trace``, ``metrics``.
@@ -56,7 +56,7 @@ def get_settings() -> Settings:
 
 
 def get_client() -> Client:
-    """The process's :class:`~sdk.Client`, built on first use and closed at interpreter exit."""
+    """The process's :class:`~pixelroute.Client`, built on first use and closed at interpreter exit."""
     global _client
     if _client is None:
         with _lock:

@@ -3,7 +3,7 @@
 Django's admin autodiscovers this module and registers :class:`RecentRequestsAdmin` on the default
 site under the app's table-less model, so "pixelroute › Recent requests" appears in the admin index.
 Nothing is read from the Django database: rows come from the pixelroute telemetry store through
-:func:`sdk.contrib.django.get_client`. On a custom ``AdminSite``::
+:func:`pixelroute.contrib.django.get_client`. On a custom ``AdminSite``::
 
     my_site.register(PixelrouteAccess, RecentRequestsAdmin)
 

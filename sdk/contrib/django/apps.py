@@ -9,7 +9,7 @@ from django.apps import AppConfig
 
 
 class PixelrouteConfig(AppConfig):
-    name = "sdk.contrib.django"
+    name = "pixelroute.contrib.django"
     label = "pixelroute"
     verbose_name = "pixelroute"
     default_auto_field = "django.db.models.AutoField"

@@ -1,4 +1,4 @@
-"""``path("pixelroute/", include("sdk.contrib.django.urls"))`` mounts the four endpoints."""
+"""``path("pixelroute/", include("pixelroute.contrib.django.urls"))`` mounts the four endpoints."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``POST generate/`` · ``POST feedback/<request_id>/`` · ``GET trace/<request_id>/`` · ``GET metrics/``
 
-Bodies, SLA headers, statuses and error bodies are the Flask blueprint's (:mod:`sdk.contrib._http`).
+Bodies, SLA headers, statuses and error bodies are the Flask blueprint's (:mod:`pixelroute.contrib._http`).
 The views are CSRF-exempt API endpoints that only accept ``application/json`` bodies, which a
 cross-site HTML form cannot send; every request passes the permission check first.
 """

@@ -10,8 +10,8 @@ from django.core.management.base import CommandError
 
 
 def run_cli(command: Any, argv: Sequence[str]) -> None:
-    """``sdk.cli.main(argv)`` with output to the command's streams; failure -> ``CommandError``."""
-    from sdk.cli import main
+    """``pixelroute.cli.main(argv)`` with output to the command's streams; failure -> ``CommandError``."""
+    from pixelroute.cli import main
 
     try:
         with contextlib.redirect_stdout(command.stdout), contextlib.redirect_stderr(command.stderr):
@@ -23,8 +23,8 @@ def run_cli(command: Any, argv: Sequence[str]) -> None:
 
 
 def store_url() -> str:
-    from sdk._errors import ConfigError
-    from sdk.contrib.django import get_settings
+    from pixelroute._errors import ConfigError
+    from pixelroute.contrib.django import get_settings
 
     try:
         return get_settings().telemetry_url()

@@ -31,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--dask-scheduler", metavar="ADDR", help="train on this Dask scheduler")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from sdk.contrib.django import get_settings
+        from pixelroute.contrib.django import get_settings
 
         url = store_url()
         out = options["out"] or get_settings().router.model
