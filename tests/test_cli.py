@@ -86,3 +86,17 @@ def test_makefile_demo_runs_the_demo_command() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     head = readme.split("##")[0]
     assert "make demo" in head and "make test" in head
+
+
+def test_version_is_the_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+    from importlib.metadata import version
+
+    import pixelroute
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"pixelroute {version('pixelroute')}\n"
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert pixelroute.__version__ == project["version"]  # the fallback when run from a source tree

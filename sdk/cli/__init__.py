@@ -30,11 +30,24 @@ GROUPS = (
 )
 
 
+def installed_version() -> str:
+    """The distribution's version; the package's own when it runs uninstalled (from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pixelroute")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixelroute",
         description="Route image generation across local diffusers pipelines and remote APIs.",
     )
+    parser.add_argument("--version", action="version", version=f"pixelroute {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         try:
