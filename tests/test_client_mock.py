@@ -102,7 +102,9 @@ def test_fallback_inside_one_deadline(tmp_path: Path) -> None:
         assert len(r.trace["redecisions"]) == 1
 
 
-def test_fallback_that_no_longer_fits_is_skipped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_infeasible", ["refuse", "best_effort"])
+def test_a_fallback_that_no_longer_fits(tmp_path: Path, on_infeasible: str) -> None:
+    """Refuse: the late fallback is skipped. Best effort (the default): it is tried within the deadline."""
     clock = FakeClock()
 
     def eat_time(request, deadline):
@@ -111,22 +113,13 @@ def test_fallback_that_no_longer_fits_is_skipped(tmp_path: Path) -> None:
 
     backends = [mock("primary", clock=clock, price=0.001, latency_prior=1.0, handler=eat_time),
                 mock("slow", clock=clock, price=0.01, latency_prior=5.0)]
-    refuse = {"router": {"exploration": 0.0, "seed": 1, "on_infeasible": "refuse"}}
-    with make_client(tmp_path, backends, clock, **refuse) as client, pytest.raises(ServerError) as info:
-        client.generate("x", sla=SLA(deadline_s=10), width=64, height=64)
-    assert any("no fallback fits" in n for n in getattr(info.value, "__notes__", []))
-
-
-def test_best_effort_tries_a_fallback_predicted_late_within_the_deadline(tmp_path: Path) -> None:
-    clock = FakeClock()
-
-    def eat_time(request, deadline):
-        clock.sleep(8.0)
-        raise ServerError("boom")
-
-    backends = [mock("primary", clock=clock, price=0.001, latency_prior=1.0, handler=eat_time),
-                mock("slow", clock=clock, price=0.01, latency_prior=5.0)]
-    with make_client(tmp_path, backends, clock) as client:  # on_infeasible = best_effort, the default
+    router = {"router": {"exploration": 0.0, "seed": 1, "on_infeasible": on_infeasible}}
+    with make_client(tmp_path, backends, clock, **router) as client:
+        if on_infeasible == "refuse":
+            with pytest.raises(ServerError) as info:
+                client.generate("x", sla=SLA(deadline_s=10), width=64, height=64)
+            assert any("no fallback fits" in n for n in getattr(info.value, "__notes__", []))
+            return
         r = client.generate("x", sla=SLA(deadline_s=10), width=64, height=64)
     assert [a["backend"] for a in r.trace["attempts"]] == ["primary", "slow"]
     assert r.trace["redecisions"][0]["predicted_to_miss"] is True
