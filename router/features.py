@@ -306,8 +306,7 @@ class OptionTable:
                 cold = 1.0
                 log_lat = math.log(math.exp(log_lat) + self.load_list[i])
                 sigma = self.cold_sigma_list[i]
-            ratio = st.recent_latency_ratio
-            log_ratio = 0.0 if ratio == 1.0 else math.log(min(max(ratio, _RATIO_LO), _RATIO_HI))
+            log_ratio = _log_ratio(st.recent_latency_ratio)
             log_lat += log_ratio
             if recent > 0 or breaker == 0.5:
                 declared = self.prior_fail_list[i]
@@ -321,10 +320,13 @@ class OptionTable:
 def context_columns(state: BackendState) -> tuple[float, float, float, float, float, float]:
     """One backend state as the :data:`N_CONTEXT` raw context columns (training's per-record form;
     :meth:`OptionTable.live_tail` computes the same numbers per option at serving time)."""
-    ratio = state.recent_latency_ratio
     return (float(state.in_flight), float(state.queue_depth), _BREAKER.get(state.breaker, 0.0),
-            float(state.recent_failure_rate), 0.0 if state.loaded else 1.0,
-            0.0 if ratio == 1.0 else math.log(min(max(ratio, _RATIO_LO), _RATIO_HI)))
+            float(state.recent_failure_rate), 0.0 if state.loaded else 1.0, _log_ratio(state.recent_latency_ratio))
+
+
+def _log_ratio(ratio: float) -> float:
+    """The ``recent_latency_log_ratio`` column: log of the ratio clipped to its range (1.0 -> exactly 0)."""
+    return 0.0 if ratio == 1.0 else math.log(min(max(ratio, _RATIO_LO), _RATIO_HI))
 
 
 class _Template(NamedTuple):

@@ -139,10 +139,10 @@ def decide(
     # candidate's price and correction, and the wait for the failed attempt is time lost too
     retry = _median([pr + c * rate for pr, c in zip(prices, corrs, strict=True)])
     log_deadline = math.log(max(deadline, 1e-9)) if math.isfinite(deadline) else math.inf
-    open_breakers = {name for name, st in context.backends.items() if st.breaker == "open"}
-    if context.default is not None and context.default.breaker == "open":
-        open_breakers |= {p.name for p, _ in options if p.name not in context.backends}
-    cold = {p.name for p, _ in options if p.local and not context.get(p.name).loaded}
+    # context.get gives a backend's own state, else the flat default: one lookup serves both shapes
+    states = {p.name: context.get(p.name) for p, _ in options}
+    open_breakers = {name for name, st in states.items() if st.breaker == "open"}
+    cold = {p.name for p, _ in options if p.local and not states[p.name].loaded}
     candidates: list[Candidate] = []
     expected: list[float] = []
     p_sla: list[float] = []

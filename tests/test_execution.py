@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
+from test_client_mock import FakeClock
 
 from pixelroute import (
     SLA,
@@ -38,21 +39,6 @@ from pixelroute.backends.base import BackendSettings
 from pixelroute.gates import ContrastGate
 
 MODES = ["sync", "async"]
-
-
-class FakeClock:
-    """A clock the mock backends advance instead of sleeping: exact and instant."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.now += seconds
 
 
 class Runner:
