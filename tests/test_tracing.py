@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from pixelroute import AsyncClient, Client, MockBackend, PixelrouteError
+from pixelroute import SLA, AsyncClient, Client, MockBackend, PixelrouteError
+from tests.test_execution import Stall, backend, checkerboard
 
 PROMPT = "a red bicycle leaning on the wall of Ada's house"
 CONFIG: dict[str, Any] = {
@@ -121,6 +122,24 @@ def test_the_callers_span_is_the_parent_and_a_failed_call_is_an_error(spans: InM
     assert call.attributes["pixelroute.pinned_backend"] == "down" and call.attributes["pixelroute.attempts"] == 1
     assert call.status.status_code is StatusCode.ERROR and call.status.description == "server_error"
     assert not call.events  # no recorded exception: its message is not ours to export
+
+
+def test_a_hedged_race_gives_both_racers_spans_under_the_call(spans: InMemorySpanExporter) -> None:
+    primary = Stall("sync")
+    racers = [backend("primary", primary, price=0.001), backend("hedge", checkerboard, price=0.002)]
+    with Client({"router": {"exploration": 0.0, "seed": 1}, "telemetry": {"enabled": False}}, backends=racers) as c:
+        assert c.generate(PROMPT, sla=SLA(deadline_s=5, hedge=True)).backend == "hedge"
+    assert primary.cancelled.wait(5)
+    exported = spans.get_finished_spans()
+    (call,) = by_name(exported, "pixelroute.generate")
+    attempts = {s.attributes["pixelroute.backend"]: s for s in by_name(exported, "pixelroute.attempt") if s.attributes}
+    assert set(attempts) == {"primary", "hedge"}
+    for span in attempts.values():  # the hedge ran on the client's thread pool, its span was started here
+        assert span.parent is not None and call.context is not None and span.parent.span_id == call.context.span_id
+    hedge, loser = attempts["hedge"].attributes, attempts["primary"].attributes
+    assert hedge is not None and hedge["pixelroute.hedge"] is True and hedge["pixelroute.outcome"] == "ok"
+    assert loser is not None and loser["pixelroute.hedge"] is False and loser["pixelroute.outcome"] == "cancelled"
+    assert call.attributes is not None and call.attributes["pixelroute.cost_usd"] == pytest.approx(0.003)
 
 
 def test_without_opentelemetry_nothing_is_traced(spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
