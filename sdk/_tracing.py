@@ -49,21 +49,23 @@ class Tracing:
         with self._tracer.start_as_current_span(
             "pixelroute.generate", attributes=attributes, record_exception=False, set_status_on_exception=False
         ) as span:
+            # the ending attributes are set at once: each call to the SDK's span takes its lock
+            ending: dict[str, Any] = {}
             try:
                 yield
             except BaseException as exc:
-                code = error_code(exc)
-                span.set_attribute("pixelroute.outcome", code)
+                ending["pixelroute.outcome"] = code = error_code(exc)
                 span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, code))
                 raise
             else:
-                span.set_attribute("pixelroute.outcome", "ok")
+                ending["pixelroute.outcome"] = "ok"
                 ok = [a for a in call.attempts if a.get("ok")]
                 if ok:
-                    span.set_attribute("pixelroute.backend", ok[-1]["backend"])
+                    ending["pixelroute.backend"] = ok[-1]["backend"]
             finally:
-                span.set_attribute("pixelroute.cost_usd", call.spent_usd)
-                span.set_attribute("pixelroute.attempts", len(call.attempts))
+                ending["pixelroute.cost_usd"] = call.spent_usd
+                ending["pixelroute.attempts"] = len(call.attempts)
+                span.set_attributes(ending)
 
     def attempt_started(self, plan: Plan) -> None:
         left = plan.deadline.remaining()
@@ -84,9 +86,8 @@ class Tracing:
         if span is None:
             return
         result = "ok" if outcome.get("ok") else str(outcome.get("error") or "error")
-        span.set_attribute("pixelroute.outcome", result)
-        span.set_attribute("pixelroute.latency_s", outcome["latency_s"])
-        span.set_attribute("pixelroute.cost_usd", outcome["cost_usd"])
+        span.set_attributes({"pixelroute.outcome": result, "pixelroute.latency_s": outcome["latency_s"],
+                             "pixelroute.cost_usd": outcome["cost_usd"]})
         if result != "ok":
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, result))
         span.end()

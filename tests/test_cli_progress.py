@@ -126,13 +126,32 @@ def test_quiet_import_still_reports_malformed_lines(tmp_path: Path, capsys: pyte
     assert "line 1" in err and "malformed" in err
 
 
-@pytest.mark.parametrize("quiet", [False, True])
-def test_train_shows_parsing_and_a_bar_per_model(tmp_path: Path, quiet: bool) -> None:
+def test_the_store_counts_a_window_for_the_bars_total(tmp_path: Path) -> None:
+    from pixelroute.telemetry import import_jsonl, open_store
+
+    sim = tmp_path / "sim.jsonl"
+    assert cli_main(["simulate", "--n", "300", "--seed", "4", "--out", str(sim), "--quiet"]) == 0
+    with open_store(f"sqlite:///{tmp_path / 'c.db'}") as store:
+        import_jsonl(sim, store)
+        stamps = sorted(r["ts"] for r in store.iter_records())
+        middle = stamps[150]
+        assert store.count() == 300
+        assert store.count(since=middle) == sum(ts >= middle for ts in stamps)
+        assert store.count(until=middle) == sum(ts < middle for ts in stamps)
+        assert store.count(since=middle, until=middle) == 0
+
+
+@pytest.mark.parametrize(("source", "quiet"), [("jsonl", False), ("store", False), ("jsonl", True)])
+def test_train_shows_parsing_and_a_bar_per_model(tmp_path: Path, source: str, quiet: bool) -> None:
     sim, profiles = tmp_path / "sim.jsonl", tmp_path / "profiles.json"
     args = ["simulate", "--n", "1500", "--seed", "3", "--out", str(sim), "--write-profiles", str(profiles)]
     assert cli_main([*args, "--quiet"]) == 0
+    records = ["--jsonl", str(sim)]
+    if source == "store":
+        records = ["--store", f"sqlite:///{tmp_path / 'train.db'}"]
+        assert cli_main(["telemetry", "import", str(sim), *records, "--quiet"]) == 0
     code, err = on_a_terminal(
-        "train", "--jsonl", str(sim), "--profiles", str(profiles), "--out", str(tmp_path / "model"),
+        "train", *records, "--profiles", str(profiles), "--out", str(tmp_path / "model"),
         *(["--quiet"] if quiet else []),
     )
     assert code == 0, err
@@ -141,6 +160,8 @@ def test_train_shows_parsing_and_a_bar_per_model(tmp_path: Path, quiet: bool) ->
         assert err == ""
         return
     assert "parsing" in err and ETA.search(err), err
+    if source == "store":  # counted first, so the bar knows its total
+        assert re.search(r"parsing: 100%\|.*\| 1500/1500 ", err), err
     for model in ("latency_p50", "latency_pq", "p_fail", "correction"):
         assert re.search(rf"training {model}: +100%\|.*\| (\d+)/\1 ", err), (model, err)
     assert "reading for evaluation" in err
