@@ -27,9 +27,9 @@ SQLite), minus the bare handler call, as per-call microseconds over batches of `
 
 ``--observability`` runs that plain ``Client.generate`` path with the client's live metrics and
 tracing switched between: none (what a client without prometheus_client and opentelemetry-api
-builds), the Prometheus histograms, histograms plus OpenTelemetry with no provider set (no-op
-spans), and histograms plus spans recorded by the OpenTelemetry SDK (a batch processor into an
-exporter that drops them). Batches of the four are interleaved; medians and ratios to "none".
+builds), the Prometheus histograms, histograms plus OpenTelemetry with no tracer provider set (no
+span is made), and histograms plus spans recorded by the OpenTelemetry SDK (a batch processor into
+an exporter that drops them). Batches of the four are interleaved; medians and ratios to "none".
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def observability(runs: int, calls: int) -> int:
         observers: dict[str, Observer | None] = {
             "none": None,
             "metrics": Observer(metrics, None),
-            "metrics + no-op spans": Observer(metrics, Tracing()),  # no provider set: the API's no-op spans
+            "metrics + tracing, no provider": Observer(metrics, Tracing()),  # nothing set: no span is made
             "metrics + recorded spans": Observer(metrics, Tracing(provider)),
         }
         timings: dict[str, list[float]] = {name: [] for name in observers}
@@ -196,10 +196,10 @@ def observability(runs: int, calls: int) -> int:
     provider.shutdown()
     base = statistics.median(timings["none"])
     print(f"Client.generate on instant mock backends, {runs} interleaved batches of {calls} calls, telemetry to SQLite")
-    print(f"{'observability':<26}{'median us':>10}{'min us':>9}{'extra us':>10}{'ratio':>8}")
+    print(f"{'observability':<32}{'median us':>10}{'min us':>9}{'extra us':>10}{'ratio':>8}")
     for name, values in timings.items():
         median = statistics.median(values)
-        print(f"{name:<26}{1e6 * median:>10.1f}{1e6 * min(values):>9.1f}{1e6 * (median - base):>+10.1f}"
+        print(f"{name:<32}{1e6 * median:>10.1f}{1e6 * min(values):>9.1f}{1e6 * (median - base):>+10.1f}"
               f"{median / base:>8.3f}")
     return 0
 

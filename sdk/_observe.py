@@ -33,10 +33,12 @@ class Observer:
         self.tracing = tracing
 
     def generate(self, call: Call) -> AbstractContextManager[None]:
-        return _NO_SPAN if self.tracing is None else self.tracing.generate(call)
+        if self.tracing is None or not self.tracing.recording():
+            return _NO_SPAN
+        return self.tracing.generate(call)
 
     def attempt_started(self, plan: Plan) -> None:
-        if self.tracing is not None:
+        if self.tracing is not None and self.tracing.recording():
             self.tracing.attempt_started(plan)
 
     def attempt_ended(self, plan: Plan, outcome: dict[str, Any]) -> None:

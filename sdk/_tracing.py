@@ -1,8 +1,9 @@
 """OpenTelemetry spans: one per ``generate()`` call and a child per attempt, when ``opentelemetry-api`` is installed.
 
-The spans go to whatever tracer provider the application set up (``trace.set_tracer_provider``);
-without one the API hands out non-recording spans. Without the package the client builds no
-:class:`Tracing` at all and the hooks are skipped, so it costs nothing.
+The spans go to whatever tracer provider the application set up (``trace.set_tracer_provider``,
+or ``OTEL_PYTHON_TRACER_PROVIDER``). Until one is set the API would hand out no-op spans, so none is
+made (each would still cost microseconds); a provider set later is used from the next call on.
+Without the package the client builds no :class:`Tracing` at all and the hooks are skipped.
 
 Attributes (all under ``pixelroute.``): the request id, the operation, the SLA (deadline and cost
 cap), and at the end the backend, the outcome (``ok`` or the error class), the cost and the number
@@ -33,7 +34,14 @@ class Tracing:
         from . import __version__
 
         self._trace = trace
+        self._given = tracer_provider is not None
         self._tracer = trace.get_tracer("pixelroute", __version__, tracer_provider=tracer_provider)
+
+    def recording(self) -> bool:
+        """Whether spans go anywhere: a provider was given or set, not only the API's placeholder."""
+        return self._given or not isinstance(
+            self._trace.get_tracer_provider(), self._trace.ProxyTracerProvider | self._trace.NoOpTracerProvider
+        )
 
     @contextmanager
     def generate(self, call: Call) -> Iterator[None]:

@@ -7,6 +7,7 @@ children; attributes carry backend, operation, outcome, cost and deadline, never
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -147,3 +148,27 @@ def test_without_opentelemetry_nothing_is_traced(spans: InMemorySpanExporter, mo
     with Client({"telemetry": {"enabled": False}}, backends=[MockBackend("m")]) as client:
         assert client.generate(PROMPT).backend == "m"
     assert spans.get_finished_spans() == ()
+
+
+def test_no_span_is_made_before_a_provider_is_set_and_one_set_later_is_used() -> None:
+    # a fresh interpreter: this module has set the global provider here, and the API sets it once
+    code = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pixelroute import Client, MockBackend
+from pixelroute._tracing import Tracing
+
+with Client({"telemetry": {"enabled": False}}, backends=[MockBackend("m")]) as client:
+    client.generate("a kite")
+    assert not Tracing().recording()  # only the API's placeholder: no-op spans are not even made
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    client.generate("a kite")
+print(sorted(s.name for s in exporter.get_finished_spans()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "['pixelroute.attempt', 'pixelroute.generate']"
