@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -33,6 +30,7 @@ from pixelroute.scenarios import (
     write_report,
 )
 from pixelroute.scenarios.suite import quoted_text
+from tests._chromium import chromium, screenshot
 
 MAGENTA = (255, 0, 255)
 
@@ -377,40 +375,6 @@ def test_cli_list_and_bad_suite(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 # -------------------------------------------------------------------------- headless Chromium
-
-
-def chromium() -> str:
-    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing under CI=true: .ci/run installs Debian's `chromium` package")
-        pytest.skip(
-            "headless Chromium is not installed (apt-get install chromium); the report render is unchecked"
-        )
-    return exe
-
-
-def screenshot(exe: str, html: Path, tmp_path: Path) -> Image.Image:
-    shot = tmp_path / "shot.png"
-    cmd = [
-        exe,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1280,2000",
-        html.resolve().as_uri(),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0 and shot.is_file(), textwrap.shorten(done.stderr, 2000)
-    with Image.open(shot) as img:
-        return img.convert("RGB")
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
