@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import _report_plots
+from .training import _write_atomic
 
 #: the plot files a report may hold; older ones are removed before a report is rewritten
 PLOT_FILES: tuple[str, ...] = ("latency_coverage.svg", "failure_calibration.svg", "correction_error.svg",
@@ -197,14 +196,8 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _write(path: Path, text: str) -> None:
+    _write_atomic(path, text.encode("utf-8"))  # a reader never sees half a file
 
 
 def write_report(out_dir: Path, manifest: dict[str, Any], ope: dict[str, dict[str, float]] | None = None) -> Path:
@@ -218,13 +211,13 @@ def write_report(out_dir: Path, manifest: dict[str, Any], ope: dict[str, dict[st
     parts = sections(manifest, ope)
     drawn = _report_plots.draw_all(manifest, ope)
     for name, svg in drawn.items():
-        _write_atomic(out_dir / name, svg)
+        _write(out_dir / name, svg)
     plots = set(drawn)
     doc = {"version": manifest["version"], "metrics": manifest["metrics"], "off_policy": ope}
-    _write_atomic(out_dir / "report.json", json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n")
-    _write_atomic(out_dir / "report.md", render_markdown(manifest, parts, plots))
+    _write(out_dir / "report.json", json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n")
+    _write(out_dir / "report.md", render_markdown(manifest, parts, plots))
     html_path = out_dir / "report.html"
-    _write_atomic(html_path, render_html(manifest, parts, plots))
+    _write(html_path, render_html(manifest, parts, plots))
     return html_path
 
 
