@@ -35,6 +35,7 @@ from ._router import Router
 from ._types import BackendProfile, RouteContext, RouteRequest, SLASpec
 from .evaluation import LiteLLMLatency, baseline_policies, router_policy
 from .policy import expand_options
+from .training import _parse_ts
 
 #: bootstrap resamples behind each estimate's 95% interval
 BOOTSTRAP_RESAMPLES = 400
@@ -81,6 +82,13 @@ def baseline_profiles(backends: Sequence[BackendProfile],
     return out, completed
 
 
+def _time_key(rec: dict[str, Any]) -> float:
+    try:
+        return _parse_ts(rec.get("ts"))
+    except (TypeError, ValueError):
+        return math.inf  # no usable time: after the rest, in the order given (the sort is stable)
+
+
 def _interval(samples: np.ndarray) -> tuple[float, float]:
     ok = samples[np.isfinite(samples)]
     if len(ok) < 10:
@@ -121,7 +129,7 @@ def off_policy_report(router: Router, records: Sequence[dict[str, Any]], backend
     resamples). ``logged`` also says how many backends the baselines saw completed from the logs
     (``profiles_from_logs``, see the module docstring).
     """
-    records = sorted(records, key=lambda r: str(r.get("ts")))  # the LiteLLM baseline learns in time order
+    records = sorted(records, key=_time_key)  # the LiteLLM baseline learns in time order
     options = expand_options(backends)
     completed_profiles, completed = baseline_profiles(backends, logged_figures(records))
     baseline_options = expand_options(completed_profiles)  # the same options in the same order, ranked on more
