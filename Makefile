@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch lies on disk here; a range would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[flask,django,postgres,dask,serve,queue,aiohttp,dev]'
+	$(PY) -m pip install --quiet -e '.[flask,django,postgres,dask,serve,queue,aiohttp,report,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
