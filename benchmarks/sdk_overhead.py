@@ -29,12 +29,13 @@ SQLite), minus the bare handler call, as per-call microseconds over batches of `
 tracing switched between: none (what a client without prometheus_client and opentelemetry-api
 builds), the Prometheus histograms, histograms plus OpenTelemetry with no tracer provider set (no
 span is made), and histograms plus spans recorded by the OpenTelemetry SDK (a batch processor into
-an exporter that drops them). Batches of the four are interleaved; medians and ratios to "none".
+an exporter that drops them). Batches of the four are interleaved, shuffled each round; medians and ratios to "none".
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -189,9 +190,12 @@ def observability(runs: int, calls: int) -> int:
 
         for observer in observers.values():  # warm: router, caches, store, each observer's first labels
             batch(observer)
-        for _ in range(runs):  # interleaved, so drift hits every configuration alike
-            for name, observer in observers.items():
-                timings[name].append(batch(observer))
+        order = list(observers)
+        shuffle = random.Random(0).shuffle
+        for _ in range(runs):  # interleaved, in a new order each round: drift and GC debt hit all alike
+            shuffle(order)
+            for name in order:
+                timings[name].append(batch(observers[name]))
         client.close()
     provider.shutdown()
     base = statistics.median(timings["none"])
