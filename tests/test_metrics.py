@@ -142,3 +142,18 @@ def test_without_prometheus_client_metrics_say_how_to_install_it(
     finally:
         server.stop()
     assert r.status_code == 500 and "pixelroute[metrics]" in r.json()["error"]["message"]
+
+
+def test_stats_command_prints_the_store_families(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pixelroute.cli import main
+
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    with Client(backends=[MockBackend("m")], store=store) as client:
+        for _ in range(2):
+            client.generate("a boat")
+    assert main(["stats", "--store", store, "--prometheus"]) == 0
+    found = samples(capsys.readouterr().out)
+    assert value(found, "pixelroute_requests", backend="m") == 2
+    assert value(found, "pixelroute_success_ratio", backend="m") == 1
+    # a file's statistics only: the live histograms belong to a running client
+    assert not any(name.startswith("pixelroute_generation_latency") for name, _ in found)
