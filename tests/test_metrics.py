@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +65,19 @@ def assert_three_ok_one_failed(text: str) -> None:
     assert sum(decisions) == 4
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def gateway(tmp_path: Path) -> Iterator[httpx.Client]:
+    """The gateway under uvicorn on 127.0.0.1, and an httpx client that sends its key."""
     server = ThreadedServer(create_app(settings(tmp_path), api_key=KEY)).start()
     try:
-        yield server.url
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http:
+            yield http
     finally:
         server.stop()
 
 
-def test_gateway_metrics_after_real_generations(gateway: str) -> None:
-    with httpx.Client(base_url=gateway, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http:
+def test_gateway_metrics_after_real_generations(tmp_path: Path) -> None:
+    with gateway(tmp_path) as http:
         for seed in range(3):
             body = {"prompt": "a red bicycle", "model": "mock-a", "size": "64x64", "seed": seed}
             assert http.post("/v1/images/generations", json=body).status_code == 200
@@ -136,11 +139,8 @@ def test_without_prometheus_client_metrics_say_how_to_install_it(
         assert client.generate("a vase").backend == "m"  # generation does not need it
         with pytest.raises(ConfigError, match=r"pip install 'pixelroute\[metrics\]'"):
             client.metrics_text()
-    server = ThreadedServer(create_app(settings(tmp_path), api_key=KEY)).start()
-    try:
-        r = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
-    finally:
-        server.stop()
+    with gateway(tmp_path) as http:
+        r = http.get("/metrics")
     assert r.status_code == 500 and "pixelroute[metrics]" in r.json()["error"]["message"]
 
 
