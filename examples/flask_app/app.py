@@ -31,8 +31,8 @@ def api_key_auth(req: Any, action: str) -> bool:
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
-    if os.environ.get("PIXELROUTE_CONFIG_FILE"):
-        app.config["PIXELROUTE_CONFIG"] = os.environ["PIXELROUTE_CONFIG_FILE"]
+    if os.environ.get("PIXELROUTE_CONFIG"):
+        app.config["PIXELROUTE_CONFIG"] = os.environ["PIXELROUTE_CONFIG"]
     app.config.update(config or {})
     pixelroute.init_app(app, auth=api_key_auth)
 
