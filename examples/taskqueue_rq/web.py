@@ -1,19 +1,20 @@
 """A Flask app that hands generations to RQ workers and reports feedback against the request id.
 
-Run it from this folder with a Redis at 127.0.0.1:6379 (`redis-server`). The web app and the
+Run it from its folder with a Redis at 127.0.0.1:6379 (`redis-server`). The web app and the
 workers read the same config (`PIXELROUTE_CONFIG`), so they share one telemetry store and the
 feedback endpoint finds the requests the workers ran:
 
+    cd examples/taskqueue_rq
     pixelroute init                     # pixelroute.toml: tiny local pipelines, telemetry in ./pixelroute.db
     export PIXELROUTE_CONFIG=pixelroute.toml REDIS_URL=redis://127.0.0.1:6379/0 EXAMPLE_API_KEY=secret
-    rq worker pixelroute --url "$REDIS_URL" --worker-class rq.SimpleWorker \
+    rq worker pixelroute --url "$REDIS_URL" --worker-class rq.SimpleWorker \\
         --serializer rq.serializers.JSONSerializer &
     flask --app web:create_app run &
 
-    curl -XPOST localhost:5000/jobs -H 'Content-Type: application/json' \
+    curl -XPOST localhost:5000/jobs -H 'Content-Type: application/json' \\
         -d '{"prompt": "a red bicycle", "width": 64, "height": 64}'      # -> 202 {"job_id": ...}
     curl localhost:5000/jobs/<job_id>          # -> status; once finished: request_id, backend, images
-    curl -XPOST localhost:5000/pixelroute/feedback/<request_id> -H 'X-Key: secret' \
+    curl -XPOST localhost:5000/pixelroute/feedback/<request_id> -H 'X-Key: secret' \\
         -H 'Content-Type: application/json' -d '{"seconds": 30, "verdict": "edited"}'
 
 `rq.SimpleWorker` runs jobs in the worker's own process, so its client and loaded pipelines
