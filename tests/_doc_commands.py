@@ -91,6 +91,9 @@ class Session:
     substitutions: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 240
     background: list[tuple[str, subprocess.Popen[str], Path]] = field(default_factory=list)
+    stopped: set[int] = field(default_factory=set)
+    #: bash's job numbers (``%1``) of the running background jobs -> their index in ``background``
+    jobs: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def start(cls, cwd: Path, cache_dir: Path, substitutions: Mapping[str, str] | None = None,
@@ -122,17 +125,30 @@ class Session:
         words = shlex.split(text, comments=True)
         if not words:
             return None
+        parts = re.split(r"\s&&\s", text)
+        if len(parts) == words.count("&&") + 1 > 1:  # `mkdir x && cd x`: the cd must stay
+            done = None
+            for part in parts:
+                done = self.run(part)
+            return done
         if words[0] == "cd" and len(words) == 2:
-            self.cwd = (self.cwd / os.path.expandvars(words[1])).resolve()
+            folder = re.sub(r"^~(?=/|$)", self.env.get("HOME", "~"), words[1])
+            self.cwd = (self.cwd / os.path.expandvars(folder)).resolve()
             return None
         if words[0] == "export":
             for assignment in words[1:]:
                 name, _, value = assignment.partition("=")
                 self.env[name] = value
             return None
+        if words[0] == "kill" and len(words) == 2 and words[1].startswith("%"):  # bash job control
+            self.stop_job(int(words[1][1:]))
+            return None
         if words[-1] == "&":
             self._spawn(re.sub(r"&\s*(#.*)?$", "", text.rstrip()))
             return None
+        if len(self.stopped) < len(self.background):  # a person waits for the server to say it is up
+            for port in re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", text):
+                self.wait_for_http(f"http://127.0.0.1:{port}/")
         done = subprocess.run(["bash", "-c", text], cwd=self.cwd, env=self.env, capture_output=True, text=True,
                               timeout=self.timeout_s, check=False)
         assert done.returncode == 0, f"`{text}` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
@@ -147,6 +163,7 @@ class Session:
         with log.open("w") as out:
             proc = subprocess.Popen(["bash", "-c", text], cwd=self.cwd, env=self.env, stdout=out,
                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.jobs[max(self.jobs, default=0) + 1] = len(self.background)  # as bash numbers jobs
         self.background.append((text, proc, log))
 
     def wait_for_http(self, url: str, timeout_s: float = 120) -> None:
@@ -157,8 +174,8 @@ class Session:
                 httpx.get(url, timeout=2)
                 return
             except httpx.TransportError:
-                for text, proc, log in self.background:
-                    if proc.poll() is not None:
+                for i, (text, proc, log) in enumerate(self.background):
+                    if i not in self.stopped and proc.poll() is not None:
                         raise AssertionError(f"`{text}` exited with {proc.returncode}:\n{log.read_text()}") from None
                 if time.monotonic() > deadline:
                     raise AssertionError(f"nothing answered at {url} within {timeout_s} s:\n{self.logs()}") from None
@@ -167,19 +184,33 @@ class Session:
     def logs(self) -> str:
         return "\n".join(f"--- {text}\n{log.read_text()}" for text, _, log in self.background if log.exists())
 
+    def stop_job(self, number: int) -> None:
+        """``kill %N``: stop background job N (bash's numbering: one above the highest running)."""
+        assert number in self.jobs, f"no job %{number}; running: {sorted(self.jobs)}"
+        index = self.jobs.pop(number)
+        _stop([self.background[index][1]])
+        self.stopped.add(index)
+
     def stop(self) -> None:
-        """Stop every background job and its children (SIGTERM, then SIGKILL after 20 s)."""
-        for _, proc, _ in self.background:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc, _ in self.background:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        """Stop every background job and its children."""
+        _stop([proc for _, proc, _ in self.background])
         self.background.clear()
+        self.stopped.clear()
+        self.jobs.clear()
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM to each process group, then SIGKILL to those still there after 20 s."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
