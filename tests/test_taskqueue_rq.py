@@ -171,36 +171,33 @@ def write_mock_config(tmp_path: Path) -> tuple[Path, str]:
     return config, store
 
 
-def test_the_worker_reads_its_config_from_pixelroute_config(
-    queue: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def job_with_config_in(variable: str, queue: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The result of one job run by a worker whose config path is in the environment variable named."""
     config, _ = write_mock_config(tmp_path)
-    monkeypatch.setenv("PIXELROUTE_CONFIG", str(config))
-    recipe.close_worker()
+    monkeypatch.setenv(variable, str(config))
+    recipe.close_worker()  # the next job builds the worker's client from the environment
     try:
         job = recipe.enqueue_generate(queue, "x", sla={"deadline_s": 30}, width=64, height=64)
         run_worker(queue)
-        out = recipe.job_result(queue, job.id)
-        assert (out["ok"], out["backend"]) == (True, "from-env")
+        return recipe.job_result(queue, job.id)
     finally:
         recipe.close_worker()
+
+
+def test_the_worker_reads_its_config_from_pixelroute_config(
+    queue: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = job_with_config_in("PIXELROUTE_CONFIG", queue, tmp_path, monkeypatch)
+    assert (out["ok"], out["backend"]) == (True, "from-env")
 
 
 def test_the_old_variable_name_is_refused_not_silently_ignored(
     queue: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, _ = write_mock_config(tmp_path)
-    monkeypatch.setenv("PIXELROUTE_WORKER_CONFIG", str(config))
-    recipe.close_worker()
-    try:
-        job = recipe.enqueue_generate(queue, "x", sla={"deadline_s": 30})
-        run_worker(queue)
-        out = recipe.job_result(queue, job.id)
-        assert (out["ok"], out["http_status"], out["error"]["code"]) == (False, 500, "config")
-        assert "`PIXELROUTE_WORKER_CONFIG` is no longer read" in out["error"]["message"]
-        assert "`PIXELROUTE_CONFIG`" in out["error"]["message"]
-    finally:
-        recipe.close_worker()
+    out = job_with_config_in("PIXELROUTE_WORKER_CONFIG", queue, tmp_path, monkeypatch)
+    assert (out["ok"], out["http_status"], out["error"]["code"]) == (False, 500, "config")
+    assert "`PIXELROUTE_WORKER_CONFIG` is no longer read" in out["error"]["message"]
+    assert "`PIXELROUTE_CONFIG`" in out["error"]["message"]
 
 
 def test_a_forking_worker_writes_the_jobs_telemetry_before_its_process_ends(
