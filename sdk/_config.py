@@ -37,7 +37,7 @@ class TelemetrySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: ``sqlite:///path`` or ``postgresql://…``; ``None`` = ``telemetry.db`` in the cache dir
+    #: ``sqlite:///path`` or ``postgresql://…``; unset = ``telemetry.db`` in the cache dir
     store: str | None = None
     prompt_retention: Literal["full", "hash", "none"] = "full"
     queue_size: int = Field(default=100_000, ge=1)
