@@ -154,9 +154,11 @@ class Settings(BaseSettings):
         return out
 
     def telemetry_url(self) -> str:
+        """The telemetry store's URL: ``telemetry.store``, else SQLite in the cache dir."""
         return self.telemetry.store or f"sqlite:///{self.cache_dir / 'telemetry.db'}"
 
     def backend(self, name: str) -> BackendSettings:
+        """The settings of the backend called ``name``; a ``ConfigError`` lists the names when none is."""
         for b in self.backends:
             if b.name == name:
                 return b
