@@ -91,7 +91,7 @@ def test_generated_reference_names_every_setting() -> None:
 
 # ------------------------------------------------------------------------ Markdown that renders badly
 
-LIST_ITEM = re.compile(r"^(?P<indent> *)(?:[-*+]|\d+[.)]) +\S")
+LIST_ITEM = re.compile(r"^(?P<indent> *)(?P<marker>[-*+]|\d+[.)]) +\S")
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:
@@ -125,7 +125,9 @@ def list_problems(text: str, name: str) -> list[str]:
         if not line.strip():
             previous = "blank" if previous != "list" else "list-gap"
         elif item:
-            if previous == "text":
+            # a wrapped sentence may put "6. Medians ..." at a line's start: only "1." begins a numbered list
+            starts_a_list = item.group("marker") in "-*+" or item.group("marker")[:-1] == "1"
+            if previous == "text" and starts_a_list:
                 problems.append(f"{where}: a list item directly after a paragraph line needs a blank line before it")
             indent = len(item.group("indent"))
             if 0 < indent < 4:
@@ -143,7 +145,10 @@ def list_problems(text: str, name: str) -> list[str]:
 
 
 def test_list_checker_flags_a_list_glued_to_a_paragraph() -> None:
-    text = "Paying once:\n- first\n  continued\n- second\n\n- ok\n  - two spaces\n\n::: a.b\n    options:\n      - x\n"
+    text = (
+        "Paying once:\n- first\n  continued\n- second\n\n- ok\n  - two spaces\n\n::: a.b\n    options:\n      - x\n"
+        "\nfor X = 2, 4 and\n6. Medians (a sentence, not a list)\n"
+    )
     problems = list_problems(text, "probe.md")
     assert len(problems) == 2, problems
     assert ":2: a list item directly after a paragraph line" in problems[0]
