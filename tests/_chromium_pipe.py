@@ -19,6 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: headless, as root in a container (no sandbox), without the browser's own background traffic (updates, sync)
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
 
 class ChromiumError(RuntimeError):
     """The browser exited, timed out or answered a command with an error."""
@@ -54,14 +66,7 @@ class Chromium:
 
         cmd = [
             exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *HEADLESS_FLAGS,
             "--hide-scrollbars",
             "--remote-debugging-pipe",
             f"--user-data-dir={profile}",

@@ -33,6 +33,7 @@ from pixelroute.scenarios import (
     write_report,
 )
 from pixelroute.scenarios.suite import quoted_text
+from tests._chromium_pipe import HEADLESS_FLAGS
 
 MAGENTA = (255, 0, 255)
 
@@ -394,14 +395,7 @@ def screenshot(exe: str, html: Path, tmp_path: Path) -> Image.Image:
     shot = tmp_path / "shot.png"
     cmd = [
         exe,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *HEADLESS_FLAGS,
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         f"--screenshot={shot}",
         "--window-size=1280,2000",
