@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests._chromium_pipe import HEADLESS_FLAGS
+
 
 def chromium() -> str:
     exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
@@ -34,14 +36,7 @@ def chromium() -> str:
 def _run(exe: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         exe,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *HEADLESS_FLAGS,
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         *args,
     ]
