@@ -44,12 +44,14 @@ from ._records import (
 )
 from ._redact import redact
 from ._types import SLA, GenerateRequest, Result
+from .events import AttemptProgress
 
 if TYPE_CHECKING:
     from pixelroute.router import Candidate, Decision, Router
 
     from ._config import Settings
     from .backends.base import Backend, BackendOutput
+    from .events import Listener
 
 logger = logging.getLogger("pixelroute")
 
@@ -83,6 +85,10 @@ class Call:
     planned: int = 0
     #: per-call extras the drivers attach (hedge, cascade, gate scores)
     notes: dict[str, Any] = field(default_factory=dict)
+    #: who hears the call's progress events (``None``: nobody, and none is built)
+    listener: Listener | None = None
+    #: partial images asked for (local pipelines decode them on a few steps)
+    previews: int = 0
 
     @property
     def attempt_no(self) -> int:
@@ -182,6 +188,8 @@ class Engine:
         *,
         backend: str | None = None,
         cancel: CancelToken | None = None,
+        listener: Listener | None = None,
+        previews: int = 0,
     ) -> Call:
         if backend is not None and backend not in self.backends:
             raise ValidationError(
@@ -197,6 +205,8 @@ class Engine:
             deadline=Deadline(sla.deadline_s, clock=self.clock, cancel=cancel),
             started=now,
             pinned=backend,
+            listener=listener,
+            previews=previews,
         )
 
     # -- decide ------------------------------------------------------------------------------
@@ -307,10 +317,13 @@ class Engine:
         if candidate is not None and candidate.steps is not None and request.steps is None:
             request = request.model_copy(update={"steps": candidate.steps})
         attempt_no, call.planned = call.planned, call.planned + 1
+        deadline = _attempt_deadline(call.deadline)
+        if call.listener is not None:
+            deadline.progress = AttemptProgress(call.listener, call.request_id, attempt_no, chosen_name, call.previews)
         return Plan(
             backend=backend,
             request=request,
-            deadline=_attempt_deadline(call.deadline),
+            deadline=deadline,
             decision=decision,
             candidate=candidate,
             attempt=attempt_no,
