@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,7 +263,7 @@ class Client(BaseClient):
     def stream(
         self, prompt: str, sla: SLA | dict[str, Any] | None = None, *, cancel: CancelToken | None = None,
         **options: Any,
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """:meth:`generate` as an iterator of its events, ending with ``Done`` (its ``result``).
 
         Takes :meth:`generate`'s arguments but ``on_progress``. The call runs on a thread of its
@@ -411,7 +411,7 @@ class AsyncClient(BaseClient):
 
     def stream(
         self, prompt: str, sla: SLA | dict[str, Any] | None = None, **options: Any
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """``async for event in client.stream(...)``: :meth:`generate`'s events, ending with ``Done``.
 
         Takes :meth:`generate`'s arguments but ``on_progress``; the call runs as a task from the

@@ -261,7 +261,7 @@ class Engine:
                 call.last_error.add_note(why_not_note(why_not))
                 raise call.last_error
             if validation_errors and len(validation_errors) == len(names):
-                raise validation_errors[0]
+                raise _every_limit(validation_errors)
             if all(r == "circuit breaker open" for r in why_not.values()):
                 msg = "every backend's circuit breaker is open: " + ", ".join(why_not)
                 if not hedge:
@@ -644,6 +644,16 @@ class Engine:
             seed=request.seed,
             scheduler=request.scheduler,
         )
+
+
+def _every_limit(errors: list[ValidationError]) -> ValidationError:
+    """Why no backend accepts the request, naming each one's limit (not only the first backend's)."""
+    first = errors[0]
+    if len(errors) == 1:
+        return first
+    limits = "; ".join(str(err).rstrip(".") for err in errors)
+    return ValidationError(f"no configured backend accepts this request: {limits}", field=first.field,
+                           value=first.value)
 
 
 def _loaded(backend: Backend) -> bool:

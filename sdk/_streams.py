@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING
 
 from ._deadline import CancelToken
@@ -72,7 +72,7 @@ def done_event(result: Result) -> Done:
     return Done(result.request_id, result.backend, result)
 
 
-async def stream_async(run: Callable[[Listener], Awaitable[Result]]) -> AsyncIterator[Event]:
+async def stream_async(run: Callable[[Listener], Awaitable[Result]]) -> AsyncGenerator[Event, None]:
     """Run ``run(listener)`` as a task and yield what it hears, then its result as ``Done``."""
     events: asyncio.Queue[object] = asyncio.Queue()
     task = asyncio.ensure_future(run(events.put_nowait))
@@ -93,7 +93,9 @@ async def stream_async(run: Callable[[Listener], Awaitable[Result]]) -> AsyncIte
                 await task
 
 
-def stream_sync(run: Callable[[Listener, CancelToken], Result], cancel: CancelToken | None) -> Iterator[Event]:
+def stream_sync(
+    run: Callable[[Listener, CancelToken], Result], cancel: CancelToken | None
+) -> Generator[Event, None, None]:
     """Run ``run(listener, token)`` on a thread and yield what it hears, then its result as ``Done``."""
     events: queue.SimpleQueue[object] = queue.SimpleQueue()
     token = CancelToken()

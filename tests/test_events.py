@@ -139,7 +139,7 @@ def test_leaving_a_sync_stream_early_cancels_the_call(tmp_path: Path) -> None:
         for event in stream:
             if isinstance(event, AttemptStarted):
                 break
-        stream.close()  # type: ignore[attr-defined]
+        stream.close()
         assert stopped.wait(5)
 
 
@@ -185,7 +185,7 @@ def test_leaving_an_async_stream_early_cancels_the_call(tmp_path: Path) -> None:
             async for event in stream:
                 if isinstance(event, AttemptStarted):
                     break
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
             await asyncio.wait_for(cancelled.wait(), 5)
 
     asyncio.run(main())
