@@ -72,8 +72,13 @@ def done_event(result: Result) -> Done:
     return Done(result.request_id, result.backend, result)
 
 
-async def stream_async(run: Callable[[Listener], Awaitable[Result]]) -> AsyncGenerator[Event, None]:
-    """Run ``run(listener)`` as a task and yield what it hears, then its result as ``Done``."""
+async def stream_async(
+    run: Callable[[Listener], Awaitable[Result]], stop: Callable[[], None] | None = None
+) -> AsyncGenerator[Event, None]:
+    """Run ``run(listener)`` as a task and yield what it hears, then its result as ``Done``.
+
+    Leaving early cancels the task, after ``stop()`` (what stops work a task cannot interrupt).
+    """
     events: asyncio.Queue[object] = asyncio.Queue()
     task = asyncio.ensure_future(run(events.put_nowait))
     # scheduled after every event the call delivered before it finished
@@ -88,9 +93,25 @@ async def stream_async(run: Callable[[Listener], Awaitable[Result]]) -> AsyncGen
             yield done_event(result)
     finally:
         if not task.done():
+            if stop is not None:
+                stop()
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+def stream_threaded(run: Callable[[Listener, CancelToken], Result]) -> AsyncGenerator[Event, None]:
+    """A sync client's call (``run(listener, token)``) on a worker thread, its events yielded on this loop.
+
+    For async views over the sync :class:`~pixelroute.Client` (Django): leaving early cancels the
+    call's token, which stops it at its next step or poll.
+    """
+    token = CancelToken()
+
+    async def call(listener: Listener) -> Result:
+        return await asyncio.to_thread(run, LoopListener(listener), token)
+
+    return stream_async(call, stop=token.cancel)
 
 
 def stream_sync(
