@@ -293,3 +293,28 @@ def test_replicate_job_statuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert [(s.status, s.provider_status, s.job_id) for s in statuses] == [
         ("queued", "starting", "job0001"), ("processing", "processing", "job0001")]
     assert events[-1].type == "done"
+
+
+# SDXL's own pipeline upcasts its float16 VAE at the end through a deprecated helper
+@pytest.mark.filterwarnings("ignore:`upcast_vae` is deprecated:FutureWarning")
+def test_a_float16_vae_that_asks_for_upcasting_decodes_previews_and_is_cast_back(
+    tmp_path: Path, tiny_models: dict[str, Path]  # noqa: F811
+) -> None:
+    import torch
+
+    from pixelroute.backends._pipeline_cache import PipelineCache
+
+    cache = PipelineCache()
+    backend = DiffusersBackend(DiffusersSettings(name="half", model=str(tiny_models["sdxl"]), device="cpu",
+                                                 dtype="float16"), pipeline_cache=cache)
+    events: list[Event] = []
+    with client(tmp_path, [backend]) as c:
+        r = c.generate("x", steps=3, seed=1, on_progress=events.append, previews=1)
+    slot = cache.acquire(backend._load_spec(), id(backend))
+    try:
+        assert slot.pipe.vae.dtype == torch.float16 and slot.pipe.vae.config.force_upcast  # cast back
+    finally:
+        cache.release(slot)
+        cache.close()
+    preview = next(e for e in events if isinstance(e, Step) and e.previews).previews[0]
+    assert np.asarray(preview).std() > 0 and np.asarray(r.images[0]).std() > 0  # not NaN-black

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._hf_quiet import quiet_hf
+
 
 def decode_latents(pipe: Any, latents: Any, width: int, height: int) -> list[Any]:
     """PIL images for ``latents`` (one per batch row) from ``pipe``'s VAE."""
@@ -33,11 +35,13 @@ def decode_latents(pipe: Any, latents: Any, width: int, height: int) -> list[Any
         latents = latents / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
     upcast = vae.dtype == torch.float16 and bool(getattr(config, "force_upcast", False))
     if upcast:
-        vae.to(dtype=torch.float32)
+        with quiet_hf():  # diffusers logs a notice on every cast; the pipeline's own upcast does the same
+            vae.to(dtype=torch.float32)
     try:
         image = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
     finally:
         if upcast:
-            vae.to(dtype=torch.float16)
+            with quiet_hf():
+                vae.to(dtype=torch.float16)
     images: list[Any] = pipe.image_processor.postprocess(image, output_type="pil")
     return images
