@@ -57,13 +57,8 @@ def per_call(runs: int, calls: int) -> None:
         }
         timings = _interleave(paths, runs, calls)
         client.close()
-    base, base_min = statistics.median(timings["no listener"]), min(timings["no listener"])
-    print(f"per call, instant mock backends, {runs} interleaved batches of {calls} calls, telemetry to SQLite")
-    for name, values in timings.items():
-        median, low = statistics.median(values), min(values)
-        extra = "" if name == "no listener" else (f"  (median {1e6 * (median - base):+.1f} us, ratio "
-                                                  f"{median / base:.3f}; min {1e6 * (low - base_min):+.1f} us)")
-        print(f"  {name}: median {1e6 * median:.1f} us, min {1e6 * low:.1f} us{extra}")
+    _report(f"per call, instant mock backends, {runs} interleaved batches of {calls} calls, telemetry to SQLite",
+            timings, 1e6, "us")
 
 
 def per_step(runs: int, steps: int) -> None:
@@ -95,13 +90,8 @@ def per_step(runs: int, steps: int) -> None:
     for _ in range(runs):
         timings["no listener"].append(run(False))
         timings["listener"].append(run(True))
-    base, base_min = statistics.median(timings["no listener"]), min(timings["no listener"])
-    print(f"per denoising step (the step callback alone, one job), {runs} interleaved batches of {steps} steps")
-    for name, values in timings.items():
-        median, low = statistics.median(values), min(values)
-        extra = "" if name == "no listener" else (f"  (median {1e9 * (median - base):+.0f} ns, ratio "
-                                                  f"{median / base:.2f}; min {1e9 * (low - base_min):+.0f} ns)")
-        print(f"  {name}: median {1e9 * median:.0f} ns, min {1e9 * low:.0f} ns{extra}")
+    _report(f"per denoising step (the step callback alone, one job), {runs} interleaved batches of {steps} steps",
+            timings, 1e9, "ns")
     for listening in (False, True):
         w = watch(listening)
         kwargs: dict[str, Any] = {}
@@ -117,6 +107,18 @@ def per_step(runs: int, steps: int) -> None:
         heard.clear()
         print(f"  {'listener' if listening else 'no listener'}: {blocks / 1000:.2f} blocks left allocated per "
               f"step ({kept} events kept by the listener)")
+
+
+def _report(title: str, timings: dict[str, list[float]], scale: float, unit: str) -> None:
+    """Median and min of each path, and their difference to the first (no listener)."""
+    print(title)
+    base_name = next(iter(timings))
+    base, base_min = statistics.median(timings[base_name]), min(timings[base_name])
+    for name, values in timings.items():
+        median, low = statistics.median(values), min(values)
+        extra = "" if name == base_name else (f"  (median {scale * (median - base):+.1f} {unit}, ratio "
+                                              f"{median / base:.3f}; min {scale * (low - base_min):+.1f} {unit})")
+        print(f"  {name}: median {scale * median:.1f} {unit}, min {scale * low:.1f} {unit}{extra}")
 
 
 def _interleave(paths: dict[str, Callable[[], Any]], runs: int, calls: int) -> dict[str, list[float]]:
