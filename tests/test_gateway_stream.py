@@ -207,3 +207,35 @@ def test_auto_routes_a_size_to_the_backend_that_takes_it_or_names_every_limit(tm
     finally:
         server.stop()
         asyncio.run(aclient.aclose())
+
+
+def test_a_client_that_leaves_a_stream_cancels_the_generation(tmp_path: Path) -> None:
+    import threading
+
+    from pixelroute import BackendOutput
+
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def stall(request: Any, deadline: Any) -> BackendOutput:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("never cancelled")
+
+    settings = load_settings({"telemetry": {"store": f"sqlite:///{tmp_path / 'leave.db'}"}})
+    aclient = AsyncClient(settings, backends=[MockBackend("stall", stall)])
+    server = ThreadedServer(create_app(client=aclient, api_key=KEY)).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http, \
+                http.stream("POST", "/v1/images/generations",
+                            json={"prompt": "x", "stream": True, "progress_events": True}) as r:
+            first = next(r.iter_lines())
+            assert first == "event: pixelroute.decided" and started.wait(10)
+        # the connection is closed here, mid-generation
+        assert cancelled.wait(10), "the generation must stop when its client goes away"
+    finally:
+        server.stop()
+        asyncio.run(aclient.aclose())
