@@ -10,6 +10,10 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .events import AttemptProgress
 
 Clock = Callable[[], float]
 
@@ -66,9 +70,13 @@ class CancelToken:
 
 
 class Deadline:
-    """An absolute point in time on ``clock``; ``None`` seconds means no deadline."""
+    """An absolute point in time on ``clock``; ``None`` seconds means no deadline.
 
-    __slots__ = ("at", "clock", "cancel")
+    An attempt's deadline also carries where its backend reports progress: ``progress`` is an
+    :class:`~pixelroute.events.AttemptProgress` while someone listens to the call, else ``None``.
+    """
+
+    __slots__ = ("at", "clock", "cancel", "progress")
 
     def __init__(
         self,
@@ -77,8 +85,10 @@ class Deadline:
         clock: Clock = time.monotonic,
         cancel: CancelToken | None = None,
         at: float | None = None,
+        progress: AttemptProgress | None = None,
     ) -> None:
         self.clock = clock
+        self.progress = progress
         if at is not None:
             self.at = at
         else:
@@ -112,4 +122,4 @@ class Deadline:
     def child(self, seconds: float | None) -> Deadline:
         """A deadline no later than this one."""
         at = self.at if seconds is None else min(self.at, self.clock() + seconds)
-        return Deadline(None, clock=self.clock, cancel=self.cancel, at=at)
+        return Deadline(None, clock=self.clock, cancel=self.cancel, at=at, progress=self.progress)

@@ -529,3 +529,29 @@ def test_contrast_gate() -> None:
     assert ContrastGate()(flat(req, None).images[0], req) == 0.0
     assert ContrastGate()(checkerboard(req, None).images[0], req) == 1.0
 
+
+
+# -- progress events of races and cascades (the state machine sends them, on both drivers) ----------
+
+
+def test_a_hedge_and_a_cascade_escalation_are_announced_as_their_own_attempts(runner: Runner) -> None:
+    from pixelroute.events import Decided
+
+    events: list[Any] = []
+    stall = Stall(runner.mode)
+    runner.open([backend("primary", stall, price=0.001), backend("hedge", checkerboard, price=0.002)])
+    r = runner.generate(sla=SLA(deadline_s=5, hedge=True), on_progress=events.append)
+    assert [(e.type, e.backend, getattr(e, "hedge", None)) for e in events] == [
+        ("decided", "primary", False), ("attempt_started", "primary", False),
+        ("decided", "hedge", True), ("attempt_started", "hedge", True), ("done", "hedge", None)]
+    assert events[-1].result is r and stall.cancelled.wait(GRACE_S)
+
+    events.clear()
+    runner.open([backend("cheap", flat, price=0.001),
+                 backend("hifi", checkerboard, price=0.04, strengths={"typography": 1.0})])
+    r = runner.generate("a sign that says 'OPEN'", cascade=True, on_progress=events.append)
+    decided = [e for e in events if isinstance(e, Decided)]
+    # the same attempt numbers as the trace's
+    assert [(e.backend, e.attempt) for e in decided] == [(a["backend"], a["attempt"]) for a in r.trace["attempts"]]
+    assert [e.backend for e in decided] == ["cheap", "hifi"]
+    assert [e.type for e in events][-1] == "done" and events[-1].backend == "hifi"
