@@ -332,6 +332,10 @@ def _cascade_plan(engine: Engine, call: Call) -> tuple[Plan, str | None]:
         return plan, None
     cheap, hifi = pair
     if plan.backend.name != cheap:
+        # the router's own pick never runs: its attempt number and decision go to the cheap attempt, so
+        # attempts still count from 0 and the trace's decision is the one attempt 0 was made under
+        call.planned = plan.attempt
+        call.decisions.pop()
         plan = engine.plan(call, only={cheap})
     call.notes["cascade"] = {"first": cheap, "high_fidelity": hifi, "escalated": False}
     return plan, hifi

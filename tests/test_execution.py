@@ -490,6 +490,9 @@ def test_cascade_escalates_only_when_the_gate_fails(runner: Runner, escalates: b
     assert attempts(r) == [("cheap", None, 0.001, False), ("hifi", None, 0.04, False)]
     rows = runner.rows(r.request_id)
     assert rows[0]["outcome"]["gate_score"] == 0.0  # logged: the router learns from gate outcomes
+    # the router picked hifi first; the cascade re-planned onto cheap, and attempts still count from 0
+    assert [a["attempt"] for a in r.trace["attempts"]] == [0, 1] == [row["attempt"] for row in rows]
+    assert r.trace["decision"]["backend"] == "cheap" == rows[0]["backend"]
 
 
 def test_cascade_does_not_escalate_past_the_budget(runner: Runner) -> None:
