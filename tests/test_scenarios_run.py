@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -33,6 +31,7 @@ from pixelroute.scenarios import (
     write_report,
 )
 from pixelroute.scenarios.suite import quoted_text
+from tests._system_programs import system_program
 
 MAGENTA = (255, 0, 255)
 
@@ -169,10 +168,8 @@ def test_unknown_backend_and_bad_seeds_are_refused(tmp_path: Path) -> None:
             run_scenarios(client, builtin_suite(), seeds=0, progress=False)
 
 
-@pytest.mark.skipif(
-    shutil.which("tesseract") is None, reason="tesseract (Debian tesseract-ocr) is not installed"
-)
 def test_ocr_scores_legible_text_high_and_a_blank_image_low(tmp_path: Path) -> None:
+    system_program("tesseract", package="tesseract-ocr", purpose="the typography OCR scorer")
     suite = builtin_suite().select(["typography"]).limited(3)
     with build_client(tmp_path) as client:
         result = run_scenarios(
@@ -379,17 +376,6 @@ def test_cli_list_and_bad_suite(tmp_path: Path, capsys: pytest.CaptureFixture[st
 # -------------------------------------------------------------------------- headless Chromium
 
 
-def chromium() -> str:
-    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing under CI=true: .ci/run installs Debian's `chromium` package")
-        pytest.skip(
-            "headless Chromium is not installed (apt-get install chromium); the report render is unchecked"
-        )
-    return exe
-
-
 def screenshot(exe: str, html: Path, tmp_path: Path) -> Image.Image:
     shot = tmp_path / "shot.png"
     cmd = [
@@ -414,7 +400,7 @@ def screenshot(exe: str, html: Path, tmp_path: Path) -> Image.Image:
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
-    exe = chromium()
+    exe = system_program("chromium", "chromium-browser", package="chromium", purpose="the report render")
     with build_client(tmp_path) as client:
         result = run_scenarios(client, builtin_suite().limited(2), scorers={}, progress=False)
     html, _ = write_report(result, tmp_path / "out")
