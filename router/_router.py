@@ -38,7 +38,7 @@ class Router:
     Usage::
 
         r = Router.cold_start()                      # priors from profiles + the prompt classifier
-        r = Router.load("router-model")              # a trained artifact (DESIGN.md §6)
+        r = Router.load("router-model")              # a trained artifact (docs/retraining.md)
         d = r.decide(RouteRequest("a red bicycle"), SLASpec(deadline_s=8), backends, RouteContext())
         d.backend, d.fallbacks, d.candidates, d.propensity
         r.maybe_reload()                             # cheap; picks up a newly written artifact
