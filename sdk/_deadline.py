@@ -43,6 +43,7 @@ class CancelToken:
             return self._waitable
 
     def cancel(self) -> None:
+        """Cancel: wake every waiter and run the ``on_cancel`` callbacks once."""
         with self._lock:
             self._cancelled = True
             if self._waitable is not None:
@@ -86,6 +87,7 @@ class Deadline:
 
     @classmethod
     def none(cls) -> Deadline:
+        """A deadline that never expires."""
         return cls(None)
 
     def remaining(self) -> float:
@@ -93,6 +95,7 @@ class Deadline:
         return max(0.0, self.at - self.clock())
 
     def expired(self) -> bool:
+        """Whether no time is left."""
         return self.clock() >= self.at
 
     @property

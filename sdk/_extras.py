@@ -28,6 +28,7 @@ EXTRA_OF: dict[str, str] = {
     "rq": "queue",
     "redis": "queue",
     "httpx_aiohttp": "aiohttp",
+    "matplotlib": "report",  # optional even where used: the training report then has tables only
 }
 
 

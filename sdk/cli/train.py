@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _finish(args: argparse.Namespace, out: Path, staging: Path, manifest: dict[str, Any], say: Any) -> int:
     from pixelroute.router import Router
-    from pixelroute.router.ope import is_better, write_report
+    from pixelroute.router.ope import is_better
+    from pixelroute.router.report import write_report
     from pixelroute.router.training import write_artifact
 
     ope = None
@@ -120,7 +121,7 @@ def _finish(args: argparse.Namespace, out: Path, staging: Path, manifest: dict[s
     files = {name: (staging / fname).read_text() for name, fname in manifest["model_files"].items()}
     write_artifact(out, manifest, files)
     report = write_report(out / "report", manifest, ope)
-    say(f"wrote {out} ({manifest['version']}); report {report}")
+    say(f"wrote {out} ({manifest['version']}); report {report} (open it in a browser; report.md beside it)")
     return 0
 
 
