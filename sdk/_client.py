@@ -152,16 +152,12 @@ class BaseClient:
 
     def trace(self, request_id: str) -> dict[str, Any]:
         """The stored trace of a request: decision, candidates, attempts, timings, cost, correction."""
-        from ._errors import UnknownRequest
-        from .telemetry import build_trace
+        from .telemetry.trace import stored_trace
 
         if self._store is None:
             raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no stored traces")
         self._flush_for_read()
-        records = self._store.records_for(request_id)
-        if not records:
-            raise UnknownRequest(request_id)
-        return build_trace(records, self._store.correction_history(request_id))
+        return stored_trace(self._store, request_id)
 
     def recent_requests(self, limit: int = 50) -> list[dict[str, Any]]:
         """One summary per request, newest first (time, backend, ok/error, latency, cost, correction)."""

@@ -201,8 +201,8 @@ def embedded_default(cache_dir: Path | None = None) -> Settings:
     cache = cache_dir or base.cache_dir
     tiny = cache / "tiny"
     # Shadow prices: the tiny pipelines stand in for a distilled model and a high-fidelity one,
-    # priced as FLUX.1 [schnell] ($0.003/image) and SD3.5 Large ($0.065/image) in
-    # ../shared/data/backend_figures.md §1, so routing behaves as it would with the real pair.
+    # priced as FLUX.1 [schnell] ($0.003/image) and SD3.5 Large ($0.065/image) at their list
+    # prices (docs/backends/), so routing behaves as it would with the real pair.
     # Latency priors are the tiny pipelines' own on a 2-core CPU at their default steps.
     backends = [
         {

@@ -81,9 +81,12 @@ def create_app(
     api_key: str | None = None,
     allow_anonymous: bool = False,
     public_health_details: bool = False,
+    close_client: bool = False,
 ) -> Starlette:
     """The Starlette app. It builds an :class:`AsyncClient` from ``config`` at startup (unless
-    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close.
+    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close,
+    unless ``close_client=True`` hands it over (``pixelroute serve`` builds the client before the
+    server starts, so a bad config is a one-line error rather than a failed startup).
 
     ``GET /healthz`` needs no key and answers ``{"status": "ok"}``; the backend names, their
     breaker states and which are loaded are added only for callers that send the key (or in
@@ -93,16 +96,20 @@ def create_app(
     With ``[execution] preload = true`` startup also loads every backend's pipeline, so the
     server accepts no request before it is warm (and does not start if a pipeline fails to load).
     """
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.routing import Route
+    from ._extras import optional_imports
+
+    with optional_imports("pixelroute.gateway"):
+        from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
+        from starlette.routing import Route
 
     state: dict[str, Any] = {"client": client}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        owned = state["client"] is None
-        if owned:
+        build = state["client"] is None
+        owned = build or close_client
+        if build:
             from ._client import AsyncClient
 
             state["client"] = await asyncio.to_thread(AsyncClient, config)

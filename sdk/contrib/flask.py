@@ -154,6 +154,9 @@ class Pixelroute:
     ) -> None:
         """Validate the app's settings and register the blueprint; the client is built on first use,
         or here with its pipelines loaded when ``[execution] preload`` is true."""
+        from .._extras import require
+
+        require("flask", "pixelroute.contrib.flask")
         if EXTENSION_KEY in app.extensions:
             raise ConfigError(f"pixelroute is already initialised on app {app.name!r}")
         settings = settings_from_config(app.config)
