@@ -298,6 +298,9 @@ def test_retrain_cron_names_the_interpreter_it_needs(tmp_path: Path, cache_dir: 
 
 
 def test_the_django_project_reads_its_config_from_pixelroute_config(root: Path, cache_dir: Path) -> None:
-    with session(root / "examples" / "django_project", cache_dir, PIXELROUTE_CONFIG="no-such.toml") as shell:
-        with pytest.raises(AssertionError, match=r"pixelroute\.E001.*no-such\.toml"):
-            shell.run("python manage.py check")
+    folder = root / "examples" / "django_project"
+    with (
+        session(folder, cache_dir, PIXELROUTE_CONFIG="no-such.toml") as shell,
+        pytest.raises(AssertionError, match=r"pixelroute\.E001.*no-such\.toml"),
+    ):
+        shell.run("python manage.py check")
