@@ -4,7 +4,7 @@ Each simulated backend has a *declared* side (what the router is told: a :class:
 with price, typical latency and strengths) and a *true* side the router never sees: lognormal
 latency around a median with a heavy tail, load sensitivity, rate-limit, content-rejection and
 server-error rates, and a weakness per scenario that drives correction time. The defaults
-(:data:`DEFAULT_BACKENDS`) are built from ``../shared/data/backend_figures.md`` (BF §n cited).
+(:data:`DEFAULT_BACKENDS`) are built from published backend figures (each cites its BF §n section; docs/router.md).
 
 Logging policy (stated, so off-policy evaluation is exact): epsilon-greedy over the cold-start
 router. With probability ``epsilon`` a uniformly random option among those whose breaker is not

@@ -346,6 +346,8 @@ def train(
     """
     p = params or TrainParams()
     say = progress or (lambda _msg: None)
+    if isinstance(dask_scheduler, str):
+        _require_dask()  # before the work of featurizing
     started = time.perf_counter()
     data = build_dataset(records, profiles, p, since, progress=lambda n: say(f"featurized {n:,} records"))
     if len(data) < 200:
@@ -445,6 +447,22 @@ def _dask_client(scheduler: Any) -> Any:
     from distributed import Client
 
     return Client(scheduler)
+
+
+def _require_dask() -> None:
+    """lightgbm.dask needs all four. The router imports nothing from the rest of pixelroute, so it names
+    the extra itself (keeping the module's name, which `pixelroute train` maps to the same extra)."""
+    import importlib
+
+    for module in ("distributed", "dask.array", "pandas", "sklearn"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                f"training on a Dask scheduler needs the optional `dask` extra ({exc.name} is not installed): "
+                "pip install 'pixelroute[dask]'",
+                name=exc.name,
+            ) from exc
 
 
 def _iso(ts: float) -> str:

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from ._drivers import run_async, run_sync
 from ._engine import Call, Engine
 from ._errors import ConfigError, PixelrouteError, ValidationError
 from ._health import BackendHealth, CircuitBreaker
+from ._streams import check_previews, done_event, listener_for, stream_async, stream_sync
 from ._types import SLA, GenerateRequest, Result, build_request, build_sla
 from .backends import create_backend
 from .backends.base import Backend
@@ -32,6 +33,8 @@ from .gates import ContrastGate, Gate
 
 if TYPE_CHECKING:
     from pixelroute.router import Router
+
+    from .events import Event, Listener
 
 logger = logging.getLogger("pixelroute")
 
@@ -80,6 +83,8 @@ class BaseClient:
         ]
         if not built:
             raise ConfigError("no backends configured: add at least one [[backends]] entry")
+        if backends is None:
+            _warn_of_mocks_beside_real_backends(self.settings)
         names = [b.name for b in built]
         if len(set(names)) != len(names):
             raise ConfigError(f"backend names must be unique but are {names}")
@@ -124,11 +129,15 @@ class BaseClient:
         knobs: dict[str, Any],
         backend: str | None,
         cancel: CancelToken | None,
+        listener: Listener | None = None,
+        previews: int = 0,
     ) -> Call:
         if self._closed:
             raise PixelrouteError("this client is closed")
         request = build_request(prompt=prompt, **knobs)
-        return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel)
+        previews = check_previews(previews, listener)
+        return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel, listener=listener,
+                                  previews=previews)
 
     def _gate_for(self, cascade: bool | None) -> Gate | None:
         on = self.settings.execution.cascade if cascade is None else cascade
@@ -151,16 +160,12 @@ class BaseClient:
 
     def trace(self, request_id: str) -> dict[str, Any]:
         """The stored trace of a request: decision, candidates, attempts, timings, cost, correction."""
-        from ._errors import UnknownRequest
-        from .telemetry import build_trace
+        from .telemetry.trace import stored_trace
 
         if self._store is None:
             raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no stored traces")
         self._flush_for_read()
-        records = self._store.records_for(request_id)
-        if not records:
-            raise UnknownRequest(request_id)
-        return build_trace(records, self._store.correction_history(request_id))
+        return stored_trace(self._store, request_id)
 
     def recent_requests(self, limit: int = 50) -> list[dict[str, Any]]:
         """One summary per request, newest first (time, backend, ok/error, latency, cost, correction)."""
@@ -237,20 +242,39 @@ class Client(BaseClient):
         cancel: CancelToken | None = None,
         dedupe: bool | None = None,
         cascade: bool | None = None,
+        on_progress: Listener | None = None,
+        previews: int = 0,
     ) -> Result:
         """Generate images for ``prompt`` within ``sla``; see the class docstring.
 
         ``backend`` pins a backend by name; ``cancel`` is a :class:`CancelToken`; ``dedupe``
         shares one execution among identical concurrent calls; ``cascade`` tries the cheap
         candidate first and escalates when :attr:`gate` scores it below the threshold.
+        ``on_progress`` is called with each :mod:`pixelroute.events` event (possibly on a worker
+        thread); ``previews`` asks local pipelines for that many partial images on its ``Step`` events.
         """
         knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
                      guidance=guidance, scheduler=scheduler, seed=seed)
-        call = self._prepare(prompt, sla, knobs, backend, cancel)
+        call = self._prepare(prompt, sla, knobs, backend, cancel, listener_for(on_progress), previews)
         gate = self._gate_for(cascade)
         if dedupe if dedupe is not None else self.settings.execution.dedupe:
             return self._deduplicated(call, gate)
         return self._run(call, gate)
+
+    def stream(
+        self, prompt: str, sla: SLA | dict[str, Any] | None = None, *, cancel: CancelToken | None = None,
+        **options: Any,
+    ) -> Generator[Event, None, None]:
+        """:meth:`generate` as an iterator of its events, ending with ``Done`` (its ``result``).
+
+        Takes :meth:`generate`'s arguments but ``on_progress``. The call runs on a thread of its
+        own from the first ``next()``; its error is raised by the iterator, and closing the
+        iterator early cancels the call.
+        """
+        def run(listener: Listener, token: CancelToken) -> Result:
+            return self.generate(prompt, sla, cancel=token, on_progress=listener, **options)
+
+        return stream_sync(run, cancel)
 
     def _run(self, call: Call, gate: Gate | None) -> Result:
         if self._observer is None:
@@ -274,7 +298,10 @@ class Client(BaseClient):
                 shared = self._dedupe[key] = Future()
         assert shared is not None
         if not owner:
-            return shared.result(timeout=call.deadline.timeout())
+            joined = shared.result(timeout=call.deadline.timeout())
+            if call.listener is not None:  # it ran elsewhere: this caller hears only the end
+                call.listener(done_event(joined))
+            return joined
         try:
             result = self._run(call, gate)
             shared.set_result(result)
@@ -361,21 +388,44 @@ class AsyncClient(BaseClient):
         cancel: CancelToken | None = None,
         dedupe: bool | None = None,
         cascade: bool | None = None,
+        on_progress: Listener | None = None,
+        previews: int = 0,
     ) -> Result:
-        """Generate images for ``prompt`` within ``sla``; see :meth:`Client.generate`."""
+        """Generate images for ``prompt`` within ``sla``; see :meth:`Client.generate`.
+
+        ``on_progress`` is called on this event loop, whichever thread an event comes from.
+        """
         knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
                      guidance=guidance, scheduler=scheduler, seed=seed)
-        call = self._prepare(prompt, sla, knobs, backend, cancel)
+        call = self._prepare(prompt, sla, knobs, backend, cancel, listener_for(on_progress, on_loop=True), previews)
         gate = self._gate_for(cascade)
         if dedupe if dedupe is not None else self.settings.execution.dedupe:
             key = _dedupe_key(call)
             task = self._dedupe_tasks.get(key)
+            owner = task is None
             if task is None:
                 task = asyncio.ensure_future(self._run(call, gate))
                 self._dedupe_tasks[key] = task
                 task.add_done_callback(functools.partial(self._forget_task, key))
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
+            if not owner and call.listener is not None:  # it ran elsewhere: this caller hears only the end
+                call.listener(done_event(result))
+            return result
         return await self._run(call, gate)
+
+    def stream(
+        self, prompt: str, sla: SLA | dict[str, Any] | None = None, **options: Any
+    ) -> AsyncGenerator[Event, None]:
+        """``async for event in client.stream(...)``: :meth:`generate`'s events, ending with ``Done``.
+
+        Takes :meth:`generate`'s arguments but ``on_progress``; the call runs as a task from the
+        first ``__anext__``, its error is raised by the iterator, and leaving early (``aclose()``,
+        or cancelling the consuming task) cancels it.
+        """
+        async def run(listener: Listener) -> Result:
+            return await self.generate(prompt, sla, on_progress=listener, **options)
+
+        return stream_async(run)
 
     def _forget_task(self, key: str, _task: object) -> None:
         self._dedupe_tasks.pop(key, None)
@@ -447,6 +497,18 @@ def _store_stats(store: Any, recorder: Any, since: Any = None) -> dict[str, Any]
     out: dict[str, Any] = compute_stats(store.iter_records(since=since), since=since)
     out["losses"] = store.losses(since)  # drops by any process writing to this store
     return out
+
+
+def _warn_of_mocks_beside_real_backends(settings: Settings) -> None:
+    # A `mock` backend is free and instant, so a config that keeps one next to real backends
+    # (a copied example) quietly answers most requests with solid-colour images: say so at start.
+    mocks = [b.name for b in settings.backends if b.kind == "mock"]
+    if mocks and len(mocks) < len(settings.backends):
+        logger.warning(
+            "backend(s) %s are kind `mock`: solid-colour images at no cost, so the router will send them "
+            "most requests; mock backends are for tests and demos, remove them from a real config",
+            ", ".join(f"`{name}`" for name in mocks),
+        )
 
 
 def _build_router(settings: Settings) -> Router:

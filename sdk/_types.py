@@ -171,7 +171,7 @@ class GenerateRequest(BaseModel):
         return self
 
     def params(self) -> dict[str, Any]:
-        """The knobs as the telemetry ``params`` object (DESIGN.md §4)."""
+        """The knobs as the telemetry record's ``params`` object (docs/telemetry.md)."""
         return {
             "width": self.width,
             "height": self.height,

@@ -1,47 +1,33 @@
 """Headless Chromium (Debian's ``chromium``) for the report tests: screenshots and what a reader sees.
 
 Skipped where Chromium is missing, except under ``CI=true``, where a missing browser is a failure
-(.ci/run installs it): a report that is never rendered must not pass as checked.
+(``make test`` installs it): a report that is never rendered must not pass as checked.
 """
 
 from __future__ import annotations
 
 import html as html_lib
 import json
-import os
 import re
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
+
+from tests._chromium_pipe import HEADLESS_FLAGS
+from tests._system_programs import system_program
 
 
 def chromium() -> str:
-    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing under CI=true: .ci/run installs Debian's `chromium` package")
-        pytest.skip(
-            "headless Chromium is not installed (apt-get install chromium); the report render is unchecked"
-        )
-    return exe
+    return system_program("chromium", "chromium-browser", package="chromium", purpose="the HTML render")
 
 
 def _run(exe: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         exe,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *HEADLESS_FLAGS,
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         *args,
     ]

@@ -11,7 +11,7 @@ import pixelroute
 
 def test_all_is_sorted_and_complete() -> None:
     public = {name for name in dir(pixelroute) if not name.startswith("_")}
-    modules = {"backends", "cli", "contrib", "gateway", "gates", "router", "scenarios", "telemetry"}
+    modules = {"backends", "cli", "contrib", "events", "gateway", "gates", "router", "scenarios", "telemetry"}
     assert sorted(pixelroute.__all__) == list(pixelroute.__all__)
     assert set(pixelroute.__all__) == public - modules - {"annotations"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from pixelroute.scenarios import (
 from pixelroute.scenarios.suite import quoted_text
 from pixelroute.scenarios.summary import scenario_metrics, winners
 from tests._chromium import MARKDOWN_SYNTAX, chromium, rendered, screenshot
+from tests._system_programs import system_program
 
 MAGENTA = (255, 0, 255)
 
@@ -169,10 +169,8 @@ def test_unknown_backend_and_bad_seeds_are_refused(tmp_path: Path) -> None:
             run_scenarios(client, builtin_suite(), seeds=0)
 
 
-@pytest.mark.skipif(
-    shutil.which("tesseract") is None, reason="tesseract (Debian tesseract-ocr) is not installed"
-)
 def test_ocr_scores_legible_text_high_and_a_blank_image_low(tmp_path: Path) -> None:
+    system_program("tesseract", package="tesseract-ocr", purpose="the typography OCR scorer")
     suite = builtin_suite().select(["typography"]).limited(3)
     with build_client(tmp_path) as client:
         result = run_scenarios(

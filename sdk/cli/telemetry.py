@@ -35,11 +35,14 @@ def parse_time(value: str | None, flag: str) -> datetime | None:
         ) from None
 
 
-def add_store_arg(parser: argparse.ArgumentParser) -> None:
+def add_store_arg(parser: argparse.ArgumentParser, *, creates: bool = False) -> None:
+    """``--store`` and ``--config``; a reading command (``creates=False``) refuses a store that does not exist."""
+    exists = "created if missing" if creates else "must exist: reading never creates a store"
     parser.add_argument(
         "--store",
         metavar="URL",
-        help="sqlite:///file.db or postgresql://user@host/db (default: the --config file's, else the cache dir's)",
+        help=f"sqlite:///file.db or postgresql://user@host/db, {exists} "
+        "(default: the --config file's, else the cache dir's)",
     )
     parser.add_argument("--config", metavar="FILE", help="pixelroute TOML config naming the store")
 
@@ -66,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     imp = commands.add_parser("import", help="add JSONL records to a store (re-importing is harmless)")
     imp.add_argument("file", metavar="FILE", help="a JSONL file, or - for stdin")
-    add_store_arg(imp)
+    add_store_arg(imp, creates=True)
     imp.add_argument("--strict", action="store_true", help="refuse the whole file if any line is malformed")
     imp.add_argument(
         "--allow-skips",
@@ -83,7 +86,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
     on_screen = args.out is None and sys.stdout.isatty()  # records scrolling by: a bar would only garble them
-    with open_store(store_url(args)) as store, _progress.bar(
+    with open_store(store_url(args), create=False) as store, _progress.bar(  # a reader: never creates it
         "exporting", lambda: store.count(since, until), unit="record", quiet=args.quiet or on_screen
     ) as bar:
         count = export_jsonl(store, args.out, since=since, until=until, progress=bar.update)

@@ -1,4 +1,4 @@
-"""``pixelroute train``: offline retraining from a telemetry store or a JSONL file (DESIGN.md §5, §6)."""
+"""``pixelroute train``: offline retraining from a telemetry store or a JSONL file (docs/retraining.md)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ from . import _progress
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="retrain the router from telemetry; writes the artifact and a report")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--store", metavar="URL", help="sqlite:///file.db or postgresql://user@host/db")
-    src.add_argument("--jsonl", metavar="FILE", help="telemetry as JSON Lines (DESIGN.md §4)")
+    src.add_argument("--store", metavar="URL",
+                     help="sqlite:///file.db or postgresql://user@host/db (must exist: it is only read)")
+    src.add_argument("--jsonl", metavar="FILE", help="telemetry as JSON Lines (docs/telemetry.md)")
     p.add_argument("--out", metavar="DIR", required=True, help="artifact directory (written atomically)")
     p.add_argument("--since", metavar="T", help="only records at or after T (ISO time or age like 7d)")
     p.add_argument("--config", metavar="F", help="config whose [[backends]] describe the logged backends")
     p.add_argument("--profiles", metavar="FILE", help="simulator profiles file describing the backends")
     p.add_argument("--promote-if-better", action="store_true",
                    help="replace --out only if the new model's estimated cost is lower at >= SLA attainment")
-    p.add_argument("--dask-scheduler", metavar="ADDR", help="train with lightgbm.dask on this Dask scheduler")
+    p.add_argument("--dask-scheduler", metavar="ADDR",
+                   help="train with lightgbm.dask on this Dask scheduler (the dask extra)")
     _progress.add_quiet_arg(p)
     p.set_defaults(func=run)
 
@@ -38,14 +40,18 @@ def _records(args: argparse.Namespace, stack: ExitStack, desc: str = "reading") 
     if args.store:
         from ..telemetry import open_store
 
-        store = stack.enter_context(open_store(args.store))
+        store = stack.enter_context(open_store(args.store, create=False))  # a reader: never creates it
         total = store.count(since=since) if _progress.shown(args.quiet) else None
         return _progress.counted(store.iter_records(since=since), _progress.bar(desc, total, unit="record",
                                                                                  quiet=args.quiet))
     from ..telemetry.jsonl import ImportReport, read_jsonl
 
-    # bytes, so the bar counts the file's bytes and shows the time left without a first pass to count lines
-    fh = stack.enter_context(Path(args.jsonl).open("rb"))  # noqa: SIM115 - closed by the ExitStack
+    try:
+        # bytes, so the bar counts the file's bytes and shows the time left without a first pass to count lines
+        fh = stack.enter_context(Path(args.jsonl).open("rb"))  # noqa: SIM115 - closed by the ExitStack
+    except OSError as exc:
+        raise ValidationError(f"`--jsonl` {args.jsonl!r} cannot be read: {exc.strerror}", field="jsonl",
+                              value=args.jsonl) from None
     size = os.fstat(fh.fileno()).st_size
     lines = _progress.counted(fh, _progress.bar(desc, size, bytes_=True, quiet=args.quiet), size=len)
     report = ImportReport()
@@ -72,6 +78,10 @@ def _profiles(args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dask_scheduler:
+        from .._extras import require
+
+        require("dask", "`pixelroute train --dask-scheduler`")
     from pixelroute.router.training import train
 
     def say(message: str) -> None:

@@ -12,15 +12,14 @@ One exposition (``client.metrics_text()``, served at ``/metrics``) holds two kin
 Every client owns a :class:`~prometheus_client.CollectorRegistry` (never the library's global one),
 so two clients or two apps in one process never collide on a name. ``prometheus_client`` is an
 optional dependency (``pip install 'pixelroute[metrics]'``, also in the serve, flask and django
-extras), imported only when a client is built with it installed or a scrape asks for it.
+extras), imported only when a client is built with it installed or a scrape asks for it; without it
+a scrape raises :class:`~pixelroute.MissingExtra` naming the extra.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-
-from .._errors import ConfigError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -35,15 +34,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def prometheus_client_module() -> Any:
-    """``prometheus_client``, or a :class:`ConfigError` saying how to install it."""
-    try:
-        import prometheus_client
-        import prometheus_client.core  # the metric families of custom collectors
-    except ImportError as exc:
-        raise ConfigError(
-            "Prometheus metrics need prometheus_client: pip install 'pixelroute[metrics]' "
-            "(the serve, flask and django extras include it)"
-        ) from exc
+    """``prometheus_client``, or a :class:`~pixelroute.MissingExtra` (a ``ConfigError``) naming the extra."""
+    from .._extras import require
+
+    require("metrics", "the Prometheus exposition (`/metrics`, `metrics_text()`, `stats --prometheus`)")
+    import prometheus_client
+    import prometheus_client.core  # the metric families of custom collectors
+
     return prometheus_client
 
 
