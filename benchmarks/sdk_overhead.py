@@ -7,6 +7,7 @@ callback at every step and the telemetry enqueue.
 
     .venv/bin/python benchmarks/sdk_overhead.py --runs 40                # tiny sd15, CPU
     .venv/bin/python benchmarks/sdk_overhead.py --mock --runs 20         # the SDK alone, microseconds
+    .venv/bin/python benchmarks/sdk_overhead.py --observability --runs 20  # metrics and tracing per call
     .venv/bin/python benchmarks/sdk_overhead.py --full-size              # SDXL + SD3.5-Medium, CUDA
     .venv/bin/python benchmarks/sdk_overhead.py --full-size --device cpu --scale 0.05 --size 64 \\
         --steps 2 --runs 1                                               # same code path, narrow
@@ -23,11 +24,18 @@ exercises the same classes, block layout and code path in seconds.
 ``Client.generate`` and ``AsyncClient.generate`` on two instant ``MockBackend`` handlers
 (validate, decide, the execution state machine and its driver, the telemetry enqueue to
 SQLite), minus the bare handler call, as per-call microseconds over batches of ``--calls``.
+
+``--observability`` runs that plain ``Client.generate`` path with the client's live metrics and
+tracing switched between: none (what a client without prometheus_client and opentelemetry-api
+builds), the Prometheus histograms, histograms plus OpenTelemetry with no tracer provider set (no
+span is made), and histograms plus spans recorded by the OpenTelemetry SDK (a batch processor into
+an exporter that drops them). Batches of the four are interleaved, shuffled each round; medians and ratios to "none".
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -57,9 +65,13 @@ def main() -> int:
     parser.add_argument("--archs", default="sdxl,sd35-medium", help="--full-size architectures")
     parser.add_argument("--mock", action="store_true", help="the SDK alone on instant mock backends (us per call)")
     parser.add_argument("--calls", type=int, default=500, help="--mock calls per timed batch")
+    parser.add_argument("--observability", action="store_true",
+                        help="per-call cost of the live metrics and of tracing, on instant mock backends")
     args = parser.parse_args()
     if args.mock:
         return mock_only(args.runs or 20, args.calls)
+    if args.observability:
+        return observability(args.runs or 20, args.calls)
 
     import torch
 
@@ -133,6 +145,66 @@ def mock_only(runs: int, calls: int) -> int:
         median = statistics.median(values)
         extra = "" if name == "bare handler" else f"  (SDK {1e6 * (median - bare):.1f} us per call)"
         print(f"{name}: median {1e6 * median:.1f} us, min {1e6 * min(values):.1f} us{extra}")
+    return 0
+
+
+def observability(runs: int, calls: int) -> int:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from PIL import Image
+
+    from pixelroute import SLA, BackendOutput, Client, MockBackend, load_settings
+    from pixelroute._observe import Observer
+    from pixelroute._tracing import Tracing
+    from pixelroute.telemetry.metrics import LiveMetrics
+
+    class Dropped(SpanExporter):
+        """Where the recorded spans go: nowhere, so that only what the request path pays is timed."""
+
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    output = BackendOutput(images=[Image.new("RGB", (8, 8))])
+    settings = load_settings({"router": {"exploration": 0.0}})
+    sla = SLA(deadline_s=30)
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = [MockBackend("a", lambda r, d: output), MockBackend("b", lambda r, d: output)]
+        client = Client(settings, backends=backends, store=f"sqlite:///{tmp}/sync.db")
+        metrics = LiveMetrics(client.stats, client.recorder.stats)
+        observers: dict[str, Observer | None] = {
+            "none": None,
+            "metrics": Observer(metrics, None),
+            "metrics + tracing, no provider": Observer(metrics, Tracing()),  # nothing set: no span is made
+            "metrics + recorded spans": Observer(metrics, Tracing(provider)),
+        }
+        timings: dict[str, list[float]] = {name: [] for name in observers}
+
+        def batch(observer: Observer | None) -> float:
+            client._observer = client._engine.observer = observer
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                client.generate("a red bicycle", sla=sla)
+            return (time.perf_counter() - t0) / calls
+
+        for observer in observers.values():  # warm: router, caches, store, each observer's first labels
+            batch(observer)
+        order = list(observers)
+        shuffle = random.Random(0).shuffle
+        for _ in range(runs):  # interleaved, in a new order each round: drift and GC debt hit all alike
+            shuffle(order)
+            for name in order:
+                timings[name].append(batch(observers[name]))
+        client.close()
+    provider.shutdown()
+    base = statistics.median(timings["none"])
+    print(f"Client.generate on instant mock backends, {runs} interleaved batches of {calls} calls, telemetry to SQLite")
+    print(f"{'observability':<32}{'median us':>10}{'min us':>9}{'extra us':>10}{'ratio':>8}")
+    for name, values in timings.items():
+        median = statistics.median(values)
+        print(f"{name:<32}{1e6 * median:>10.1f}{1e6 * min(values):>9.1f}{1e6 * (median - base):>+10.1f}"
+              f"{median / base:>8.3f}")
     return 0
 
 

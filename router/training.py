@@ -279,7 +279,7 @@ def _lgb_params(p: TrainParams) -> dict[str, Any]:
 
 
 def _fit(objective: dict[str, Any], train: tuple[np.ndarray, ...], valid: tuple[np.ndarray, ...],
-         p: TrainParams) -> Any:
+         p: TrainParams, callbacks: Sequence[Callable[[Any], None]] = ()) -> Any:
     """Fit one model; ``train``/``valid`` are ``(x, y, weight, init_score)`` (the prior, see module doc).
 
     One Dataset per model, binned on that model's rows. Binning all training rows once and taking
@@ -295,7 +295,13 @@ def _fit(objective: dict[str, Any], train: tuple[np.ndarray, ...], valid: tuple[
     train_set = lgb.Dataset(x, y, weight=w, init_score=init, feature_name=list(FEATURE_NAMES), free_raw_data=True)
     valid_set = lgb.Dataset(xv, yv, weight=wv, init_score=init_v, reference=train_set)
     return lgb.train({**_lgb_params(p), **objective}, train_set, num_boost_round=p.num_boost_round,
-                     valid_sets=[valid_set], callbacks=[lgb.early_stopping(p.early_stopping_rounds, verbose=False)])
+                     valid_sets=[valid_set],
+                     callbacks=[lgb.early_stopping(p.early_stopping_rounds, verbose=False), *callbacks])
+
+
+def _round_reporter(report: Callable[[str, int, int], None], name: str) -> Callable[[Any], None]:
+    """A LightGBM callback telling ``report`` each round of model ``name`` (its env carries the cap)."""
+    return lambda env: report(name, env.iteration + 1, env.end_iteration)
 
 
 def _fit_dask(params: dict[str, Any], train: tuple[np.ndarray, ...], p: TrainParams, client: Any) -> Any:
@@ -330,10 +336,13 @@ def train(
     since: float | None = None,
     dask_scheduler: str | Any | None = None,
     progress: Callable[[str], None] | None = None,
+    round_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train the four models on ``records`` and write the artifact to ``out_dir``; returns the manifest.
 
-    ``dask_scheduler`` is an address (``tcp://host:8786``) or a ``distributed.Client``.
+    ``dask_scheduler`` is an address (``tcp://host:8786``) or a ``distributed.Client``. ``progress``
+    hears a message per step; ``round_progress(model, rounds_done, round_cap)`` hears every boosting
+    round (early stopping ends a model below the cap; on Dask it is called once, when a model is done).
     """
     p = params or TrainParams()
     say = progress or (lambda _msg: None)
@@ -369,8 +378,12 @@ def train(
             train_rows = (data.x[tr], y[tr], data.weight[tr], init[tr, k])
             if client is not None:
                 boosters[name] = _fit_dask({**_lgb_params(p), **objective}, train_rows, p, client)
+                if round_progress is not None:
+                    round_progress(name, boosters[name].current_iteration(), boosters[name].current_iteration())
             else:
-                boosters[name] = _fit(objective, train_rows, (data.x[va], y[va], data.weight[va], init[va, k]), p)
+                heard = () if round_progress is None else (_round_reporter(round_progress, name),)
+                boosters[name] = _fit(objective, train_rows, (data.x[va], y[va], data.weight[va], init[va, k]), p,
+                                      heard)
     finally:
         if client is not None and isinstance(dask_scheduler, str):
             client.close()  # a client we connected ourselves; a caller's Client stays theirs

@@ -107,6 +107,12 @@ class BaseClient:
         )
         # a cold-start client switches to a trained artifact as soon as `pixelroute train` writes it
         self._engine.watch_artifact(self.settings.router.model if router is None else None, _build_router)
+        from ._observe import build_observer
+
+        # the observer reads the store, not the client: no reference cycle keeps a dropped client alive
+        store_stats = functools.partial(_store_stats, self._store, self.recorder)
+        self._observer = build_observer(store_stats, self.recorder.stats)
+        self._engine.observer = self._observer
         self._inflight_lock = threading.Lock()
 
     @classmethod
@@ -170,21 +176,18 @@ class BaseClient:
 
     def stats(self, since: Any = None) -> dict[str, Any]:
         """Per-backend operational metrics from the store (see ``pixelroute stats``)."""
-        from .telemetry import compute_stats
-
-        if self._store is None:
-            return {}
-        self._flush_for_read()
-        out: dict[str, Any] = compute_stats(self._store.iter_records(since=since), since=since)
-        out["losses"] = self._store.losses(since)  # drops by any process writing to this store
-        return out
+        return _store_stats(self._store, self.recorder, since)
 
     def metrics_text(self) -> str:
-        """Prometheus text exposition of :meth:`stats` plus the recorder's own counters."""
-        from .telemetry import prometheus_text
+        """Prometheus text exposition: :meth:`stats`, the recorder's counters and this process's
+        latency histograms (needs ``prometheus_client``: ``pip install 'pixelroute[metrics]'``)."""
+        metrics = self._observer.metrics if self._observer is not None else None
+        if metrics is None:  # prometheus_client was not there when the client was built
+            from .telemetry import prometheus_text
 
-        text: str = prometheus_text(self.stats(), recorder_stats=self.recorder.stats())
-        return text
+            text: str = prometheus_text(self.stats(), recorder_stats=self.recorder.stats())  # or how to install it
+            return text
+        return metrics.text()
 
     def _flush_for_read(self) -> None:
         """Let a read see what was just recorded; bounded, so a stuck store never hangs the caller."""
@@ -274,7 +277,10 @@ class Client(BaseClient):
         return stream_sync(run, cancel)
 
     def _run(self, call: Call, gate: Gate | None) -> Result:
-        return run_sync(self._engine, call, self._pool, gate, self.settings.execution.cascade_threshold)
+        if self._observer is None:
+            return run_sync(self._engine, call, self._pool, gate, self.settings.execution.cascade_threshold)
+        with self._observer.generate(call):  # the call's span, when tracing is installed
+            return run_sync(self._engine, call, self._pool, gate, self.settings.execution.cascade_threshold)
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._inflight_lock:
@@ -425,7 +431,10 @@ class AsyncClient(BaseClient):
         self._dedupe_tasks.pop(key, None)
 
     async def _run(self, call: Call, gate: Gate | None) -> Result:
-        return await run_async(self._engine, call, gate, self.settings.execution.cascade_threshold)
+        if self._observer is None:
+            return await run_async(self._engine, call, gate, self.settings.execution.cascade_threshold)
+        with self._observer.generate(call):  # the call's span, when tracing is installed
+            return await run_async(self._engine, call, gate, self.settings.execution.cascade_threshold)
 
     async def warmup(self, backends: Iterable[str] | None = None) -> dict[str, float]:
         """Async twin of :meth:`Client.warmup`; loads run off the event loop."""
@@ -475,6 +484,19 @@ def _settings(config: ConfigSource, backends: list[Backend] | None) -> Settings:
         # explicit backends need no config; nothing at all means the embedded default
         return load_settings(None) if backends is not None else embedded_default()
     return load_settings(config)
+
+
+def _store_stats(store: Any, recorder: Any, since: Any = None) -> dict[str, Any]:
+    """:meth:`BaseClient.stats` of a client with this store and recorder (``{}`` without telemetry)."""
+    from .telemetry import compute_stats
+    from .telemetry._recorder import flush_before_read
+
+    if store is None:
+        return {}
+    flush_before_read(recorder)  # let a read see what was just recorded
+    out: dict[str, Any] = compute_stats(store.iter_records(since=since), since=since)
+    out["losses"] = store.losses(since)  # drops by any process writing to this store
+    return out
 
 
 def _warn_of_mocks_beside_real_backends(settings: Settings) -> None:

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from pixelroute.router import Candidate, Decision, Router
 
     from ._config import Settings
+    from ._observe import Observer
     from .backends.base import Backend, BackendOutput
     from .events import Listener
 
@@ -112,6 +113,8 @@ class Plan:
     hedge: bool = False
     #: the decision as recorded once in the trace, reused for the attempt's telemetry record
     decision_dict: dict[str, Any] = field(default_factory=dict)
+    #: the attempt's OpenTelemetry span while it runs (:mod:`pixelroute._tracing`)
+    span: Any = None
 
 
 class Engine:
@@ -138,6 +141,8 @@ class Engine:
         self._artifact: str | None = None
         self._build_router: Callable[[Settings], Router] | None = None
         self._next_artifact_check = 0.0
+        #: live metrics and tracing (:mod:`pixelroute._observe`); None when neither is installed
+        self.observer: Observer | None = None
 
     def watch_artifact(self, model_dir: str | None, build: Callable[[Settings], Router]) -> None:
         """Load the artifact at ``model_dir`` once it appears (the router reloads it after that).
@@ -284,7 +289,11 @@ class Engine:
         )
         router = self._current_router()
         profiles = [self._profile(b) for b in pool]
+        observer = self.observer
+        decide_t0 = time.perf_counter() if observer is not None else 0.0
         decision = router.decide(self._route_request(call.request), spec, profiles, context)
+        if observer is not None:
+            observer.decided(time.perf_counter() - decide_t0, decision)
         call.notes.setdefault("excluded", {}).update(why_not)
 
         chosen_name = decision.backend
@@ -350,6 +359,8 @@ class Engine:
 
     def begin(self, plan: Plan) -> None:
         self.health[plan.backend.name].enter()
+        if self.observer is not None:
+            self.observer.attempt_started(plan)
 
     def complete(
         self,
@@ -551,6 +562,8 @@ class Engine:
             **outcome,
         }
         call.attempts.append(attempt_trace)
+        if self.observer is not None:
+            self.observer.attempt_ended(plan, outcome)
         return self._base_record(
             call,
             attempt=plan.attempt,

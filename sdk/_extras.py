@@ -29,6 +29,8 @@ EXTRA_OF: dict[str, str] = {
     "redis": "queue",
     "httpx_aiohttp": "aiohttp",
     "matplotlib": "report",  # optional even where used: the training report then has tables only
+    "prometheus_client": "metrics",  # also in serve, flask and django: they serve /metrics
+    "opentelemetry": "tracing",  # optional even where used: without it no span is made (no error)
 }
 
 

@@ -21,7 +21,8 @@ def test_import_pixelroute_does_not_import_heavy_libraries() -> None:
         "import sys, json, time; t = time.perf_counter(); import pixelroute; "
         "c = pixelroute.Client; dt = time.perf_counter() - t; "
         "print(json.dumps({'mods': sorted(m for m in ('torch', 'diffusers', 'lightgbm', 'transformers', "
-        "'psycopg', 'flask', 'django', 'matplotlib', 'jinja2') if m in sys.modules), 'seconds': dt}))"
+        "'psycopg', 'flask', 'django', 'matplotlib', 'jinja2', 'prometheus_client', 'opentelemetry', 'tqdm') "
+        "if m in sys.modules), 'seconds': dt}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     info = json.loads(out.stdout)

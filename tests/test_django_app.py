@@ -122,7 +122,12 @@ def test_every_endpoint_with_permissions() -> None:
     assert trace["sla"]["deadline_s"] == 5
     metrics = c.get("/pixelroute/metrics/")
     assert metrics.status_code == 200
-    assert "pixelroute_requests" in metrics.content.decode()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {(s.name, s.labels.get("backend")): s.value
+             for f in text_string_to_metric_families(metrics.content.decode()) for s in f.samples}
+    assert found[("pixelroute_requests", body["backend"])] == 1
+    assert found[("pixelroute_generation_latency_seconds_count", body["backend"])] == 1
 
 
 def test_png_response_and_pinned_backend() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,11 +13,12 @@ from .. import _types
 from .._errors import ValidationError
 from ._args import integer_in, seconds, usd
 from ._common import add_config_arg, make_client
+from ._progress import add_quiet_arg, bar
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from ..scenarios import Review, Sample, Suite
+    from ..scenarios import Progress, Review, Sample, Suite
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="ask for a verdict on each image (sent through report_correction)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(run)
     run.set_defaults(func=run_command)
 
     lst = group.add_parser("list", help="show a suite's scenarios and prompt counts")
@@ -122,13 +125,31 @@ def _console_reviewer(out_dir: Path) -> Any:
     return ask
 
 
+@contextmanager
+def _bar(args: argparse.Namespace) -> Iterator[Progress]:
+    """The run's bar, as the ``progress`` callback of :func:`run_scenarios`."""
+    # a person reviewing gets the terminal to themselves: a bar redrawn under the questions garbles them
+    progress = bar("scenarios", unit="image", quiet=args.quiet or args.review)
+
+    def step(sample: Sample, done: int, total: int) -> None:
+        progress.total = total
+        failed = "" if sample.ok else f" FAILED {sample.error}"
+        progress.set_postfix_str(f"{sample.scenario} / {sample.backend}{failed}", refresh=False)
+        progress.update(1)
+
+    try:
+        yield step
+    finally:
+        progress.close()
+
+
 def run_command(args: argparse.Namespace) -> int:
     from ..scenarios import default_scorers, run_scenarios, write_report
 
     suite = _suite(args.suite).select(_names(args.scenarios)).limited(args.max_per_scenario)
     sla = {k: v for k, v in (("deadline_s", args.deadline), ("max_cost_usd", args.max_cost)) if v is not None}
     out = Path(args.out)
-    with make_client(args) as client:
+    with make_client(args) as client, _bar(args) as step:
         result = run_scenarios(
             client,
             suite,
@@ -140,7 +161,7 @@ def run_command(args: argparse.Namespace) -> int:
             height=args.height,
             scorers=default_scorers(tesseract=args.tesseract, clip_model=args.clip_model),
             reviewer=_console_reviewer(out) if args.review else None,
-            progress=not args.quiet,
+            progress=step,
         )
     html, data = write_report(result, out)
     failed = sum(not s.ok for s in result.samples)

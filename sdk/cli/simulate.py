@@ -6,10 +6,10 @@ import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 from .._errors import ValidationError
+from ._progress import add_quiet_arg, bar, say
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the first remote one for an outage)")
     p.add_argument("--drift-mult", type=float, metavar="X",
                    help="how many times slower the drifting backend runs at its peaks (default 4)")
+    add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
@@ -53,16 +54,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     count = 0
+    progress = bar("simulating", args.n, unit="record", quiet=args.quiet)
     try:
         with tmp.open("w") as fh:  # temp + rename: never a half-written telemetry file
             for rec in simulate(args.n, backends=backends, prompts=prompts, seed=args.seed, epsilon=args.epsilon,
                                 drifts=drifts):
                 fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 count += 1
+                progress.update(1)
         tmp.replace(out)
     finally:
+        progress.close()
         tmp.unlink(missing_ok=True)
     if args.write_profiles:
         Path(args.write_profiles).write_text(dump_backends(backends))
-    print(f"wrote {count} simulated records to {out}", file=sys.stderr)
+    say(f"wrote {count} simulated records to {out}", args.quiet)
     return 0

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from .._errors import ValidationError
+from . import _progress
 
 #: ``telemetry import`` imported the good lines but skipped malformed ones (without ``--allow-skips``)
 EXIT_SKIPPED = 3
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--since", metavar="T", help="only records at or after T (ISO time or age like 24h)")
     export.add_argument("--until", metavar="T", help="only records before T")
     export.add_argument("--out", metavar="FILE", help="write here (atomically) instead of stdout")
+    _progress.add_quiet_arg(export)
     export.set_defaults(func=run_export)
 
     imp = commands.add_parser("import", help="add JSONL records to a store (re-importing is harmless)")
@@ -74,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help=f"exit 0 even if malformed lines were skipped (default: exit {EXIT_SKIPPED} when any was)",
     )
+    _progress.add_quiet_arg(imp)
     imp.set_defaults(func=run_import)
     group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
 
@@ -82,9 +85,12 @@ def run_export(args: argparse.Namespace) -> int:
     from ..telemetry import export_jsonl, open_store
 
     since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
-    with open_store(store_url(args), create=False) as store:  # a reader: never creates the store
-        count = export_jsonl(store, args.out, since=since, until=until)
-    print(f"exported {count} records" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
+    on_screen = args.out is None and sys.stdout.isatty()  # records scrolling by: a bar would only garble them
+    with open_store(store_url(args), create=False) as store, _progress.bar(  # a reader: never creates it
+        "exporting", lambda: store.count(since, until), unit="record", quiet=args.quiet or on_screen
+    ) as bar:
+        count = export_jsonl(store, args.out, since=since, until=until, progress=bar.update)
+    _progress.say(f"exported {count} records" + (f" to {args.out}" if args.out else ""), args.quiet)
     return 0
 
 
@@ -93,11 +99,14 @@ def run_import(args: argparse.Namespace) -> int:
 
     source = sys.stdin if args.file == "-" else args.file
     try:
-        with open_store(store_url(args)) as store:
-            report = import_jsonl(source, store, strict=args.strict)
+        with open_store(store_url(args)) as store, _progress.bar(
+            "importing", lambda: _input_bytes(source, args.strict), bytes_=True, quiet=args.quiet
+        ) as bar:
+            report = import_jsonl(source, store, strict=args.strict, progress=bar.update)
     except OSError as exc:
         raise ValidationError(f"`FILE` {args.file!r} cannot be read: {exc.strerror}", field="FILE") from exc
-    print(report.summary(), file=sys.stderr)
+    if report.skipped or not args.quiet:  # the malformed lines are an error: --quiet does not hide them
+        print(report.summary(), file=sys.stderr)
     if report.skipped and not args.allow_skips:
         print(
             f"pixelroute: error: {report.skipped} malformed lines were skipped (listed above); "
@@ -106,3 +115,15 @@ def run_import(args: argparse.Namespace) -> int:
         )
         return EXIT_SKIPPED
     return 0
+
+
+def _input_bytes(source: object, strict: bool) -> int | None:
+    """The bytes an import reads (twice over with ``--strict``: check, then write); None for a pipe."""
+    import os
+
+    try:
+        fileno = source.fileno() if hasattr(source, "fileno") else None
+        size = os.fstat(fileno).st_size if fileno is not None else os.stat(str(source)).st_size
+    except (OSError, ValueError):
+        return None  # unreadable: the import itself says why
+    return size * (2 if strict else 1) if size else None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError, ValidationError
+from . import _progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace --out only if the new model's estimated cost is lower at >= SLA attainment")
     p.add_argument("--dask-scheduler", metavar="ADDR",
                    help="train with lightgbm.dask on this Dask scheduler (the dask extra)")
-    p.add_argument("--quiet", action="store_true")
+    _progress.add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
-def _records(args: argparse.Namespace, stack: ExitStack) -> Iterator[dict[str, Any]]:
+def _records(args: argparse.Namespace, stack: ExitStack, desc: str = "reading") -> Iterator[dict[str, Any]]:
     from .telemetry import parse_time
 
     since = parse_time(args.since, "--since")
@@ -40,16 +41,21 @@ def _records(args: argparse.Namespace, stack: ExitStack) -> Iterator[dict[str, A
         from ..telemetry import open_store
 
         store = stack.enter_context(open_store(args.store, create=False))  # a reader: never creates it
-        return iter(store.iter_records(since=since))
+        total = store.count(since=since) if _progress.shown(args.quiet) else None
+        return _progress.counted(store.iter_records(since=since), _progress.bar(desc, total, unit="record",
+                                                                                 quiet=args.quiet))
     from ..telemetry.jsonl import ImportReport, read_jsonl
 
     try:
-        fh = stack.enter_context(Path(args.jsonl).open())  # noqa: SIM115 - closed by the ExitStack
+        # bytes, so the bar counts the file's bytes and shows the time left without a first pass to count lines
+        fh = stack.enter_context(Path(args.jsonl).open("rb"))  # noqa: SIM115 - closed by the ExitStack
     except OSError as exc:
         raise ValidationError(f"`--jsonl` {args.jsonl!r} cannot be read: {exc.strerror}", field="jsonl",
                               value=args.jsonl) from None
+    size = os.fstat(fh.fileno()).st_size
+    lines = _progress.counted(fh, _progress.bar(desc, size, bytes_=True, quiet=args.quiet), size=len)
     report = ImportReport()
-    records = read_jsonl(fh, report=report)
+    records = read_jsonl(lines, report=report)
     if since is None:
         return records
     cutoff = since.timestamp()
@@ -78,18 +84,27 @@ def run(args: argparse.Namespace) -> int:
         require("dask", "`pixelroute train --dask-scheduler`")
     from pixelroute.router.training import train
 
-    say = (lambda _m: None) if args.quiet else (lambda m: print(f"[train] {m}", file=sys.stderr))
+    def say(message: str) -> None:
+        _progress.say(f"[train] {message}", args.quiet)
+
+    # on a terminal the bars stand for the step messages (featurized N, training M); a log gets the messages
+    drawn = _progress.shown(args.quiet)
+    model_bars = _ModelBars(args.quiet) if drawn else None
     out = Path(args.out)
     profiles = _profiles(args)
     with ExitStack() as stack:
-        records = _records(args, stack)
+        records = _records(args, stack, "parsing")
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.candidate.", dir=out.parent if out.parent.exists()
                                         else None))
         shutil.rmtree(staging)  # train() creates it atomically
         try:
-            manifest = train(records, staging, profiles=profiles, dask_scheduler=args.dask_scheduler, progress=say)
+            manifest = train(records, staging, profiles=profiles, dask_scheduler=args.dask_scheduler,
+                             progress=None if drawn else say, round_progress=model_bars)
         except ValueError as exc:
             raise ValidationError(f"cannot train: {exc}") from exc
+        finally:
+            if model_bars is not None:
+                model_bars.close()
         try:
             return _finish(args, out, staging, manifest, say)
         finally:
@@ -132,10 +147,35 @@ def _evaluate(args: argparse.Namespace, model_dir: Path, manifest: dict[str, Any
 
     r = router or Router.load(model_dir)
     with ExitStack() as stack:
-        records = list(_records(args, stack))
+        records = list(_records(args, stack, "reading for evaluation"))
     records.sort(key=lambda rec: str(rec.get("ts")))
     tail = records[-max(1, manifest["rows"]["report"]):]
     profiles = _profiles(args) or [BackendProfile.from_dict(d) for d in manifest["backend_profiles"]]
     if not profiles:
         raise ConfigError("no backend profiles to evaluate against")
     return off_policy_report(r, tail, profiles)
+
+
+class _ModelBars:
+    """One bar per model over its boosting rounds, fed by ``train(round_progress=...)``."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.model: str | None = None
+        self.done = 0
+        self.bar: _progress.Bar | None = None
+
+    def __call__(self, model: str, done: int, cap: int) -> None:
+        if model != self.model:
+            self.close()
+            self.model, self.done = model, 0
+            self.bar = _progress.bar(f"training {model}", cap, unit="round", quiet=self.quiet)
+        assert self.bar is not None
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            stopped = self.bar.total is not None and self.done < self.bar.total
+            _progress.finish(self.bar, "stopped early: no better on validation" if stopped else None)
+            self.bar = None

@@ -10,12 +10,11 @@ the report.
 from __future__ import annotations
 
 import io
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from .._errors import PixelrouteError, ValidationError, error_code
 from .._redact import redact
@@ -135,28 +134,8 @@ def backend_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-class Progress:
-    """A plain progress bar on stderr: redrawn in place on a terminal, one line per step otherwise."""
-
-    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
-        self.total = max(total, 1)
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.done = 0
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        filled = round(self.width * self.done / self.total)
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = f"[{bar}] {self.done}/{self.total} {label}"
-        if self._tty:
-            self.stream.write("\r" + line[:120].ljust(120))
-            if self.done >= self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+#: told after each generation: the sample, how many are done, how many the run makes in all
+Progress = Callable[[Sample, int, int], None]
 
 
 def thumbnail_png(image: Image, max_px: int = THUMBNAIL_PX) -> bytes:
@@ -180,7 +159,7 @@ def run_scenarios(
     height: int | None = None,
     scorers: dict[str, Scorer] | None = None,
     reviewer: Reviewer | None = None,
-    progress: Progress | bool = True,
+    progress: Progress | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> RunResult:
     """Generate every prompt x seed of ``suite`` on every backend in ``backends`` and score the images.
@@ -188,6 +167,8 @@ def run_scenarios(
     ``backends`` defaults to all of the client's backends. Failures are recorded, not raised:
     a failure rate is one of the things the run measures. ``reviewer`` (a person, or a script
     standing in for one) gives verdicts that are sent through ``client.report_correction``.
+    ``progress(sample, done, total)`` hears each generation as it ends (``pixelroute scenarios run``
+    draws its bar with it).
     """
     chosen = list(backends) if backends else list(client.backends)
     unknown = [b for b in chosen if b not in client.backends]
@@ -213,7 +194,6 @@ def run_scenarios(
             skipped[name] = reason or "unavailable"
     seed_list = [base_seed + i for i in range(seeds)]
     total = sum(len(sc.prompts) for sc in suite.scenarios) * len(seed_list) * len(chosen)
-    bar = progress if isinstance(progress, Progress) else (Progress(total) if progress else None)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = clock()
     samples: list[Sample] = []
@@ -236,10 +216,8 @@ def run_scenarios(
                         reviewer,
                     )
                     samples.append(sample)
-                    if bar is not None:
-                        bar.step(
-                            f"{scenario.name} / {backend}" + ("" if sample.ok else f" FAILED {sample.error}")
-                        )
+                    if progress is not None:
+                        progress(sample, len(samples), total)
     return RunResult(suite, chosen, seed_list, samples, sorted(usable), skipped, started_at, clock() - t0)
 
 

@@ -26,7 +26,8 @@ from ._record import (
 from ._recorder import Recorder
 from ._store import Store, open_store
 from .jsonl import ImportReport, export_jsonl, import_jsonl, read_jsonl, write_jsonl
-from .stats import compute_stats, format_stats, prometheus_text
+from .metrics import prometheus_text
+from .stats import compute_stats, format_stats
 from .trace import build_trace, summarize_request
 
 __all__ = [

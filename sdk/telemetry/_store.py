@@ -377,6 +377,7 @@ class Store(ABC):
             offset += page
         return [summarize_request(self.records_for(rid)) for rid in list(ids)[:limit]]
 
-    def count(self) -> int:
-        """How many attempt records the store holds."""
-        return int(self._query("SELECT COUNT(*) FROM attempts")[0][0])
+    def count(self, since: datetime | str | None = None, until: datetime | str | None = None) -> int:
+        """How many attempt records the store holds (in ``[since, until)`` when given)."""
+        where, params = where_window(ts_bound(since, "since"), ts_bound(until, "until"))
+        return int(self._query(f"SELECT COUNT(*) FROM attempts a{where}", params)[0][0])

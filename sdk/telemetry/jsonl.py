@@ -15,11 +15,11 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import pydantic
 
@@ -32,6 +32,10 @@ from ._store import Store
 
 #: how many malformed-line messages a report keeps (the count keeps going)
 MAX_REPORTED_ERRORS = 100
+
+#: told how far a long import or export got: bytes read (import) or records written (export)
+Progress = Callable[[int], object]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -83,13 +87,14 @@ def export_jsonl(
     out: str | Path | TextIO | None = None,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Stream the store's records to ``out`` (a path, a stream, or stdout when None).
 
     A path is written to a temporary file beside it and renamed into place: an interrupted
-    export never leaves half a file under the final name.
+    export never leaves half a file under the final name. ``progress(1)`` is called per record.
     """
-    records = store.iter_records(since=since, until=until)
+    records = _told(store.iter_records(since=since, until=until), progress, lambda _record: 1)
     if out is None:
         return write_jsonl(records, sys.stdout)
     if not isinstance(out, str | Path):
@@ -174,7 +179,12 @@ def read_jsonl(
 
 
 def import_jsonl(
-    source: str | Path | TextIO, store: Store, *, strict: bool = False, batch_size: int = 5000
+    source: str | Path | TextIO,
+    store: Store,
+    *,
+    strict: bool = False,
+    batch_size: int = 5000,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Import a JSONL file or stream into ``store`` in batches.
 
@@ -182,23 +192,37 @@ def import_jsonl(
     Otherwise malformed lines are skipped and counted in the report (``report.skipped``).
     Re-importing the same records is harmless: records already present are skipped and counted.
     A path (and ``sys.stdin``) is read as bytes, so a line that is not UTF-8 is one malformed line.
+    ``progress(n)`` is told the length of each line read, on both passes with ``strict``.
     """
     if isinstance(source, str | Path):
         with open(source, "rb") as fh:
             if strict:
-                for _ in read_jsonl(fh, strict=True):
+                for _ in read_jsonl(_told(fh, progress, len), strict=True):
                     pass
                 fh.seek(0)
-            return _import(fh, store, strict, batch_size)
+            return _import(_told(fh, progress, len), store, strict, batch_size)
     stream: Any = getattr(source, "buffer", source)  # a text stdin: read its bytes
     if strict:  # a stream can be read once: hold it to check it before writing anything
         data = stream.read()
         held: Any = io.BytesIO(data) if isinstance(data, bytes) else io.StringIO(data)
-        for _ in read_jsonl(held, strict=True):
+        for _ in read_jsonl(_told(held, progress, len), strict=True):
             pass
         held.seek(0)
         stream = held
-    return _import(stream, store, strict, batch_size)
+    return _import(_told(stream, progress, len), store, strict, batch_size)
+
+
+def _told(items: Iterable[_T], progress: Progress | None, size: Callable[[_T], int]) -> Iterable[_T]:
+    """``items`` as they are, telling ``progress`` the size of each as it goes (nothing when it is None)."""
+    if progress is None:
+        return items
+
+    def each() -> Iterator[_T]:
+        for item in items:
+            progress(size(item))
+            yield item
+
+    return each()
 
 
 def _import(lines: Iterable[str | bytes], store: Store, strict: bool, batch_size: int) -> ImportReport:
