@@ -48,6 +48,8 @@ def worker_client(tmp_path: Path) -> Iterator[Client]:
         {
             "telemetry": {"store": f"sqlite:///{tmp_path / 'worker.db'}"},
             "backends": [{"name": "m", "kind": "mock"}, {"name": "slow", "kind": "mock", "delay_s": 2.0}],
+            # the tests assert which backend ran: no exploration to send a job to `slow` by chance
+            "router": {"exploration": 0.0, "seed": 1},
         }
     )
     client = recipe.configure_worker(settings)
