@@ -1,6 +1,6 @@
 """``Client`` and ``AsyncClient``: thin sync and async drivers over :class:`~pixelroute._engine.Engine`.
 
-Both have the same methods (``generate``, ``report_correction``, ``trace``, ``stats``,
+Both have the same methods (``generate``, ``edit``, ``report_correction``, ``trace``, ``stats``,
 ``close``/``aclose``) and share everything but the loop that runs an attempt.
 """
 
@@ -124,6 +124,22 @@ class BaseClient:
         request = build_request(prompt=prompt, **knobs)
         return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel)
 
+    def _prepare_edit(
+        self,
+        image: Any,
+        prompt: str,
+        sla: SLA | dict[str, Any] | None,
+        knobs: dict[str, Any],
+        backend: str | None,
+        cancel: CancelToken | None,
+    ) -> Call:
+        if self._closed:
+            raise PixelrouteError("this client is closed")
+        from ._edit import build_edit_request
+
+        request = build_edit_request(image, prompt=prompt, **knobs)
+        return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel)
+
     def _gate_for(self, cascade: bool | None) -> Gate | None:
         on = self.settings.execution.cascade if cascade is None else cascade
         return self.gate if on else None
@@ -244,6 +260,42 @@ class Client(BaseClient):
         knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
                      guidance=guidance, scheduler=scheduler, seed=seed)
         call = self._prepare(prompt, sla, knobs, backend, cancel)
+        return self._execute(call, dedupe, cascade)
+
+    def edit(
+        self,
+        image: Any,
+        prompt: str,
+        sla: SLA | dict[str, Any] | None = None,
+        *,
+        mask: Any = None,
+        strength: float | None = None,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        n: int = 1,
+        steps: int | None = None,
+        guidance: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
+        backend: str | None = None,
+        cancel: CancelToken | None = None,
+        dedupe: bool | None = None,
+        cascade: bool | None = None,
+    ) -> Result:
+        """Edit ``image`` as ``prompt`` says, inside ``mask`` when given, within ``sla``; routed like
+        :meth:`generate`, among the backends that can edit.
+
+        ``image`` and ``mask`` are PIL images, PNG/JPEG/WebP bytes or paths; the mask is white where
+        the image may change. ``strength`` in (0, 1] says how far the result may move from the
+        input. ``width``/``height`` unset keep the input's size. See the edits page of the docs.
+        """
+        knobs = dict(mask=mask, strength=strength, negative_prompt=negative_prompt, width=width, height=height,
+                     n=n, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed)
+        call = self._prepare_edit(image, prompt, sla, knobs, backend, cancel)
+        return self._execute(call, dedupe, cascade)
+
+    def _execute(self, call: Call, dedupe: bool | None, cascade: bool | None) -> Result:
         gate = self._gate_for(cascade)
         if dedupe if dedupe is not None else self.settings.execution.dedupe:
             return self._deduplicated(call, gate)
@@ -360,6 +412,40 @@ class AsyncClient(BaseClient):
         knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
                      guidance=guidance, scheduler=scheduler, seed=seed)
         call = self._prepare(prompt, sla, knobs, backend, cancel)
+        return await self._execute(call, dedupe, cascade)
+
+    async def edit(
+        self,
+        image: Any,
+        prompt: str,
+        sla: SLA | dict[str, Any] | None = None,
+        *,
+        mask: Any = None,
+        strength: float | None = None,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        n: int = 1,
+        steps: int | None = None,
+        guidance: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
+        backend: str | None = None,
+        cancel: CancelToken | None = None,
+        dedupe: bool | None = None,
+        cascade: bool | None = None,
+    ) -> Result:
+        """Edit ``image`` as ``prompt`` says within ``sla``; see :meth:`Client.edit`.
+
+        Decoding and checking the input images happens on the event loop (milliseconds for
+        ordinary photos); pass PIL images you already hold to skip the decode.
+        """
+        knobs = dict(mask=mask, strength=strength, negative_prompt=negative_prompt, width=width, height=height,
+                     n=n, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed)
+        call = self._prepare_edit(image, prompt, sla, knobs, backend, cancel)
+        return await self._execute(call, dedupe, cascade)
+
+    async def _execute(self, call: Call, dedupe: bool | None, cascade: bool | None) -> Result:
         gate = self._gate_for(cascade)
         if dedupe if dedupe is not None else self.settings.execution.dedupe:
             key = _dedupe_key(call)
@@ -471,9 +557,7 @@ def _build_recorder(settings: Settings, url: str) -> tuple[Any, Any]:
 
 def _dedupe_key(call: Call) -> str:
     req: GenerateRequest = call.request
-    payload = json.dumps(
-        [req.prompt, req.negative_prompt, req.params(), call.pinned], sort_keys=True, default=str
-    )
+    payload = json.dumps([*req.identity(), call.pinned], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
