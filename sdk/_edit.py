@@ -55,13 +55,14 @@ class InputImage:
     is sent: the caller's own bytes when they are PNG, JPEG or WebP, else a lossless PNG encoding.
     """
 
-    __slots__ = ("_data", "_lock", "format", "image", "sha256")
+    __slots__ = ("_data", "_lock", "_masks", "format", "image", "sha256")
 
     def __init__(self, image: Any, fmt: str, data: bytes | None) -> None:
         self.image = image
         self.format = fmt
         self._data = data
         self._lock = threading.Lock()
+        self._masks: dict[str, bytes] = {}
         digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
         digest.update(image.tobytes())
         self.sha256 = digest.hexdigest()
@@ -93,6 +94,17 @@ class InputImage:
     def mime(self) -> str:
         self.data  # noqa: B018 - the format is known once encoded
         return {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}[self.format]
+
+    def mask_png(self, marks: str) -> bytes:
+        """This mask as a PNG in a provider's convention for the area to repaint (encoded once each).
+
+        ``"white"``: as given (Stability); ``"black"``: inverted (Ideogram); ``"transparent"``: black
+        pixels whose alpha is 0 where the area is repainted (OpenAI), grey levels as partial alpha.
+        """
+        cached = self._masks.get(marks)
+        if cached is None:
+            cached = self._masks[marks] = _encode_mask(self.image, marks)
+        return cached
 
     def describe(self) -> dict[str, Any]:
         """What telemetry and traces keep of it: never the pixels."""
@@ -153,6 +165,21 @@ class EditRequest(GenerateRequest):
 
     def identity(self) -> list[Any]:
         return [*super().identity(), self.image.sha256, None if self.mask is None else self.mask.sha256]
+
+
+def _encode_mask(gray: Any, marks: str) -> bytes:
+    from PIL import Image, ImageOps
+
+    if marks == "black":
+        out = ImageOps.invert(gray)
+    elif marks == "transparent":
+        out = Image.new("RGBA", gray.size, (0, 0, 0, 255))
+        out.putalpha(ImageOps.invert(gray))
+    else:
+        out = gray
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def load_input_image(value: Any, field: str) -> InputImage:

@@ -20,7 +20,6 @@ the call. The pipeline keeps no state between calls, so the next request runs no
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -246,12 +245,17 @@ def run_batch(
         ))
 
 
-@functools.lru_cache(maxsize=64)
+_TAKES_SIZE: dict[type, bool] = {}
+
+
 def _takes_size(pipeline_class: type) -> bool:
     """Whether a pipeline's call accepts ``width``/``height`` (SD3's image-to-image does, and
-    without them it would use its default size instead of the image's)."""
-    params = inspect.signature(pipeline_class.__call__).parameters
-    return "width" in params and "height" in params
+    without them it would use its default size instead of the image's); memoised per class."""
+    known = _TAKES_SIZE.get(pipeline_class)
+    if known is None:
+        params = inspect.signature(pipeline_class.__call__).parameters
+        known = _TAKES_SIZE[pipeline_class] = "width" in params and "height" in params
+    return known
 
 
 def _edit_pipeline(slot: PipelineSlot, item: Prepared, jobs: list[Job]) -> Any:

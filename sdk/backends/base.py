@@ -259,7 +259,22 @@ class Backend(ABC):
         """Refuse ``request`` before any compute if it is outside the capabilities."""
         if request.operation not in self.operations:
             raise self.cannot(request)
-        self.capabilities.validate(request, self.name)
+        self.capabilities.validate(request, self.name, check_size=self.size_is_sent(request))
+        strength = getattr(request, "strength", None)  # an edit's
+        if strength is not None and not self.supports_strength(request):  # type: ignore[arg-type]
+            raise ValidationError(
+                f"`strength` cannot be honoured by backend `{self.name}` for this edit but is {strength!r}; "
+                f"leave it unset or pin a backend that supports it.",
+                field="strength", value=strength,
+            )
+
+    def size_is_sent(self, request: GenerateRequest) -> bool:
+        """Whether the size rules apply: not to an edit whose output size the provider picks."""
+        return True
+
+    def supports_strength(self, request: EditRequest) -> bool:
+        """Whether an edit's ``strength`` can be honoured (local pipelines: always)."""
+        return True
 
     def effective_size(self, request: GenerateRequest) -> tuple[int, int]:
         return request.size_or(self.capabilities.default_width, self.capabilities.default_height)
