@@ -227,7 +227,7 @@ def _from_bytes(data: bytes, field: str, where: str) -> InputImage:
     try:
         image = open_untrusted_image(data, MAX_INPUT_PIXELS, what="it")
     except UnsafeImage as exc:
-        raise ValidationError(f"{where} must be a PNG, JPEG or WebP image but {exc.why}",
+        raise ValidationError(f"{where} is not an acceptable PNG, JPEG or WebP image: {exc.why}",
                               field=field, value=f"{len(data)} bytes") from exc
     fmt = str(image.format or "")
     if fmt not in INPUT_FORMATS:
