@@ -84,7 +84,8 @@ def test_the_edit_pipelines_reuse_the_loaded_modules(make_backend: Any) -> None:
         base = slot.pipe
         assert set(slot.edit_pipes) == {"img2img", "inpaint"}
         for derived in slot.edit_pipes.values():
-            assert derived.unet is base.unet and derived.vae is base.vae and derived.text_encoder_2 is base.text_encoder_2
+            assert derived.unet is base.unet and derived.vae is base.vae
+            assert derived.text_encoder_2 is base.text_encoder_2
         assert type(slot.edit_pipes["inpaint"]).__name__ == "StableDiffusionXLInpaintPipeline"
     finally:
         cache.release(slot)
