@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -437,12 +438,15 @@ class AsyncClient(BaseClient):
     ) -> Result:
         """Edit ``image`` as ``prompt`` says within ``sla``; see :meth:`Client.edit`.
 
-        Decoding and checking the input images happens on the event loop (milliseconds for
-        ordinary photos); pass PIL images you already hold to skip the decode.
+        Encoded inputs (bytes, paths) are decoded and checked in a worker thread, off the event
+        loop (a 1024x1024 PNG takes tens of milliseconds); PIL images are checked in place.
         """
         knobs = dict(mask=mask, strength=strength, negative_prompt=negative_prompt, width=width, height=height,
                      n=n, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed)
-        call = self._prepare_edit(image, prompt, sla, knobs, backend, cancel)
+        if _decoded(image) and _decoded(mask):
+            call = self._prepare_edit(image, prompt, sla, knobs, backend, cancel)
+        else:
+            call = await asyncio.to_thread(self._prepare_edit, image, prompt, sla, knobs, backend, cancel)
         return await self._execute(call, dedupe, cascade)
 
     async def _execute(self, call: Call, dedupe: bool | None, cascade: bool | None) -> Result:
@@ -553,6 +557,14 @@ def _build_recorder(settings: Settings, url: str) -> tuple[Any, Any]:
         prompt_retention=t.prompt_retention,
     )
     return recorder, store
+
+
+def _decoded(value: Any) -> bool:
+    """Whether an edit input needs no decoding (absent, or a PIL image; Pillow is loaded by then)."""
+    if value is None:
+        return True
+    pil = sys.modules.get("PIL.Image")
+    return pil is not None and isinstance(value, pil.Image)
 
 
 def _dedupe_key(call: Call) -> str:

@@ -212,3 +212,35 @@ def test_the_policy_never_picks_a_backend_without_the_operation_even_as_best_eff
     assert only_text.backend is None
     assert decide(options, preds, SLASpec(), RouteContext(), config, rng, policy_name="t",
                   router_version="v").backend == "texter"
+
+
+def test_async_edit_decodes_encoded_inputs_off_the_loop_with_the_same_checks() -> None:
+    import io
+
+    from pixelroute import AsyncClient
+
+    buf = io.BytesIO()
+    PHOTO.save(buf, format="PNG")
+    loop_threads: list[int] = []
+
+    async def main() -> tuple[Result, Result]:
+        loop_threads.append(threading.get_ident())
+        async with AsyncClient({"telemetry": {"enabled": False}}, backends=[MockBackend("m")]) as client:
+            real = client._prepare_edit
+
+            def spy(*args: Any, **kwargs: Any) -> Any:
+                loop_threads.append(threading.get_ident())
+                return real(*args, **kwargs)
+
+            client._prepare_edit = spy  # type: ignore[method-assign]
+            from_bytes = await client.edit(buf.getvalue(), "p", seed=2)
+            from_pil = await client.edit(PHOTO, "p", seed=2)
+            with pytest.raises(ValidationError) as err:
+                await client.edit(b"not an image", "p")
+            assert err.value.field == "image"
+            return from_bytes, from_pil
+
+    from_bytes, from_pil = asyncio.run(main())
+    loop, bytes_thread, pil_thread, _bad = loop_threads
+    assert bytes_thread != loop and pil_thread == loop  # bytes decoded in a worker thread, PIL checked in place
+    assert from_bytes.trace["input"]["sha256"] == from_pil.trace["input"]["sha256"]
