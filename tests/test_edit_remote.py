@@ -20,6 +20,7 @@ from pixelroute.backends._http import RemoteBackend
 from pixelroute.backends._ideogram_v3 import image_weight
 from tests._mock_transport import Recorder
 from tests.fakeservers.providers import B64_PNG, PNG, png_bytes
+from tests.test_remote_mapping import backend
 
 KEYS = {"OPENAI_API_KEY": "sk-edit-0001", "STABILITY_API_KEY": "sk-edit-0002", "IDEOGRAM_API_KEY": "ideo-edit-3"}
 INPUT = png_bytes(96, 64, (10, 120, 200))
@@ -30,14 +31,6 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in KEYS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(_http, "_resolve_sync", lambda host, port: ["93.184.216.34"])  # no DNS here
-
-
-def backend(kind: str, answer: Any, **settings: Any) -> tuple[RemoteBackend, Recorder]:
-    rec = Recorder(answer)
-    model = settings_model(kind)(name=f"{kind}-edit", kind=kind, **settings)
-    be = create_backend(model, transport=httpx.MockTransport(rec))
-    assert isinstance(be, RemoteBackend)
-    return be, rec
 
 
 def mask_png(size: tuple[int, int] = (96, 64), box: tuple[int, int, int, int] = (16, 16, 48, 48)) -> bytes:
