@@ -20,7 +20,7 @@ names = zipfile.ZipFile(sys.argv[1]).namelist()
 tops = sorted({n.split("/")[0] for n in names})
 assert [t for t in tops if not t.endswith(".dist-info")] == ["pixelroute"], f"top-level entries: {tops}"
 for needed in ("pixelroute/py.typed", "pixelroute/router/py.typed", "pixelroute/__main__.py",
-               "pixelroute/contrib/django/templates/pixelroute/admin/"):
+               "pixelroute/contrib/django/templates/pixelroute/admin/", "pixelroute/router/templates/training_report.html"):
     assert any(n.startswith(needed) for n in names), f"the wheel lacks {needed}"
 assert any(n.startswith("pixelroute/router/classifier/") and n.endswith((".json", ".txt")) for n in names), \
     "the wheel lacks the classifier's files"

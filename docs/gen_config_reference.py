@@ -42,19 +42,42 @@ def field_comments(cls: type) -> dict[str, str]:
     return out
 
 
+#: TOML's names for the scalar types a reader writes in the file
+SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}
+
+
 def type_name(annotation: Any) -> str:
-    """A short, readable type: ``"full" | "hash"``, ``float | None``, ``list[int]``."""
+    """The type as a reader of the TOML file says it: ``string, optional``, ``"full"`, `"hash"` or `"none"``.
+
+    Never a ``|``: inside a table cell Python-Markdown keeps the backslash of an escaped pipe in a code
+    span, so ``str \\| None`` would show literally.
+    """
     origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return " | ".join(f'"{a}"' if isinstance(a, str) else repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_name(a) for a in typing.get_args(annotation))
-    if origin is not None:
-        args = ", ".join(type_name(a) for a in typing.get_args(annotation))
-        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
-    if annotation is type(None):
-        return "None"
+        args = typing.get_args(annotation)
+        present = [a for a in args if a is not type(None)]
+        if len(present) == len(args):
+            return " or ".join(type_name(a) for a in present)
+        inner = type_name(present[0] if len(present) == 1 else typing.Union[tuple(present)])  # noqa: UP007
+        return f"{inner}, optional"
+    if origin is typing.Literal:
+        names = [f'`"{a}"`' if isinstance(a, str) else f"`{toml_value(a)}`" for a in typing.get_args(annotation)]
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return f"list of {plural(type_name(item))}"
+    if origin is dict:
+        _, value = typing.get_args(annotation)
+        return f"table of {plural(type_name(value))}"  # TOML table keys are always strings
+    if annotation in SCALARS:
+        return SCALARS[annotation]
+    if hasattr(annotation, "model_fields"):
+        return "table"
     return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def plural(name: str) -> str:
+    return f"{name}s" if name in SCALARS.values() else f"({name})"
 
 
 def bounds(metadata: list[Any]) -> str:
@@ -102,8 +125,6 @@ def toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
-    if value is None:
-        return "unset"
     return repr(value)
 
 
@@ -120,18 +141,30 @@ def default_text(field: Any) -> str:
         return f"`{toml_value(value)}`"
     if field.is_required():
         return "required"
+    if field.default is None:
+        return "unset"
     return f"`{toml_value(field.default)}`"
 
 
-def table(cls: Any, env_prefix: str | None, toml_prefix: str, sections: bool = False) -> list[str]:
-    """One row per field; ``sections`` skips nested models (they get their own table)."""
+def code_spans_without_pipes(cell: str) -> str:
+    """``|`` escaped for the table outside code spans; inside one it cannot be escaped, so it is refused."""
+    parts = cell.split("`")
+    for i, part in enumerate(parts):
+        if i % 2 and "|" in part:
+            raise ValueError(f"a `|` inside a code span cannot be shown in a table cell; rephrase: {cell!r}")
+        if not i % 2:
+            parts[i] = part.replace("|", "\\|")
+    return "`".join(parts)
+
+
+def table(cls: Any, toml_prefix: str, sections: bool = False) -> list[str]:
+    """One row per field; ``sections`` skips nested models (they get their own table).
+
+    No column of environment variables: their long names, which cannot wrap, squeezed the descriptions
+    into a few words a line. ``env_note`` lists them under the table instead.
+    """
     comments = field_comments(cls)
-    head = (
-        "| key | type | default | env | description |"
-        if env_prefix
-        else "| key | type | default | description |"
-    )
-    rows = [head, "|---" * (5 if env_prefix else 4) + "|"]
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
     for name, field in cls.model_fields.items():
         if sections and (hasattr(field.annotation, "model_fields") or name == "backends"):
             continue
@@ -140,17 +173,19 @@ def table(cls: Any, env_prefix: str | None, toml_prefix: str, sections: bool = F
         limit = bounds(field.metadata)
         if limit:
             desc = f"{desc} ({limit})" if desc else limit
-        kind = "table" if hasattr(field.annotation, "model_fields") else type_name(field.annotation)
-        cells = [
-            f"`{toml_prefix}{name}`",
-            f"`{kind}`".replace("|", "\\|"),
-            default_text(field).replace("|", "\\|"),
-        ]
-        if env_prefix:
-            cells.append(f"`{env_prefix}{name.upper()}`")
-        cells.append(desc.replace("|", "\\|"))
-        rows.append("| " + " | ".join(cells) + " |")
+        cells = [f"`{toml_prefix}{name}`", type_name(field.annotation), default_text(field), desc]
+        rows.append("| " + " | ".join(code_spans_without_pipes(c) for c in cells) + " |")
     return rows
+
+
+def env_note(cls: Any, env_prefix: str, sections: bool = False) -> list[str]:
+    """The environment variables of a table's keys, by their exact names (operators search for them)."""
+    names = [
+        f"`{env_prefix}{name.upper()}`"
+        for name, field in cls.model_fields.items()
+        if not (sections and (hasattr(field.annotation, "model_fields") or name == "backends"))
+    ]
+    return [f"From the environment (the key in capitals after `{env_prefix}`): {', '.join(names)}.", ""]
 
 
 def generate() -> str:
@@ -160,13 +195,13 @@ def generate() -> str:
 
     lines = [BEGIN, "", "## Reference", ""]
     lines += ["### Top level", "", (Settings.__doc__ or "").strip(), ""]
-    lines += table(Settings, "PIXELROUTE_", "", sections=True) + [""]
+    lines += table(Settings, "", sections=True) + [""] + env_note(Settings, "PIXELROUTE_", sections=True)
     for name, field in Settings.model_fields.items():
         model = field.annotation
         if not hasattr(model, "model_fields"):
             continue
         lines += [f"### `[{name}]`", "", inspect.cleandoc(model.__doc__ or "").replace("``", "`"), ""]
-        lines += table(model, f"PIXELROUTE_{name.upper()}__", f"{name}.") + [""]
+        lines += table(model, f"{name}.") + [""] + env_note(model, f"PIXELROUTE_{name.upper()}__")
     lines += [
         "### `[[backends]]`: keys every kind accepts",
         "",
@@ -176,11 +211,11 @@ def generate() -> str:
         "backend pages for each kind's own keys.",
         "",
     ]
-    lines += table(BackendSettings, None, "") + [""]
+    lines += table(BackendSettings, "") + [""]
     lines += ['### `kind = "mock"`', "", inspect.cleandoc(MockSettings.__doc__ or "").replace("``", "`"), ""]
     mock_only = [
         row
-        for row in table(MockSettings, None, "")
+        for row in table(MockSettings, "")
         if not any(row.startswith(f"| `{n}`") for n in BackendSettings.model_fields)
     ]
     lines += mock_only + ["", END]

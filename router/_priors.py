@@ -1,7 +1,7 @@
 """Cold-start priors: latency, failure rate and price of a backend before any telemetry exists.
 
-Every number cites its row in ``../shared/data/backend_figures.md`` (BF §n). They are starting
-points the trained model replaces, not measurements of your deployment.
+Every number is a published figure, cited by its section of the project's notes on backend figures
+(BF §n). They are starting points the trained model replaces, not measurements of your deployment.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class Router:
     Usage::
 
         r = Router.cold_start()                      # priors from profiles + the prompt classifier
-        r = Router.load("router-model")              # a trained artifact (DESIGN.md §6)
+        r = Router.load("router-model")              # a trained artifact (docs/retraining.md)
         d = r.decide(RouteRequest("a red bicycle"), SLASpec(deadline_s=8), backends, RouteContext())
         d.backend, d.fallbacks, d.candidates, d.propensity
         r.maybe_reload()                             # cheap; picks up a newly written artifact
@@ -63,6 +63,7 @@ class Router:
     @classmethod
     def cold_start(cls, correction_cost_per_hour: float = 60.0, exploration: float = 0.02,
                    sla_confidence: float = 0.95, best_effort: bool = True, seed: int | None = None) -> Router:
+        """A router without a trained artifact: the backends' declared priors and the prompt classifier."""
         config = PolicyConfig(correction_cost_per_hour, exploration, sla_confidence, best_effort)
         return cls(ColdStartPredictor(), config, seed=seed)
 
@@ -98,6 +99,7 @@ class Router:
 
     def decide(self, request: RouteRequest, sla: SLASpec, backends: Sequence[BackendProfile],
                context: RouteContext | None = None) -> Decision:
+        """Choose among ``backends`` for ``request`` within ``sla``; ``context`` is their live state."""
         ctx = context or RouteContext()
         options = self._options_for(backends)
         preds = self.predictor.predict(request, options, ctx)

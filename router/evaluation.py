@@ -93,7 +93,10 @@ def routellm_threshold(req: RouteRequest, sla: SLASpec, ctx: RouteContext, optio
     if not hard:
         return always_cheapest(req, sla, ctx, options)
     strength = [np.mean(list(options[i][0].strengths.values()) or [0.5]) for i in range(len(options))]
-    return max(usable, key=lambda i: strength[i])
+    # equal declared strengths (none declared, say): the dearer one, as RouteLLM's strong model is the
+    # expensive one; a tie left to the options' order would make this "the first backend"
+    prices = _prices(req, options)
+    return max(usable, key=lambda i: (strength[i], prices[i]))
 
 
 class LiteLLMLatency:

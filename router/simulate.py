@@ -4,7 +4,7 @@ Each simulated backend has a *declared* side (what the router is told: a :class:
 with price, typical latency and strengths) and a *true* side the router never sees: lognormal
 latency around a median with a heavy tail, load sensitivity, rate-limit, content-rejection and
 server-error rates, and a weakness per scenario that drives correction time. The defaults
-(:data:`DEFAULT_BACKENDS`) are built from ``../shared/data/backend_figures.md`` (BF §n cited).
+(:data:`DEFAULT_BACKENDS`) are built from published backend figures (each cites its BF §n section; docs/router.md).
 
 Logging policy (stated, so off-policy evaluation is exact): epsilon-greedy over the cold-start
 router. With probability ``epsilon`` a uniformly random option among those whose breaker is not
@@ -143,26 +143,34 @@ class Drift:
 
 #: the worlds ``pixelroute simulate --world`` knows, as functions of the drifting backend's name
 WORLDS = ("stationary", "drifting", "outage")
-#: a client's health window: ~300 s of traffic at the simulator's 2 requests per second
-WINDOW_ITEMS = 600
+#: the requests a client's recent-latency window spans: the SDK keeps a backend's last 20
+#: observations (within 300 s); at a fifth of the traffic that is the last ~100 requests
+WINDOW_ITEMS = 100
+#: how much slower the drifting backend runs at its peaks: a GPU time-shared with a batch job, or a
+#: provider queueing at peak hours (some queue instead of refusing), is several times slower, not 10%
+DRIFT_LATENCY_MULT = 4.0
 #: requests between an outage starting and the client's breaker and failure rate showing it
 OUTAGE_LAG_ITEMS = 20
 
 
-def world(name: str, backend: str | None = None, backends: Sequence[SimBackend] = DEFAULT_BACKENDS) -> list[Drift]:
+def world(name: str, backend: str | None = None, backends: Sequence[SimBackend] = DEFAULT_BACKENDS,
+          latency_mult: float = DRIFT_LATENCY_MULT) -> list[Drift]:
     """The drifts of a named world. ``drifting``: ``backend`` (default: the first local one, the
-    cheap workhorse) runs 2.5x slower for two peaks, 20-45% and 65-85% of the timeline;
-    ``outage``: ``backend`` (default: the first remote one) is down for 35-65%."""
+    cheap workhorse) runs ``latency_mult`` times slower for two peaks, 20-45% and 65-85% of the
+    timeline; ``outage``: ``backend`` (default: the first remote one) is down for 35-65%."""
     if name not in WORLDS:
         raise ValueError(f"`world` must be one of {', '.join(WORLDS)} but is {name!r}")
     names = [b.name for b in backends]
     if backend is not None and backend not in names:
         raise ValueError(f"`drift backend` must be one of {', '.join(names)} but is {backend!r}")
+    if not (math.isfinite(latency_mult) and 0 < latency_mult <= 1000):
+        raise ValueError(f"`latency_mult` must be a number above 0 and at most 1000 but is {latency_mult!r}")
     if name == "stationary":
         return []
     if name == "drifting":
         target = backend or next((b.name for b in backends if b.local), names[0])
-        return [Drift(target, 0.20, 0.45, latency_mult=2.5), Drift(target, 0.65, 0.85, latency_mult=2.5)]
+        return [Drift(target, 0.20, 0.45, latency_mult=latency_mult),
+                Drift(target, 0.65, 0.85, latency_mult=latency_mult)]
     target = backend or next((b.name for b in backends if not b.local), names[0])
     return [Drift(target, 0.35, 0.65, down=True)]
 

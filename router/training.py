@@ -340,6 +340,8 @@ def train(
     """
     p = params or TrainParams()
     say = progress or (lambda _msg: None)
+    if isinstance(dask_scheduler, str):
+        _require_dask()  # before the work of featurizing
     started = time.perf_counter()
     data = build_dataset(records, profiles, p, since, progress=lambda n: say(f"featurized {n:,} records"))
     if len(data) < 200:
@@ -379,6 +381,7 @@ def train(
     raw = {name: b.predict(data.x[i_ca], raw_score=True, num_threads=p.num_threads) + init[i_ca, k]
            for k, (name, b) in enumerate(boosters.items())}
     metrics, conformal = _calibrate(data, i_ca, half, lat_log, raw, p.latency_quantile)
+    metrics["feature_importance"] = {name: feature_importance(b) for name, b in boosters.items()}
     version = f"lgbm-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -407,6 +410,25 @@ def train(
     return manifest
 
 
+#: features kept per model in the manifest's ``feature_importance`` (the rest are summed as ``(other)``)
+TOP_FEATURES = 12
+
+
+def feature_importance(booster: Any, top: int = TOP_FEATURES) -> dict[str, float]:
+    """Each feature's share of a booster's total split gain, the ``top`` largest (the rest as ``(other)``)."""
+    gain = np.asarray(booster.feature_importance(importance_type="gain"), dtype=float)
+    total = float(gain.sum())
+    if total <= 0:
+        return {}
+    order = np.argsort(-gain, kind="stable")
+    names = booster.feature_name()
+    out = {names[i]: round(float(gain[i]) / total, 4) for i in order[:top] if gain[i] > 0}
+    rest = float(gain[order[top:]].sum()) / total
+    if rest > 0:
+        out["(other)"] = round(rest, 4)
+    return out
+
+
 def _dask_client(scheduler: Any) -> Any:
     if scheduler is None:
         return None
@@ -415,6 +437,22 @@ def _dask_client(scheduler: Any) -> Any:
     from distributed import Client
 
     return Client(scheduler)
+
+
+def _require_dask() -> None:
+    """lightgbm.dask needs all four. The router imports nothing from the rest of pixelroute, so it names
+    the extra itself (keeping the module's name, which `pixelroute train` maps to the same extra)."""
+    import importlib
+
+    for module in ("distributed", "dask.array", "pandas", "sklearn"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                f"training on a Dask scheduler needs the optional `dask` extra ({exc.name} is not installed): "
+                "pip install 'pixelroute[dask]'",
+                name=exc.name,
+            ) from exc
 
 
 def _iso(ts: float) -> str:
@@ -469,6 +507,14 @@ def _calibrate(data: Dataset, i_ca: np.ndarray, half: int, lat_log: np.ndarray, 
     pc = np.maximum(raw["correction"][~fit], 0.0)
     lab = ~np.isnan(c)
     train_mean = float(np.nanmean(data.correction))
+    c_bins = []
+    if lab.sum() >= 5:
+        # five bins of equal size by predicted seconds: where the model is too high or too low
+        order = np.argsort(pc[lab], kind="stable")
+        for part in np.array_split(order, min(5, int(lab.sum()))):
+            pred, obs = pc[lab][part], c[lab][part]
+            c_bins.append({"rows": int(len(part)), "predicted_s": float(pred.mean()), "observed_s": float(obs.mean()),
+                           "mae_s": float(np.mean(np.abs(pred - obs)))})
     metrics = {
         "latency_coverage": coverage,
         "failure": {"rows": int(len(f)), "brier": float(np.mean((pf - f) ** 2)) if len(f) else None,
@@ -476,7 +522,8 @@ def _calibrate(data: Dataset, i_ca: np.ndarray, half: int, lat_log: np.ndarray, 
                     "reliability": bins},
         "correction": {"rows": int(lab.sum()),
                        "mae_s": float(np.mean(np.abs(pc[lab] - c[lab]))) if lab.any() else None,
-                       "mae_constant_s": float(np.mean(np.abs(train_mean - c[lab]))) if lab.any() else None},
+                       "mae_constant_s": float(np.mean(np.abs(train_mean - c[lab]))) if lab.any() else None,
+                       "by_predicted": c_bins},
     }
     return metrics, conformal
 

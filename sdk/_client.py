@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from ._drivers import run_async, run_sync
 from ._engine import Call, Engine
 from ._errors import ConfigError, PixelrouteError, ValidationError
 from ._health import BackendHealth, CircuitBreaker
+from ._streams import check_previews, done_event, listener_for, stream_async, stream_sync
 from ._types import SLA, GenerateRequest, Result, build_request, build_sla
 from .backends import create_backend
 from .backends.base import Backend
@@ -33,6 +34,8 @@ from .gates import ContrastGate, Gate
 
 if TYPE_CHECKING:
     from pixelroute.router import Router
+
+    from .events import Event, Listener
 
 logger = logging.getLogger("pixelroute")
 
@@ -119,11 +122,15 @@ class BaseClient:
         knobs: dict[str, Any],
         backend: str | None,
         cancel: CancelToken | None,
+        listener: Listener | None = None,
+        previews: int = 0,
     ) -> Call:
         if self._closed:
             raise PixelrouteError("this client is closed")
         request = build_request(prompt=prompt, **knobs)
-        return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel)
+        previews = check_previews(previews, listener)
+        return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel, listener=listener,
+                                  previews=previews)
 
     def _prepare_edit(
         self,
@@ -133,13 +140,17 @@ class BaseClient:
         knobs: dict[str, Any],
         backend: str | None,
         cancel: CancelToken | None,
+        listener: Listener | None = None,
+        previews: int = 0,
     ) -> Call:
         if self._closed:
             raise PixelrouteError("this client is closed")
         from ._edit import build_edit_request
 
         request = build_edit_request(image, prompt=prompt, **knobs)
-        return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel)
+        previews = check_previews(previews, listener)
+        return self._engine.start(request, build_sla(sla), backend=backend, cancel=cancel, listener=listener,
+                                  previews=previews)
 
     def _gate_for(self, cascade: bool | None) -> Gate | None:
         on = self.settings.execution.cascade if cascade is None else cascade
@@ -162,16 +173,12 @@ class BaseClient:
 
     def trace(self, request_id: str) -> dict[str, Any]:
         """The stored trace of a request: decision, candidates, attempts, timings, cost, correction."""
-        from ._errors import UnknownRequest
-        from .telemetry import build_trace
+        from .telemetry.trace import stored_trace
 
         if self._store is None:
             raise ConfigError("telemetry is disabled (`telemetry.enabled = false`): no stored traces")
         self._flush_for_read()
-        records = self._store.records_for(request_id)
-        if not records:
-            raise UnknownRequest(request_id)
-        return build_trace(records, self._store.correction_history(request_id))
+        return stored_trace(self._store, request_id)
 
     def recent_requests(self, limit: int = 50) -> list[dict[str, Any]]:
         """One summary per request, newest first (time, backend, ok/error, latency, cost, correction)."""
@@ -251,16 +258,20 @@ class Client(BaseClient):
         cancel: CancelToken | None = None,
         dedupe: bool | None = None,
         cascade: bool | None = None,
+        on_progress: Listener | None = None,
+        previews: int = 0,
     ) -> Result:
         """Generate images for ``prompt`` within ``sla``; see the class docstring.
 
         ``backend`` pins a backend by name; ``cancel`` is a :class:`CancelToken`; ``dedupe``
         shares one execution among identical concurrent calls; ``cascade`` tries the cheap
         candidate first and escalates when :attr:`gate` scores it below the threshold.
+        ``on_progress`` is called with each :mod:`pixelroute.events` event (possibly on a worker
+        thread); ``previews`` asks local pipelines for that many partial images on its ``Step`` events.
         """
         knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
                      guidance=guidance, scheduler=scheduler, seed=seed)
-        call = self._prepare(prompt, sla, knobs, backend, cancel)
+        call = self._prepare(prompt, sla, knobs, backend, cancel, listener_for(on_progress), previews)
         return self._execute(call, dedupe, cascade)
 
     def edit(
@@ -283,17 +294,20 @@ class Client(BaseClient):
         cancel: CancelToken | None = None,
         dedupe: bool | None = None,
         cascade: bool | None = None,
+        on_progress: Listener | None = None,
+        previews: int = 0,
     ) -> Result:
         """Edit ``image`` as ``prompt`` says, inside ``mask`` when given, within ``sla``; routed like
         :meth:`generate`, among the backends that can edit.
 
         ``image`` and ``mask`` are PIL images, PNG/JPEG/WebP bytes or paths; the mask is white where
         the image may change. ``strength`` in (0, 1] says how far the result may move from the
-        input. ``width``/``height`` unset keep the input's size. See the edits page of the docs.
+        input. ``width``/``height`` unset keep the input's size. The other arguments are
+        :meth:`generate`'s. See the edits page of the docs.
         """
         knobs = dict(mask=mask, strength=strength, negative_prompt=negative_prompt, width=width, height=height,
                      n=n, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed)
-        call = self._prepare_edit(image, prompt, sla, knobs, backend, cancel)
+        call = self._prepare_edit(image, prompt, sla, knobs, backend, cancel, listener_for(on_progress), previews)
         return self._execute(call, dedupe, cascade)
 
     def _execute(self, call: Call, dedupe: bool | None, cascade: bool | None) -> Result:
@@ -301,6 +315,21 @@ class Client(BaseClient):
         if dedupe if dedupe is not None else self.settings.execution.dedupe:
             return self._deduplicated(call, gate)
         return self._run(call, gate)
+
+    def stream(
+        self, prompt: str, sla: SLA | dict[str, Any] | None = None, *, cancel: CancelToken | None = None,
+        **options: Any,
+    ) -> Generator[Event, None, None]:
+        """:meth:`generate` as an iterator of its events, ending with ``Done`` (its ``result``).
+
+        Takes :meth:`generate`'s arguments but ``on_progress``. The call runs on a thread of its
+        own from the first ``next()``; its error is raised by the iterator, and closing the
+        iterator early cancels the call.
+        """
+        def run(listener: Listener, token: CancelToken) -> Result:
+            return self.generate(prompt, sla, cancel=token, on_progress=listener, **options)
+
+        return stream_sync(run, cancel)
 
     def _run(self, call: Call, gate: Gate | None) -> Result:
         return run_sync(self._engine, call, self._pool, gate, self.settings.execution.cascade_threshold)
@@ -321,7 +350,10 @@ class Client(BaseClient):
                 shared = self._dedupe[key] = Future()
         assert shared is not None
         if not owner:
-            return shared.result(timeout=call.deadline.timeout())
+            joined = shared.result(timeout=call.deadline.timeout())
+            if call.listener is not None:  # it ran elsewhere: this caller hears only the end
+                call.listener(done_event(joined))
+            return joined
         try:
             result = self._run(call, gate)
             shared.set_result(result)
@@ -408,11 +440,16 @@ class AsyncClient(BaseClient):
         cancel: CancelToken | None = None,
         dedupe: bool | None = None,
         cascade: bool | None = None,
+        on_progress: Listener | None = None,
+        previews: int = 0,
     ) -> Result:
-        """Generate images for ``prompt`` within ``sla``; see :meth:`Client.generate`."""
+        """Generate images for ``prompt`` within ``sla``; see :meth:`Client.generate`.
+
+        ``on_progress`` is called on this event loop, whichever thread an event comes from.
+        """
         knobs = dict(negative_prompt=negative_prompt, width=width, height=height, n=n, steps=steps,
                      guidance=guidance, scheduler=scheduler, seed=seed)
-        call = self._prepare(prompt, sla, knobs, backend, cancel)
+        call = self._prepare(prompt, sla, knobs, backend, cancel, listener_for(on_progress, on_loop=True), previews)
         return await self._execute(call, dedupe, cascade)
 
     async def edit(
@@ -435,18 +472,22 @@ class AsyncClient(BaseClient):
         cancel: CancelToken | None = None,
         dedupe: bool | None = None,
         cascade: bool | None = None,
+        on_progress: Listener | None = None,
+        previews: int = 0,
     ) -> Result:
         """Edit ``image`` as ``prompt`` says within ``sla``; see :meth:`Client.edit`.
 
         Encoded inputs (bytes, paths) are decoded and checked in a worker thread, off the event
         loop (a 1024x1024 PNG takes tens of milliseconds); PIL images are checked in place.
+        ``on_progress`` is called on this event loop, as for :meth:`generate`.
         """
         knobs = dict(mask=mask, strength=strength, negative_prompt=negative_prompt, width=width, height=height,
                      n=n, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed)
+        args = (image, prompt, sla, knobs, backend, cancel, listener_for(on_progress, on_loop=True), previews)
         if _decoded(image) and _decoded(mask):
-            call = self._prepare_edit(image, prompt, sla, knobs, backend, cancel)
+            call = self._prepare_edit(*args)
         else:
-            call = await asyncio.to_thread(self._prepare_edit, image, prompt, sla, knobs, backend, cancel)
+            call = await asyncio.to_thread(self._prepare_edit, *args)
         return await self._execute(call, dedupe, cascade)
 
     async def _execute(self, call: Call, dedupe: bool | None, cascade: bool | None) -> Result:
@@ -454,12 +495,30 @@ class AsyncClient(BaseClient):
         if dedupe if dedupe is not None else self.settings.execution.dedupe:
             key = _dedupe_key(call)
             task = self._dedupe_tasks.get(key)
+            owner = task is None
             if task is None:
                 task = asyncio.ensure_future(self._run(call, gate))
                 self._dedupe_tasks[key] = task
                 task.add_done_callback(functools.partial(self._forget_task, key))
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
+            if not owner and call.listener is not None:  # it ran elsewhere: this caller hears only the end
+                call.listener(done_event(result))
+            return result
         return await self._run(call, gate)
+
+    def stream(
+        self, prompt: str, sla: SLA | dict[str, Any] | None = None, **options: Any
+    ) -> AsyncGenerator[Event, None]:
+        """``async for event in client.stream(...)``: :meth:`generate`'s events, ending with ``Done``.
+
+        Takes :meth:`generate`'s arguments but ``on_progress``; the call runs as a task from the
+        first ``__anext__``, its error is raised by the iterator, and leaving early (``aclose()``,
+        or cancelling the consuming task) cancels it.
+        """
+        async def run(listener: Listener) -> Result:
+            return await self.generate(prompt, sla, on_progress=listener, **options)
+
+        return stream_async(run)
 
     def _forget_task(self, key: str, _task: object) -> None:
         self._dedupe_tasks.pop(key, None)

@@ -37,7 +37,7 @@ class TelemetrySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: ``sqlite:///path`` or ``postgresql://…``; ``None`` = ``telemetry.db`` in the cache dir
+    #: ``sqlite:///path`` or ``postgresql://…``; unset = ``telemetry.db`` in the cache dir
     store: str | None = None
     prompt_retention: Literal["full", "hash", "none"] = "full"
     queue_size: int = Field(default=100_000, ge=1)
@@ -154,9 +154,11 @@ class Settings(BaseSettings):
         return out
 
     def telemetry_url(self) -> str:
+        """The telemetry store's URL: ``telemetry.store``, else SQLite in the cache dir."""
         return self.telemetry.store or f"sqlite:///{self.cache_dir / 'telemetry.db'}"
 
     def backend(self, name: str) -> BackendSettings:
+        """The settings of the backend called ``name``; a ``ConfigError`` lists the names when none is."""
         for b in self.backends:
             if b.name == name:
                 return b
@@ -199,8 +201,8 @@ def embedded_default(cache_dir: Path | None = None) -> Settings:
     cache = cache_dir or base.cache_dir
     tiny = cache / "tiny"
     # Shadow prices: the tiny pipelines stand in for a distilled model and a high-fidelity one,
-    # priced as FLUX.1 [schnell] ($0.003/image) and SD3.5 Large ($0.065/image) in
-    # ../shared/data/backend_figures.md §1, so routing behaves as it would with the real pair.
+    # priced as FLUX.1 [schnell] ($0.003/image) and SD3.5 Large ($0.065/image) at their list
+    # prices (docs/backends/), so routing behaves as it would with the real pair.
     # Latency priors are the tiny pipelines' own on a 2-core CPU at their default steps.
     backends = [
         {

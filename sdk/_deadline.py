@@ -10,6 +10,10 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .events import AttemptProgress
 
 Clock = Callable[[], float]
 
@@ -43,6 +47,7 @@ class CancelToken:
             return self._waitable
 
     def cancel(self) -> None:
+        """Cancel: wake every waiter and run the ``on_cancel`` callbacks once."""
         with self._lock:
             self._cancelled = True
             if self._waitable is not None:
@@ -65,9 +70,13 @@ class CancelToken:
 
 
 class Deadline:
-    """An absolute point in time on ``clock``; ``None`` seconds means no deadline."""
+    """An absolute point in time on ``clock``; ``None`` seconds means no deadline.
 
-    __slots__ = ("at", "clock", "cancel")
+    An attempt's deadline also carries where its backend reports progress: ``progress`` is an
+    :class:`~pixelroute.events.AttemptProgress` while someone listens to the call, else ``None``.
+    """
+
+    __slots__ = ("at", "clock", "cancel", "progress")
 
     def __init__(
         self,
@@ -76,8 +85,10 @@ class Deadline:
         clock: Clock = time.monotonic,
         cancel: CancelToken | None = None,
         at: float | None = None,
+        progress: AttemptProgress | None = None,
     ) -> None:
         self.clock = clock
+        self.progress = progress
         if at is not None:
             self.at = at
         else:
@@ -86,6 +97,7 @@ class Deadline:
 
     @classmethod
     def none(cls) -> Deadline:
+        """A deadline that never expires."""
         return cls(None)
 
     def remaining(self) -> float:
@@ -93,6 +105,7 @@ class Deadline:
         return max(0.0, self.at - self.clock())
 
     def expired(self) -> bool:
+        """Whether no time is left."""
         return self.clock() >= self.at
 
     @property
@@ -109,4 +122,4 @@ class Deadline:
     def child(self, seconds: float | None) -> Deadline:
         """A deadline no later than this one."""
         at = self.at if seconds is None else min(self.at, self.clock() + seconds)
-        return Deadline(None, clock=self.clock, cancel=self.cancel, at=at)
+        return Deadline(None, clock=self.clock, cancel=self.cancel, at=at, progress=self.progress)

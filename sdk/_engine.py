@@ -44,12 +44,14 @@ from ._records import (
 )
 from ._redact import redact
 from ._types import SLA, GenerateRequest, Result
+from .events import AttemptProgress
 
 if TYPE_CHECKING:
     from pixelroute.router import Candidate, Decision, Router
 
     from ._config import Settings
     from .backends.base import Backend, BackendOutput
+    from .events import Listener
 
 logger = logging.getLogger("pixelroute")
 
@@ -83,6 +85,10 @@ class Call:
     planned: int = 0
     #: per-call extras the drivers attach (hedge, cascade, gate scores)
     notes: dict[str, Any] = field(default_factory=dict)
+    #: who hears the call's progress events (``None``: nobody, and none is built)
+    listener: Listener | None = None
+    #: partial images asked for (local pipelines decode them on a few steps)
+    previews: int = 0
 
     @property
     def attempt_no(self) -> int:
@@ -182,6 +188,8 @@ class Engine:
         *,
         backend: str | None = None,
         cancel: CancelToken | None = None,
+        listener: Listener | None = None,
+        previews: int = 0,
     ) -> Call:
         if backend is not None and backend not in self.backends:
             raise ValidationError(
@@ -205,6 +213,8 @@ class Engine:
             deadline=Deadline(sla.deadline_s, clock=self.clock, cancel=cancel),
             started=now,
             pinned=backend,
+            listener=listener,
+            previews=previews,
         )
 
     # -- decide ------------------------------------------------------------------------------
@@ -262,7 +272,7 @@ class Engine:
                 call.last_error.add_note(why_not_note(why_not))
                 raise call.last_error
             if validation_errors and len(validation_errors) == len(names):
-                raise validation_errors[0]
+                raise _every_limit(validation_errors)
             if all(r == "circuit breaker open" for r in why_not.values()):
                 msg = "every backend's circuit breaker is open: " + ", ".join(why_not)
                 if not hedge:
@@ -318,10 +328,13 @@ class Engine:
         if candidate is not None and candidate.steps is not None and request.steps is None:
             request = request.model_copy(update={"steps": candidate.steps})
         attempt_no, call.planned = call.planned, call.planned + 1
+        deadline = _attempt_deadline(call.deadline)
+        if call.listener is not None:
+            deadline.progress = AttemptProgress(call.listener, call.request_id, attempt_no, chosen_name, call.previews)
         return Plan(
             backend=backend,
             request=request,
-            deadline=_attempt_deadline(call.deadline),
+            deadline=deadline,
             decision=decision,
             candidate=candidate,
             attempt=attempt_no,
@@ -678,6 +691,16 @@ def _edit_route_request(request: Any) -> Any:
 
 #: knobs whose recorded value is the caller's (what serving saw), whatever the backend resolved them to
 _CALLERS_KNOBS = frozenset({"seed", "strength"})
+
+
+def _every_limit(errors: list[ValidationError]) -> ValidationError:
+    """Why no backend accepts the request, naming each one's limit (not only the first backend's)."""
+    first = errors[0]
+    if len(errors) == 1:
+        return first
+    limits = "; ".join(str(err).rstrip(".") for err in errors)
+    return ValidationError(f"no configured backend accepts this request: {limits}", field=first.field,
+                           value=first.value)
 
 
 def _loaded(backend: Backend) -> bool:

@@ -9,6 +9,7 @@ torch, tenacity, lightgbm) are mapped at the boundary, most specific first, and 
     PixelrouteError
     ├── ValidationError          bad input, refused before anything is sent or computed
     ├── ConfigError              a configuration file, setting or environment variable is wrong
+    │   └── MissingExtra         an optional dependency is not installed; names the extra to install
     ├── UnknownRequest           a request id that telemetry has never seen
     ├── NoFeasibleBackend        no candidate can meet the SLA; carries every candidate and why
     ├── DeadlineExceeded         the SLA deadline passed (also a ``TimeoutError``)
@@ -52,6 +53,19 @@ class ConfigError(PixelrouteError):
     """Raised when configuration (file, environment, framework settings) is invalid."""
 
     error_code = "config"
+
+
+class MissingExtra(ConfigError, ModuleNotFoundError):
+    """Raised when a feature's optional dependency is missing; the message names the extra to install.
+
+    Also a ``ModuleNotFoundError`` (``name`` is the missing module), so code written against the
+    plain import error still catches it. Built by :mod:`pixelroute._extras`.
+    """
+
+    def __init__(self, message: str, *, module: str, extra: str) -> None:
+        super().__init__(message, name=module)
+        self.module = module
+        self.extra = extra
 
 
 class UnknownRequest(PixelrouteError, KeyError):

@@ -37,7 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._errors import DeadlineExceeded, PixelrouteError
+from ._errors import DeadlineExceeded, PixelrouteError, error_code
+from .events import AttemptStarted, Decided, Fallback
+from .events import Done as DoneEvent
 
 if TYPE_CHECKING:
     from pixelroute.router import Candidate, Decision
@@ -154,6 +156,7 @@ class Execution:
         plan = engine.plan(call)
         delay = engine.hedge_delay(plan) if call.sla.hedge and call.pinned is None else None
         engine.begin(plan)
+        _announce(call, plan)
         if delay is None:
             self._inline = plan
             self._then = Execution._judge_alone
@@ -167,7 +170,15 @@ class Execution:
     def _judge_alone(self) -> Action:
         plan, output, exc = self._reported.pop()
         result = self.engine.complete(self.call, plan, output, exc)
-        return self._plan_next() if result is None else self._done(result)
+        return self._fall_back(plan) if result is None else self._done(result)
+
+    def _fall_back(self, failed: Plan) -> Action:
+        """``failed`` did not give a result and the call goes on: plan the next attempt."""
+        call = self.call
+        if call.listener is not None and call.last_error is not None:
+            err = call.last_error
+            call.listener(Fallback(call.request_id, failed.attempt, failed.backend.name, error_code(err), str(err)))
+        return self._plan_next()
 
     def _done(self, result: Result) -> Done:
         call = self.call
@@ -175,6 +186,8 @@ class Execution:
             # recorded after the result was built (a lost racer, an escalation): bring it up to date
             result.trace = self.engine.trace(call, result.backend)
             result.cost_usd = call.spent_usd
+        if call.listener is not None:
+            call.listener(DoneEvent(call.request_id, result.backend, result))
         return Done(result)
 
     def _done_with_kept(self) -> Action:
@@ -199,6 +212,7 @@ class Execution:
         call.notes["hedge"] = {"primary": primary.backend.name, "hedge": hedge.backend.name,
                                "after_s": round(self._delay, 4)}
         engine.begin(hedge)
+        _announce(call, hedge)
         self._running[hedge.attempt] = hedge
         self._raced = True
         self._then = Execution._wait_for_racers
@@ -222,7 +236,7 @@ class Execution:
             last = not self._running  # the last racer standing is judged: fall back, stop or raise
             engine.complete(call, plan, None, exc, judge=last)
             if last:
-                return self._plan_next()
+                return self._fall_back(plan)
         return self._wait_for_racers()
 
     def _won(self, winner: Plan, result: Result | None) -> Action:
@@ -257,6 +271,7 @@ class Execution:
     def _cascade_first(self) -> Action:
         plan, self._hifi = _cascade_plan(self.engine, self.call)
         self.engine.begin(plan)
+        _announce(self.call, plan)
         self._inline = plan
         self._then = Execution._cascade_judged
         return Attempt(plan)
@@ -269,7 +284,8 @@ class Execution:
         result = engine.complete(call, plan, output, exc)
         upgrade = _escalation(engine, call, result, self._hifi, score, self.threshold)
         if upgrade is None:
-            return self._plan_next() if result is None else self._done(result)
+            return self._fall_back(plan) if result is None else self._done(result)
+        _announce(call, upgrade)
         self._inline = upgrade
         self._kept = result
         self._then = Execution._cascade_upgraded
@@ -280,6 +296,18 @@ class Execution:
         better = self.engine.complete(self.call, plan, output, exc, judge=False) or self._kept
         assert better is not None  # escalation only follows a cheap result
         return self._done(better)
+
+
+def _announce(call: Call, plan: Plan) -> None:
+    """Tell whoever listens that ``plan`` was decided and handed to its backend (nothing when nobody does)."""
+    emit = call.listener
+    if emit is None:
+        return
+    cand = plan.candidate
+    name = plan.backend.name
+    emit(Decided(call.request_id, plan.attempt, name, plan.decision.reason, plan.decision.policy,
+                 cand.latency_p50_s if cand else None, cand.cost_usd if cand else None, plan.hedge))
+    emit(AttemptStarted(call.request_id, plan.attempt, name, plan.deadline.timeout(), plan.hedge))
 
 
 def cascade_pair(decision: Decision) -> tuple[str, str] | None:
@@ -304,6 +332,10 @@ def _cascade_plan(engine: Engine, call: Call) -> tuple[Plan, str | None]:
         return plan, None
     cheap, hifi = pair
     if plan.backend.name != cheap:
+        # the router's own pick never runs: its attempt number and decision go to the cheap attempt, so
+        # attempts still count from 0 and the trace's decision is the one attempt 0 was made under
+        call.planned = plan.attempt
+        call.decisions.pop()
         plan = engine.plan(call, only={cheap})
     call.notes["cascade"] = {"first": cheap, "high_fidelity": hifi, "escalated": False}
     return plan, hifi

@@ -54,6 +54,8 @@ def decision_record(d: dict[str, Any] | None, cand: Candidate | None) -> dict[st
             "cost_usd": cand.cost_usd,
         },
         "reason": d["reason"],
+        # kept in the stored trace: a best-effort or pinned choice is told apart from a feasible one
+        "predicted_to_miss": bool(d.get("predicted_to_miss", False)),
         "fallbacks": d["fallbacks"],
         "candidates": d["candidates"],
     }

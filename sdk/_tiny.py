@@ -42,7 +42,7 @@ MARKER = "pixelroute_tiny.json"
 RANDOM_WEIGHTS_NOTE = "tiny pipeline with RANDOM weights: images are noise, for tests and demos only"
 
 # Every byte-level symbol alone and with the end-of-word suffix, plus the two specials, no
-# merges: a complete CLIP BPE vocabulary that needs no download (see STYLE.md).
+# merges: a complete CLIP BPE vocabulary that needs no download.
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 
 # Weight init draws from torch's process-global RNG: two threads building at once would
@@ -141,7 +141,7 @@ def _write_clip_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
     config = {
         "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": 77,  # without it tokenizing overflows (STYLE.md)
+        "model_max_length": 77,  # without it tokenizing fails: "OverflowError: int too big to convert"
         "bos_token": _BOS,
         "eos_token": _EOS,
         "unk_token": _EOS,
@@ -169,7 +169,7 @@ def _byte_symbols() -> list[str]:
 def _tokenizer(folder: Path) -> Any:
     from transformers import CLIPTokenizer
 
-    # CLIPTokenizer(vocab_file=...) silently ignores the files under transformers 5 (STYLE.md)
+    # not CLIPTokenizer(vocab_file=...): transformers 5 silently ignores the files (a 2-token vocab, later IndexError)
     return CLIPTokenizer.from_pretrained(str(folder))
 
 

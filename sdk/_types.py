@@ -187,7 +187,7 @@ class GenerateRequest(BaseModel):
         return [self.operation, self.prompt, self.negative_prompt, self.params()]
 
     def params(self) -> dict[str, Any]:
-        """The knobs as the telemetry ``params`` object (DESIGN.md §4)."""
+        """The knobs as the telemetry record's ``params`` object (docs/telemetry.md)."""
         return {
             "width": self.width,
             "height": self.height,

@@ -13,12 +13,17 @@ Endpoints:
 ============================================  ====================================================
 ``POST /v1/images/generations``               OpenAI's images API; ``model: "auto"`` routes, a
                                               backend name pins; ``size`` ``"WxH"``; ``n``;
-                                              ``response_format`` ``b64_json``. Extra body keys:
-                                              ``sla``, ``seed``, ``steps``, ``guidance``,
-                                              ``negative_prompt``, ``scheduler``.
+                                              ``response_format`` ``b64_json``; ``stream`` and
+                                              ``partial_images`` (0-3) answer with server-sent
+                                              events (:mod:`pixelroute._gateway_stream`). Extra
+                                              body keys: ``sla``, ``seed``, ``steps``,
+                                              ``guidance``, ``negative_prompt``, ``scheduler``,
+                                              ``progress_events``.
+``POST /v1/images/variations``                a clear 400: no backend kind makes variations
 ``POST /v1/feedback/{request_id}``            ``{"seconds": 42.0, "verdict": "edited"}``
 ``GET /v1/trace/{request_id}``                the stored trace
 ``GET /v1/models``                            ``auto`` and every configured backend
+``GET /v1/models/{id}``                       one of those; 404 ``model_not_found`` otherwise
 ``GET /metrics``                              Prometheus text
 ``GET /healthz``                              liveness (no auth); backend names, breaker
                                               states and which are loaded only with the key,
@@ -29,8 +34,9 @@ Endpoints:
 The SLA also comes from the ``X-Pixelroute-Deadline`` / ``X-Pixelroute-Max-Cost`` headers.
 Every request but ``/healthz`` needs ``Authorization: Bearer <key>``; with no key configured
 the gateway refuses everything unless built with ``allow_anonymous=True``. Errors have
-OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (statuses in
-:mod:`pixelroute.contrib._http`). ``response_format: "url"`` is refused: the gateway keeps no images.
+OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``, with ``x-should-retry``
+saying whether a retry can help (statuses and the retry rule in :mod:`pixelroute.contrib._http`).
+``response_format: "url"`` is refused: the gateway keeps no images.
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ValidationError
+from ._gateway_stream import ENCODE_INLINE_PIXELS, openai_frames
 from ._shown import shown
-from .contrib import _http
+from .contrib import _http, _sse
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -57,10 +64,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pixelroute.gateway")
 
 #: OpenAI parameters we accept; anything else is refused by name rather than silently ignored
-_OPENAI_KEYS = {"prompt", "model", "n", "size", "response_format", "user", "output_format"}
-_EXTENSION_KEYS = {"sla", "seed", "steps", "guidance", "negative_prompt", "scheduler"}
-#: images above this many pixels are PNG-encoded off the event loop
-_ENCODE_INLINE_PIXELS = 256 * 256
+_OPENAI_KEYS = {"prompt", "model", "n", "size", "response_format", "user", "output_format", "stream",
+                "partial_images"}
+_EXTENSION_KEYS = {"sla", "seed", "steps", "guidance", "negative_prompt", "scheduler", "progress_events"}
+#: OpenAI's range for ``partial_images``
+_MAX_PARTIAL_IMAGES = 3
 #: ``"WIDTHxHEIGHT"`` in ASCII digits; five digits are past every backend's limit, and the bound
 #: keeps ``int()`` away from 5,000-digit strings (it refuses past 4,300)
 _SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})\Z")
@@ -73,9 +81,12 @@ def create_app(
     api_key: str | None = None,
     allow_anonymous: bool = False,
     public_health_details: bool = False,
+    close_client: bool = False,
 ) -> Starlette:
     """The Starlette app. It builds an :class:`AsyncClient` from ``config`` at startup (unless
-    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close.
+    ``client`` is given) and closes it at shutdown; a ``client`` you pass stays yours to close,
+    unless ``close_client=True`` hands it over (``pixelroute serve`` builds the client before the
+    server starts, so a bad config is a one-line error rather than a failed startup).
 
     ``GET /healthz`` needs no key and answers ``{"status": "ok"}``; the backend names, their
     breaker states and which are loaded are added only for callers that send the key (or in
@@ -85,16 +96,20 @@ def create_app(
     With ``[execution] preload = true`` startup also loads every backend's pipeline, so the
     server accepts no request before it is warm (and does not start if a pipeline fails to load).
     """
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.routing import Route
+    from ._extras import optional_imports
+
+    with optional_imports("pixelroute.gateway"):
+        from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
+        from starlette.routing import Route
 
     state: dict[str, Any] = {"client": client}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        owned = state["client"] is None
-        if owned:
+        build = state["client"] is None
+        owned = build or close_client
+        if build:
             from ._client import AsyncClient
 
             state["client"] = await asyncio.to_thread(AsyncClient, config)
@@ -131,6 +146,8 @@ def create_app(
         body = _http.parse_json(await request.body())
         try:
             call = _openai_call(body, request.headers, client)
+            if call.stream:
+                return await _streamed(client, call, _progress_events(body))
             result = await client.generate(call.prompt, **call.kwargs())
         except ValidationError as exc:
             if exc.field in ("width", "height") and isinstance(body, dict):  # the caller wrote `size`
@@ -140,11 +157,22 @@ def create_app(
                     value=body.get("size"),
                 ) from None
             raise
-        if sum(w * h for w, h in (img.size for img in result.images)) > _ENCODE_INLINE_PIXELS:
+        if sum(w * h for w, h in (img.size for img in result.images)) > ENCODE_INLINE_PIXELS:
             answer = await asyncio.to_thread(_http.result_json, result)
         else:
             answer = _http.result_json(result)
         return _json(answer, 200, _http.result_headers(result))
+
+    async def variations(request: Request) -> Response:
+        await request.body()  # read (and drop) the upload, so the connection stays usable
+        names = ", ".join(current().backends)
+        raise _http.HTTPError(
+            400,
+            f"`POST /v1/images/variations` is not supported: no configured backend ({names}) makes variations",
+            type_="invalid_request_error",
+            code="unsupported",
+            param="model",
+        )
 
     async def feedback(request: Request) -> Response:
         client = current()
@@ -158,8 +186,20 @@ def create_app(
 
     async def models(request: Request) -> Response:
         names = ["auto", *current().backends]
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": "pixelroute"} for n in names]
-        return _json({"object": "list", "data": data}, 200)
+        return _json({"object": "list", "data": [_model(n) for n in names]}, 200)
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name != "auto" and name not in current().backends:
+            raise _http.HTTPError(
+                404,
+                f"the model {shown(name)} does not exist: `model` must be auto or one of "
+                f"{', '.join(current().backends)}",
+                type_="invalid_request_error",
+                code="model_not_found",
+                param="model",
+            )
+        return _json(_model(name), 200)
 
     async def metrics(request: Request) -> Response:
         from starlette.responses import PlainTextResponse
@@ -190,9 +230,11 @@ def create_app(
 
     routes = [
         Route("/v1/images/generations", guarded(generations), methods=["POST"]),
+        Route("/v1/images/variations", guarded(variations), methods=["POST"]),
         Route("/v1/feedback/{request_id}", guarded(feedback), methods=["POST"]),
         Route("/v1/trace/{request_id}", guarded(trace), methods=["GET"]),
         Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/v1/models/{model:path}", guarded(model), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
@@ -248,7 +290,28 @@ def _openai_call(body: Any, headers: Any, client: AsyncClient) -> _http.Generate
             field="output_format",
             value=body["output_format"],
         )
-    inner = {k: body[k] for k in _EXTENSION_KEYS | {"prompt", "n"} if k in body}
+    inner = {k: body[k] for k in _EXTENSION_KEYS - {"progress_events"} | {"prompt", "n", "stream"} if k in body}
+    partial = body.get("partial_images")
+    if partial is not None:
+        if isinstance(partial, bool) or not isinstance(partial, int) or not 0 <= partial <= _MAX_PARTIAL_IMAGES:
+            raise ValidationError(
+                f"`partial_images` must be an integer from 0 to {_MAX_PARTIAL_IMAGES} but is {shown(partial)}",
+                field="partial_images",
+                value=partial,
+            )
+        if partial and body.get("stream") is not True:
+            raise ValidationError(
+                f"`partial_images` needs `stream: true` (partial images are streamed) but is {partial} without it",
+                field="partial_images",
+                value=partial,
+            )
+        inner["previews"] = partial
+    if body.get("progress_events") and body.get("stream") is not True:
+        raise ValidationError(
+            "`progress_events` needs `stream: true` (the events are streamed)",
+            field="progress_events",
+            value=body["progress_events"],
+        )
     model = body.get("model")
     if model is not None and model != "auto":
         # a list or an object is unhashable: test the type before looking it up
@@ -261,6 +324,35 @@ def _openai_call(body: Any, headers: Any, client: AsyncClient) -> _http.Generate
         inner["backend"] = model
     inner.update(_size(body.get("size")))
     return _http.parse_generate(inner, headers)
+
+
+def _progress_events(body: dict[str, Any]) -> bool:
+    """pixelroute's own events in the stream too (``progress_events``, an extension: off by default)."""
+    value = body.get("progress_events", False)
+    if not isinstance(value, bool):
+        raise ValidationError(
+            f"`progress_events` must be true or false but is {shown(value)}", field="progress_events", value=value
+        )
+    return value
+
+
+async def _streamed(client: AsyncClient, call: _http.GenerateCall, progress_events: bool) -> Response:
+    """``stream: true``: wait for the first event, so validation and routing errors keep their status."""
+    from starlette.responses import StreamingResponse
+
+    events = client.stream(call.prompt, **call.kwargs())
+    try:
+        first = await anext(events)
+    except BaseException:
+        await events.aclose()
+        raise
+    headers = {**_sse.STREAM_HEADERS, _http.REQUEST_ID_HEADER: first.request_id}
+    return StreamingResponse(openai_frames(first, events, progress_events=progress_events),
+                             media_type=_sse.MEDIA_TYPE, headers=headers)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "pixelroute"}
 
 
 def _size(size: Any) -> dict[str, int]:

@@ -11,7 +11,7 @@ import pixelroute
 
 def test_all_is_sorted_and_complete() -> None:
     public = {name for name in dir(pixelroute) if not name.startswith("_")}
-    modules = {"backends", "cli", "contrib", "gateway", "gates", "router", "scenarios", "telemetry"}
+    modules = {"backends", "cli", "contrib", "events", "gateway", "gates", "router", "scenarios", "telemetry"}
     assert sorted(pixelroute.__all__) == list(pixelroute.__all__)
     assert set(pixelroute.__all__) == public - modules - {"annotations"}
 
@@ -21,7 +21,7 @@ def test_import_pixelroute_does_not_import_heavy_libraries() -> None:
         "import sys, json, time; t = time.perf_counter(); import pixelroute; "
         "c = pixelroute.Client; dt = time.perf_counter() - t; "
         "print(json.dumps({'mods': sorted(m for m in ('torch', 'diffusers', 'lightgbm', 'transformers', "
-        "'psycopg', 'flask', 'django') if m in sys.modules), 'seconds': dt}))"
+        "'psycopg', 'flask', 'django', 'matplotlib', 'jinja2') if m in sys.modules), 'seconds': dt}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     info = json.loads(out.stdout)

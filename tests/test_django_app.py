@@ -311,3 +311,65 @@ def test_train_command_writes_the_artifact(tmp_path: Path) -> None:
         "pixelroute_train", "--out", str(out), verbosity=0, stdout=io.StringIO(), stderr=io.StringIO()
     )
     assert (out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("on_infeasible", [None, "best_effort", "refuse"])
+def test_on_infeasible_is_honoured_by_the_views(tmp_path: Path, on_infeasible: str | None) -> None:
+    """One backend declared 10 s against a 2 s deadline: tried by default (the trace says it was
+    predicted to miss), 422 with the candidate under ``refuse``, and tried anyway when pinned."""
+    router: dict[str, Any] = {"exploration": 0.0, "seed": 1}
+    if on_infeasible is not None:
+        router["on_infeasible"] = on_infeasible
+    config = {"telemetry": {"store": f"sqlite:///{tmp_path / 'late.db'}"}, "router": router,
+              "backends": [{"name": "slow", "kind": "mock", "typical_latency_s": 10.0}]}
+    with override_settings(PIXELROUTE=config):
+        c = user_with(*ALL)
+        body = {"prompt": "a cat", "width": 64, "height": 64, "sla": {"deadline_s": 2}}
+        r = c.post("/pixelroute/generate/", body, content_type="application/json")
+        if on_infeasible == "refuse":
+            assert r.status_code == 422, r.content
+            err = r.json()["error"]
+            assert err["code"] == "no_feasible_backend" and [x["backend"] for x in err["candidates"]] == ["slow"]
+            r = c.post("/pixelroute/generate/", {**body, "backend": "slow"}, content_type="application/json")
+        assert r.status_code == 200, r.content
+        assert r.json()["backend"] == "slow"
+        trace = c.get(f"/pixelroute/trace/{r.json()['request_id']}/").json()
+        assert trace["decision"]["predicted_to_miss"] is True
+    reset_client()
+
+
+def _stream(body: dict[str, Any]) -> tuple[Any, str]:
+    """POST ``body`` through Django's ASGI test client; the response and its whole streamed text."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    user, _ = User.objects.get_or_create(username="streamer")
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="pixelroute", codename="generate"))
+
+    async def go() -> tuple[Any, str]:
+        c = AsyncClient()
+        await c.aforce_login(user)
+        r = await c.post("/pixelroute/generate/", body, content_type="application/json")
+        if not r.streaming:
+            return r, r.content.decode()
+        return r, b"".join([chunk async for chunk in r.streaming_content]).decode()
+
+    return asyncio.run(go())
+
+
+def test_generate_streams_progress_events_over_asgi() -> None:
+    r, text = _stream({"prompt": "a cat", "backend": "mock-b", "stream": True, "width": 64, "height": 64})
+    assert r.status_code == 200 and r["Content-Type"] == "text/event-stream"
+    frames = [dict(line.split(": ", 1) for line in block.splitlines()) for block in text.strip().split("\n\n")]
+    assert [f["event"] for f in frames] == ["decided", "attempt_started", "done"]
+    done = json.loads(frames[-1]["data"])
+    assert done["backend"] == "mock-b" and done["request_id"] == r.headers["X-Pixelroute-Request-Id"]
+    assert len(done["data"]) == 1
+
+
+def test_a_stream_with_a_bad_field_is_a_plain_400() -> None:
+    r, text = _stream({"prompt": "a cat", "stream": True, "previews": -1})
+    assert r.status_code == 400 and json.loads(text)["error"]["param"] == "previews"
+    r, text = _stream({"prompt": "a cat", "stream": True, "backend": "nope"})
+    assert r.status_code == 400 and json.loads(text)["error"]["param"] == "backend"

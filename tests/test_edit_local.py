@@ -137,3 +137,15 @@ def test_a_generic_pipeline_only_generates_unless_configured_otherwise(tmp_path:
     only_edits = DiffusersBackend(DiffusersSettings(name="e", model=str(tmp_path / "m"), make_tiny="sd15",
                                                     operations=["edit"]))
     assert only_edits.operations == ("edit",) and only_edits.describe()["operations"] == ["edit"]
+
+
+def test_an_edit_reports_its_progress_and_partial_images(make_backend: Any) -> None:
+    from pixelroute.events import Done, Step
+
+    backend = make_backend("sd15")
+    events: list[Any] = []
+    with Client(OFF, backends=[backend]) as client:
+        r = client.edit(PHOTO, "p", mask=MASK, seed=1, steps=4, strength=0.5, on_progress=events.append, previews=1)
+    steps = [e for e in events if isinstance(e, Step)]
+    assert [(e.step, e.steps) for e in steps] == [(1, 2), (2, 2)]  # int(4 x 0.5) denoising steps
+    assert any(e.previews for e in steps) and isinstance(events[-1], Done) and events[-1].result is r

@@ -490,6 +490,9 @@ def test_cascade_escalates_only_when_the_gate_fails(runner: Runner, escalates: b
     assert attempts(r) == [("cheap", None, 0.001, False), ("hifi", None, 0.04, False)]
     rows = runner.rows(r.request_id)
     assert rows[0]["outcome"]["gate_score"] == 0.0  # logged: the router learns from gate outcomes
+    # the router picked hifi first; the cascade re-planned onto cheap, and attempts still count from 0
+    assert [a["attempt"] for a in r.trace["attempts"]] == [0, 1] == [row["attempt"] for row in rows]
+    assert r.trace["decision"]["backend"] == "cheap" == rows[0]["backend"]
 
 
 def test_cascade_does_not_escalate_past_the_budget(runner: Runner) -> None:
@@ -529,3 +532,29 @@ def test_contrast_gate() -> None:
     assert ContrastGate()(flat(req, None).images[0], req) == 0.0
     assert ContrastGate()(checkerboard(req, None).images[0], req) == 1.0
 
+
+
+# -- progress events of races and cascades (the state machine sends them, on both drivers) ----------
+
+
+def test_a_hedge_and_a_cascade_escalation_are_announced_as_their_own_attempts(runner: Runner) -> None:
+    from pixelroute.events import Decided
+
+    events: list[Any] = []
+    stall = Stall(runner.mode)
+    runner.open([backend("primary", stall, price=0.001), backend("hedge", checkerboard, price=0.002)])
+    r = runner.generate(sla=SLA(deadline_s=5, hedge=True), on_progress=events.append)
+    assert [(e.type, e.backend, getattr(e, "hedge", None)) for e in events] == [
+        ("decided", "primary", False), ("attempt_started", "primary", False),
+        ("decided", "hedge", True), ("attempt_started", "hedge", True), ("done", "hedge", None)]
+    assert events[-1].result is r and stall.cancelled.wait(GRACE_S)
+
+    events.clear()
+    runner.open([backend("cheap", flat, price=0.001),
+                 backend("hifi", checkerboard, price=0.04, strengths={"typography": 1.0})])
+    r = runner.generate("a sign that says 'OPEN'", cascade=True, on_progress=events.append)
+    decided = [e for e in events if isinstance(e, Decided)]
+    # the same attempt numbers as the trace's
+    assert [(e.backend, e.attempt) for e in decided] == [(a["backend"], a["attempt"]) for a in r.trace["attempts"]]
+    assert [e.backend for e in decided] == ["cheap", "hifi"]
+    assert [e.type for e in events][-1] == "done" and events[-1].backend == "hifi"

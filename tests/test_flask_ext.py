@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _tiny_fixtures import tiny_models  # noqa: F401  (session fixture)
 from flask import Flask
 from PIL import Image
 
@@ -251,5 +252,85 @@ def test_auth_hook_from_config_string(tmp_path: Path) -> None:
     app = make_app(tmp_path, PIXELROUTE_AUTH=f"{__name__}:key_auth")
     try:
         assert get_state(app).auth is key_auth
+    finally:
+        get_state(app).close()
+
+
+def sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``event:``/``data:`` frames of a server-sent event stream."""
+    import json
+
+    frames = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        frames.append((lines["event"], json.loads(lines["data"])))
+    return frames
+
+
+def test_generate_streams_progress_events(app: Flask) -> None:
+    r = post(app.test_client(), "/pixelroute/generate",
+             {"prompt": "a red bicycle", "width": 64, "height": 64, "backend": "mock-b", "stream": True})
+    assert r.status_code == 200 and r.mimetype == "text/event-stream"
+    frames = sse(r.get_data(as_text=True))
+    assert [name for name, _ in frames] == ["decided", "attempt_started", "done"]
+    done = frames[-1][1]
+    assert done["backend"] == "mock-b" and r.headers["X-Pixelroute-Request-Id"] == done["request_id"]
+    img = Image.open(io.BytesIO(base64.b64decode(done["data"][0]["b64_json"])))
+    assert img.size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"stream": True, "response_format": "png"}, "response_format"), ({"previews": 2}, "previews"),
+     ({"stream": 1}, "stream"), ({"stream": True, "previews": 99}, "previews")],
+)
+def test_stream_options_are_refused_by_name(app: Flask, body: dict[str, Any], param: str) -> None:
+    r = post(app.test_client(), "/pixelroute/generate", {"prompt": "x", **body})
+    assert r.status_code == 400 and r.get_json()["error"]["param"] == param
+
+
+def test_a_stream_refused_by_routing_keeps_its_status(tmp_path: Path) -> None:
+    app = Flask(__name__)
+    app.config["PIXELROUTE_SETTINGS"] = settings(tmp_path, price={"per_image": 0.05})
+    Pixelroute().init_app(app, auth=key_auth)
+    try:
+        r = post(app.test_client(), "/pixelroute/generate",
+                 {"prompt": "x", "stream": True, "sla": {"max_cost_usd": 0.01}, "backend": "mock-a"})
+        assert r.status_code == 422 and r.mimetype == "application/json"
+        assert r.get_json()["error"]["code"] == "no_feasible_backend"
+    finally:
+        get_state(app).close()
+
+
+def test_a_failure_after_the_stream_started_is_an_error_event(tmp_path: Path) -> None:
+    app = Flask(__name__)
+    app.config["PIXELROUTE_SETTINGS"] = settings(tmp_path, delay_s=5.0)
+    Pixelroute().init_app(app, auth=key_auth)
+    try:
+        r = post(app.test_client(), "/pixelroute/generate",
+                 {"prompt": "x", "stream": True, "backend": "mock-a", "sla": {"deadline_s": 0.3}})
+        frames = sse(r.get_data(as_text=True))
+        assert [name for name, _ in frames] == ["decided", "attempt_started", "error"]
+        assert frames[-1][1]["error"]["code"] == "timeout"
+    finally:
+        get_state(app).close()
+
+
+def test_a_local_pipeline_streams_steps_with_partial_images(tmp_path: Path, tiny_models: dict[str, Path]) -> None:  # noqa: F811
+    app = Flask(__name__)
+    app.config["PIXELROUTE_SETTINGS"] = {
+        "telemetry": {"store": f"sqlite:///{tmp_path / 'flask.db'}"},
+        "backends": [{"name": "tiny", "kind": "diffusers", "model": str(tiny_models["sd15"]), "device": "cpu"}],
+    }
+    Pixelroute().init_app(app, auth=key_auth)
+    try:
+        r = post(app.test_client(), "/pixelroute/generate",
+                 {"prompt": "x", "stream": True, "previews": 1, "steps": 3, "seed": 4})
+        frames = sse(r.get_data(as_text=True))
+        steps = [data for name, data in frames if name == "step"]
+        assert [(s["step"], s["previews"]) for s in steps] == [(1, 0), (2, 1), (3, 0)]
+        preview = Image.open(io.BytesIO(base64.b64decode(steps[1]["preview_b64"][0])))
+        assert preview.size == (64, 64) and steps[1]["preview_index"] == 0
+        assert frames[-1][0] == "done"
     finally:
         get_state(app).close()

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
-import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,12 +23,18 @@ from pixelroute.scenarios import (
     OcrScorer,
     Progress,
     Review,
+    Scenario,
     ScenarioPrompt,
+    Score,
+    Suite,
     builtin_suite,
     run_scenarios,
     write_report,
 )
 from pixelroute.scenarios.suite import quoted_text
+from pixelroute.scenarios.summary import scenario_metrics, winners
+from tests._chromium import MARKDOWN_SYNTAX, chromium, rendered, screenshot
+from tests._system_programs import system_program
 
 MAGENTA = (255, 0, 255)
 
@@ -138,8 +140,6 @@ def test_report_html_and_json_hold_every_scenario_and_backend(tmp_path: Path) ->
 
 
 def test_prompts_and_errors_are_escaped_in_the_html(tmp_path: Path) -> None:
-    from pixelroute.scenarios import Scenario, Suite
-
     suite = Suite(
         "x",
         (
@@ -169,10 +169,8 @@ def test_unknown_backend_and_bad_seeds_are_refused(tmp_path: Path) -> None:
             run_scenarios(client, builtin_suite(), seeds=0, progress=False)
 
 
-@pytest.mark.skipif(
-    shutil.which("tesseract") is None, reason="tesseract (Debian tesseract-ocr) is not installed"
-)
 def test_ocr_scores_legible_text_high_and_a_blank_image_low(tmp_path: Path) -> None:
+    system_program("tesseract", package="tesseract-ocr", purpose="the typography OCR scorer")
     suite = builtin_suite().select(["typography"]).limited(3)
     with build_client(tmp_path) as client:
         result = run_scenarios(
@@ -191,6 +189,13 @@ def test_ocr_scores_legible_text_high_and_a_blank_image_low(tmp_path: Path) -> N
     assert all(sc.value <= 0.2 for sc in by_backend["remote-solid"]), by_backend["remote-solid"]
     log = result.score_log()
     assert {e["scorer"] for e in log} == {"ocr"} and all(e["request_id"] for e in log)
+    # OneIG-Bench's text metrics per scenario and backend: the letterer renders the text exactly
+    text = {b: m["text"] for b, m in scenario_metrics(result)["typography"].items()}
+    assert text["local-lettering"]["completion_rate"] >= 2 / 3 and text["local-lettering"]["word_accuracy"] >= 0.8
+    assert text["remote-solid"]["word_accuracy"] == 0.0 and text["remote-solid"]["completion_rate"] == 0.0
+    assert text["remote-solid"]["edit_distance"] == pytest.approx(
+        sum(len(p.expect_text or "") for p in suite.scenarios[0].prompts) / 3)
+    assert winners(result)[0]["winner"]["backend"] == "local-lettering"
 
 
 def test_an_ocr_engine_that_is_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
@@ -290,6 +295,52 @@ def test_clip_scorer_runs_from_a_local_model_folder_and_is_skipped_without_one(t
     assert len(scores) == 2 and all(sc.scorer == "clip" and 0.0 <= sc.value <= 1.0 for sc in scores)
 
 
+class InkScorer:
+    """A stand-in quality scorer for the summary's rules: the share of pixels that are not white."""
+
+    name = "ink"
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def score(self, image: Image.Image, item: ScenarioPrompt) -> Score:
+        grey = image.convert("L")
+        inked = sum(n for value, n in enumerate(grey.histogram()) if value < 250)
+        return Score(self.name, inked / (grey.width * grey.height))
+
+
+def test_each_scenario_has_a_winner_at_a_price(tmp_path: Path) -> None:
+    ink = ("ink",)
+    suite = Suite("s", (
+        # remote-flaky fails on "three ...": its failure scores 0, so the dearer remote-solid wins
+        Scenario("fails", "Fails", "", (ScenarioPrompt("a red apple"), ScenarioPrompt("three bicycles")), ink),
+        # both remotes score 1.0: the tie goes to the cheaper remote-flaky
+        Scenario("ties", "Ties", "", (ScenarioPrompt("a red apple"), ScenarioPrompt("a blue car")), ink),
+        # no scorer: the highest success rate at the lowest price (local-lettering, 0.0007 per image)
+        Scenario("unscored", "Unscored", "", (ScenarioPrompt("a red apple"), ScenarioPrompt("one cat")), ()),
+    ))
+    with build_client(tmp_path) as client:
+        result = run_scenarios(client, suite, scorers={"ink": InkScorer()}, progress=False)
+    rows = {r["scenario"]: r for r in winners(result)}
+    assert rows["fails"]["winner"]["backend"] == "remote-solid" and rows["fails"]["decided_by"] == "ink"
+    assert rows["fails"]["runner_up"]["backend"] == "remote-flaky"
+    assert rows["fails"]["runner_up"]["score"] == pytest.approx(0.5) and rows["fails"]["winner"]["score"] == 1.0
+    assert (rows["ties"]["winner"]["backend"], rows["ties"]["runner_up"]["backend"]) == ("remote-flaky", "remote-solid")
+    assert rows["ties"]["winner"]["cost_usd_per_image"] == pytest.approx(0.02)
+    assert rows["unscored"]["winner"]["backend"] == "local-lettering"
+    assert rows["unscored"]["decided_by"] == "success rate, then price"
+    assert rows["unscored"]["winner"]["cost_usd_per_image"] == pytest.approx(0.0014 * 0.5)
+    per = scenario_metrics(result)["fails"]["remote-flaky"]
+    assert (per["requests"], per["images"], per["failure_rate"]) == (2, 1, 0.5)
+    assert per["cost_usd_per_image"] == pytest.approx(0.02)  # a failed call that charged nothing
+    html, data = write_report(result, tmp_path / "out")
+    page = html.read_text()
+    assert '<tr data-scenario="fails">' in page and '<span class="winner">remote-solid</span>' in page
+    doc = json.loads(data.read_text())
+    assert [r["winner"]["backend"] for r in doc["winners"]] == ["remote-solid", "remote-flaky", "local-lettering"]
+    assert doc["by_scenario"]["ties"]["remote-solid"]["score_per_request"] == {"ink": 1.0}
+
+
 CONFIG = """
 [telemetry]
 store = "sqlite:///{db}"
@@ -379,47 +430,19 @@ def test_cli_list_and_bad_suite(tmp_path: Path, capsys: pytest.CaptureFixture[st
 # -------------------------------------------------------------------------- headless Chromium
 
 
-def chromium() -> str:
-    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing under CI=true: .ci/run installs Debian's `chromium` package")
-        pytest.skip(
-            "headless Chromium is not installed (apt-get install chromium); the report render is unchecked"
-        )
-    return exe
-
-
-def screenshot(exe: str, html: Path, tmp_path: Path) -> Image.Image:
-    shot = tmp_path / "shot.png"
-    cmd = [
-        exe,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1280,2000",
-        html.resolve().as_uri(),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0 and shot.is_file(), textwrap.shorten(done.stderr, 2000)
-    with Image.open(shot) as img:
-        return img.convert("RGB")
-
-
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """A screenshot (``scenario-report.png`` in the tmp dir) for a person; the rendered text and images checked."""
     exe = chromium()
     with build_client(tmp_path) as client:
-        result = run_scenarios(client, builtin_suite().limited(2), scorers={}, progress=False)
+        # OCR when tesseract is installed (the report then shows its scores); skipped with the reason otherwise
+        result = run_scenarios(client, builtin_suite().limited(2), scorers={"ocr": OcrScorer()}, progress=False)
     html, _ = write_report(result, tmp_path / "out")
-    img = screenshot(exe, html, tmp_path)
-    assert img.size == (1280, 2000)
+    seen = rendered(exe, html, tmp_path)
+    assert not MARKDOWN_SYNTAX.search(seen["text"]), MARKDOWN_SYNTAX.search(seen["text"])
+    assert "Who wins each scenario" in seen["text"] and "success rate, then price" in seen["text"]
+    assert len(seen["images"]) == sum(s.ok for s in result.samples) and all(i["loaded"] for i in seen["images"])
+    img = screenshot(exe, html, tmp_path, "scenario-report.png", (1280, 2400))
+    assert img.size == (1280, 2400)
     colours = img.getcolors(maxcolors=1 << 20) or []
     counts = {c: n for n, c in colours}
     assert counts.get((0x1D, 0x2B, 0x3A), 0) > 20_000  # the header bar was laid out and painted

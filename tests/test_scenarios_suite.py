@@ -9,7 +9,7 @@ import pytest
 
 from pixelroute import ValidationError
 from pixelroute.scenarios import builtin_suite, load_suite
-from pixelroute.scenarios.scorers import Review, parse_review, text_match
+from pixelroute.scenarios.scorers import Review, levenshtein, parse_review, text_metrics
 from pixelroute.scenarios.suite import quoted_text, slug
 
 
@@ -100,11 +100,23 @@ def test_tsv_without_the_columns_is_refused(tmp_path: Path) -> None:
         load_suite(path)
 
 
-def test_slug_and_text_match() -> None:
+def test_slug() -> None:
     assert slug("Writing & Symbols") == "writing-symbols"
-    assert text_match("FRESH EGGS", "fresh eggs!") == 1.0
-    assert text_match("FRESH EGGS", "") == 0.0
-    assert 0.4 < text_match("FRESH EGGS", "FRE5H EG") < 1.0
+
+
+def test_text_metrics_follow_oneig_bench() -> None:
+    # symbols and extra spaces are cleaned away; case counts (OneIG-Bench counts a wrong case as an edit)
+    exact = text_metrics("FRESH EGGS", "  FRESH,   EGGS! ")
+    assert (exact.edit_distance, exact.complete, exact.word_accuracy, exact.similarity) == (0, True, 1.0, 1.0)
+    cased = text_metrics("FRESH EGGS", "fresh EGGS")
+    assert cased.edit_distance == 5 and not cased.complete and cased.words_correct == 1
+    blank = text_metrics("FRESH EGGS", "")
+    assert blank.edit_distance == 10 and blank.similarity == 0.0 and blank.word_accuracy == 0.0
+    garbled = text_metrics("SOUP 4 ALL", "S0UP 4 4")
+    assert garbled.edit_distance == levenshtein("SOUP 4 ALL", "S0UP 4 4") == 4
+    assert garbled.words_correct == 1  # "4" read twice counts once
+    assert 0.0 < garbled.similarity < 1.0
+    assert levenshtein("kitten", "sitting") == 3 and levenshtein("", "abc") == 3
 
 
 def test_parse_review() -> None:

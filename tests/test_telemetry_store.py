@@ -296,7 +296,9 @@ def test_postgres_bad_schema_name() -> None:
 _V1_RECORD = json.dumps(example_record("old-1", ok=False, error="timeout"))
 
 
-def test_sqlite_migrates_a_v1_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("create", [True, False], ids=["writer", "reader"])
+def test_sqlite_migrates_a_v1_database(tmp_path: Path, create: bool) -> None:
+    # a reader (create=False) too: an existing store is upgraded in place, which creates nothing
     path = tmp_path / "v1.db"
     conn = sqlite3.connect(path)
     conn.executescript(
@@ -318,7 +320,7 @@ def test_sqlite_migrates_a_v1_database(tmp_path: Path) -> None:
     )
     conn.commit()
     conn.close()
-    with open_store(f"sqlite:///{path}") as store:
+    with open_store(f"sqlite:///{path}", create=create) as store:
         assert store.schema_version() == SCHEMA_VERSION == 3
         assert store.records_for("old-1")[0]["outcome"]["error"] == "timeout"
         assert store._query("SELECT error FROM attempts") == [("timeout",)]

@@ -3,8 +3,8 @@
 The scenarios are the ones that break image models (typography, counting, composition,
 anatomy; reflection has no labelled data and comes from a lexicon, see :mod:`pixelroute.router.features`).
 The weights ship inside the package as JSON (``model.json``): sparse ``{bucket: [w per class]}``
-rows, no pickle. They are trained by ``python -m pixelroute.router.classifier.train --shared ../shared``,
-which is reproducible from the shared prompt sets; held-out metrics are in docs/classifier.md.
+rows, no pickle. They are trained by ``python -m pixelroute.router.classifier.train --shared DIR``,
+reproducibly from the public prompt sets in ``DIR/data/prompts`` (docs/classifier.md, with the held-out metrics).
 
 Inference is a regex tokenisation, one CRC32 per n-gram and a sum of the matching weight rows.
 The serving path (:meth:`PromptClassifier.predict_tokens`, used by :mod:`pixelroute.router.features`) runs on
@@ -78,8 +78,8 @@ class PromptClassifier:
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ValueError(f"prompt classifier weights not found at {path}; "
-                             "run `python -m pixelroute.router.classifier.train --shared ../shared`") from None
+            raise ValueError(f"prompt classifier weights not found at {path}; run `python -m "
+                             "pixelroute.router.classifier.train --shared DIR` (docs/classifier.md)") from None
         if list(doc["classes"]) != list(CLASSES) or int(doc["n_buckets"]) != N_BUCKETS:
             raise ValueError(f"classifier file {path} was built for classes {doc['classes']} and "
                              f"{doc['n_buckets']} buckets, expected {list(CLASSES)} and {N_BUCKETS}")

@@ -2,7 +2,9 @@
 
 Usage::
 
-    python -m pixelroute.router.classifier.train --shared ../shared [--out router/classifier/model.json]
+    python -m pixelroute.router.classifier.train --shared DIR [--out router/classifier/model.json]
+
+``DIR/data/prompts`` holds the public prompt sets below (docs/classifier.md).
 
 Labels (1 positive, 0 negative, -1 unknown and left out of that class's loss):
 
@@ -168,7 +170,8 @@ def train(shared: Path) -> tuple[dict[str, object], list[dict[str, Any]]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, required=True, help="the ../shared folder with data/prompts")
+    parser.add_argument("--shared", type=Path, required=True, metavar="DIR",
+                        help="a folder whose data/prompts holds the prompt sets (docs/classifier.md)")
     parser.add_argument("--out", type=Path, default=MODEL_PATH)
     args = parser.parse_args(argv)
     doc, metrics = train(args.shared)

@@ -15,12 +15,17 @@ remaining time cannot cover the remaining steps at the measured per-step speed, 
 cancel token fired, is failed at once; when no job of the call is still wanted, the loop is
 stopped with diffusers' documented ``pipe._interrupt = True`` and an exception that unwinds
 the call. The pipeline keeps no state between calls, so the next request runs normally.
+
+The same callback reports each live job's step to its progress listener (``deadline.progress``,
+``None`` when nobody listens) and, on the steps the call picked for partial images, decodes that
+job's slice of the latents with the pipeline's VAE (:mod:`._diffusers_preview`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +33,13 @@ from typing import Any
 
 from .._errors import BackendError, Cancelled, DeadlineExceeded, PixelrouteError, ValidationError
 from .._hf_quiet import quiet_hf
+from ._diffusers_preview import decode_latents
 from ._pipeline_cache import PipelineSlot
 from ._pipeline_invariance import make_batch_invariant
 from ._pipeline_worker import Job
 from .base import BackendOutput
+
+log = logging.getLogger("pixelroute.diffusers")
 
 #: short names people use for schedulers (A1111 / ComfyUI habits) -> diffusers class
 SCHEDULER_ALIASES = {
@@ -115,31 +123,61 @@ class _StepWatch:
     clock: Callable[[], float]
     started: float
     step_times: list[float] = field(default_factory=list)
+    #: seconds spent decoding partial images: kept out of the step speed the deadline check and
+    #: the latency model see
+    preview_s: float = 0.0
+    previews_failed: bool = False
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
                  ) -> dict[str, Any]:
         now = self.clock()
-        self.step_times.append(now)
-        per_step = (now - self.started) / len(self.step_times)
-        steps_left = self.steps - len(self.step_times)
+        self.step_times.append(now - self.preview_s)
+        done = len(self.step_times)
+        per_step = (self.step_times[-1] - self.started) / done
+        steps_left = self.steps - done
         alive = 0
+        offset = 0
         for job in self.jobs:
+            first, offset = offset, offset + job.payload.n
             if job.future.done():
                 continue
             if job.cancelled:
-                job.fail(Cancelled(f"cancelled at denoising step {len(self.step_times)}/{self.steps}"))
+                job.fail(Cancelled(f"cancelled at denoising step {done}/{self.steps}"))
             elif job.deadline.remaining() < per_step * steps_left:
                 job.fail(DeadlineExceeded(
-                    f"stopped at denoising step {len(self.step_times)}/{self.steps}: "
+                    f"stopped at denoising step {done}/{self.steps}: "
                     f"{steps_left} steps at {per_step:.3f} s/step do not fit the "
                     f"{job.deadline.remaining():.3f} s left"
                 ))
             else:
                 alive += 1
+                progress = job.deadline.progress  # None unless someone listens: nothing built then
+                if progress is not None:
+                    previews: tuple[Any, ...] = ()
+                    if progress.wants_preview(done, self.steps):
+                        previews = self._previews(pipe, callback_kwargs, job, first)
+                    progress.step(done, self.steps, previews)
         if not alive:
             pipe._interrupt = True  # diffusers' documented way to stop the denoising loop
             raise _Interrupted()
         return callback_kwargs
+
+    def _previews(self, pipe: Any, callback_kwargs: dict[str, Any], job: Job, first: int) -> tuple[Any, ...]:
+        """The job's intermediate latents decoded to images; none if this pipeline's cannot be."""
+        latents = callback_kwargs.get("latents")
+        if latents is None or self.previews_failed:
+            return ()
+        t0 = self.clock()
+        item: Prepared = job.payload
+        try:
+            return tuple(decode_latents(pipe, latents[first:first + item.n], item.width, item.height))
+        except Exception:  # a preview is a courtesy: the generation goes on without it
+            self.previews_failed = True
+            log.warning("partial images cannot be decoded for this pipeline (%s); the call goes on without them",
+                        type(pipe).__name__, exc_info=True)
+            return ()
+        finally:
+            self.preview_s += self.clock() - t0
 
     def per_step_s(self) -> float:
         if len(self.step_times) >= 2:
@@ -219,7 +257,7 @@ def run_batch(
             job.fail(err)
         return
     gpu_s = timer.stop()
-    total_s = clock() - started
+    total_s = clock() - started - watch.preview_s
     images = list(output.images)
     slot.record(first.shape(len(images)), steps_run, watch.per_step_s(), total_s)
     offset = 0

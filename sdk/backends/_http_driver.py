@@ -5,7 +5,7 @@ does no I/O; the drivers execute each step, retry what may be retried and map tr
 in the same order on both paths (tenacity's "pure engine + two drivers" shape) so the sync and
 async paths cannot drift apart.
 
-Deadline rules (DESIGN.md §1): every exchange, retry sleep, poll and download gets only what
+Deadline rules (docs/concepts.md, SLA semantics): every exchange, retry sleep, poll and download gets only what
 is left of the call's :class:`~pixelroute._deadline.Deadline`. A retry whose sleep does not fit is not
 started; a ``Retry-After`` that does not fit ends the call at once with ``RateLimited`` so the
 engine can fall back. httpx's timeouts are per socket operation, so a server trickling its

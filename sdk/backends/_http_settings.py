@@ -7,7 +7,6 @@ from typing import Literal
 import httpx
 from pydantic import Field, field_validator
 
-from .._errors import ConfigError
 from .._shown import env_var_problem
 from . import _http_deadline as io_deadline
 from .base import BackendSettings
@@ -109,10 +108,9 @@ def _aiohttp_available() -> bool:
 
 
 def aiohttp_transport(limits: httpx.Limits, backend: str) -> httpx.AsyncBaseTransport:
-    try:
+    from .._extras import optional_imports
+
+    with optional_imports(f"backend `{backend}`: `async_transport = \"aiohttp\"`"):
         from httpx_aiohttp import AiohttpTransport
-    except ImportError as exc:
-        raise ConfigError(f"backend `{backend}`: `async_transport = \"aiohttp\"` needs the optional extra: "
-                          "pip install 'pixelroute[aiohttp]'") from exc
     transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits, trust_env=False)
     return transport

@@ -1,10 +1,11 @@
 """Prices and known limits of the seed systems, as defaults that configuration overrides.
 
-Every figure comes from ``../shared/data/backend_figures.md`` (BF), ``provider_apis.md`` (PA) or,
-for the Gemini image models, Google's pricing page; the comment on each entry names the row or
-quote. They are dated snapshots (2024–2026): prices change, so a config's ``price`` /
-``typical_latency_s`` / ``strengths`` always win. Entries leave a field out where no source gave a
-number, rather than guessing.
+Every figure is a provider's published list price, limit or benchmark score: BF and PA name the
+section of the project's notes on backend figures and provider APIs where it was collected, or,
+for the Gemini image models, Google's pricing page; the comment on each entry quotes the row. The
+per-backend pages of docs/backends/ list the presets. They are dated snapshots (2024–2026): prices
+change, so a config's ``price`` / ``typical_latency_s`` / ``strengths`` always win. Entries leave a
+field out where no source gave a number, rather than guessing.
 
 ``strengths`` are in [0, 1] per scenario; ``counting`` and ``composition`` are GenEval
 "Counting" and "Position" scores (BF §4.1) where a row exists.

@@ -65,6 +65,7 @@ class Price(BaseModel):
         return 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """The rate that is set, as in the config file: ``{"per_image": 0.04}``."""
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
@@ -277,12 +278,16 @@ class Backend(ABC):
         return True
 
     def effective_size(self, request: GenerateRequest) -> tuple[int, int]:
+        """The ``(width, height)`` this backend makes for ``request``, its defaults filling what is unset
+        (an edit's unset size is its input image's)."""
         return request.size_or(self.capabilities.default_width, self.capabilities.default_height)
 
     def effective_steps(self, request: GenerateRequest) -> int | None:
+        """The step count it runs for ``request``: the request's, else its default (``None``: none declared)."""
         return request.steps if request.steps is not None else self.capabilities.default_steps
 
     def estimate_cost(self, request: GenerateRequest, gpu_s: float | None = None) -> float:
+        """USD for ``request`` at this backend's price; ``gpu_s`` for time-billed prices."""
         width, height = self.effective_size(request)
         return self.price.estimate(width, height, request.n, gpu_s)
 
@@ -347,6 +352,7 @@ class Backend(ABC):
         """Release resources (threads, connection pools, GPU memory)."""
 
     async def aclose(self) -> None:
+        """Async twin of ``close``."""
         self.close()
 
     def __repr__(self) -> str:

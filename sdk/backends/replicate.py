@@ -52,6 +52,7 @@ from pydantic import Field
 from .._deadline import Deadline
 from .._errors import BackendError, ContentRejected, InvalidOutput, PixelrouteError, ValidationError
 from .._types import GenerateRequest
+from ..events import AttemptProgress
 from ._http import Call, Pause, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect
 from .base import BackendOutput, Capabilities
 
@@ -157,13 +158,24 @@ class ReplicateBackend(RemoteBackend):
                            retry=False)
         assert reply is not None
         job = self._prediction(reply)
-        return (yield from self._follow(job, reply, request))
+        return (yield from self._follow(job, reply, request, deadline.progress))
 
-    def _follow(self, job: dict[str, Any], reply: Reply, request: GenerateRequest | None = None) -> Protocol:
-        """Poll ``job`` to its end and collect it (``request`` is None on resume: the job's input echo tells)."""
+    def _follow(
+        self, job: dict[str, Any], reply: Reply, request: GenerateRequest | None = None,
+        progress: AttemptProgress | None = None,
+    ) -> Protocol:
+        """Poll ``job`` to its end and collect it (``request`` is None on resume: the job's input echo tells).
+
+        ``progress`` hears each new non-final status: ``starting`` (booting or waiting for a
+        worker) as queued, ``processing`` as processing.
+        """
         job_id = str(job["id"])
+        told = None
         try:
-            while job.get("status") not in TERMINAL:
+            while (status := job.get("status")) not in TERMINAL:
+                if progress is not None and status != told and isinstance(status, str):
+                    told = status
+                    progress.status("processing" if status == "processing" else "queued", status, job_id)
                 yield Pause(self.settings.poll_interval_s)
                 polled = yield Call("GET", f"/v1/predictions/{job_id}")
                 assert polled is not None

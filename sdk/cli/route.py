@@ -1,4 +1,4 @@
-"""``pixelroute route``: what-if decisions for a JSONL of requests, without generating (DESIGN.md §5)."""
+"""``pixelroute route``: what-if decisions for a JSONL of requests, without generating (docs/router.md)."""
 
 from __future__ import annotations
 
@@ -78,10 +78,15 @@ def run(args: argparse.Namespace) -> int:
     profiles = backend_profiles(settings)
     if not profiles:
         raise ConfigError(f"{args.config} configures no [[backends]] to route between")
+    try:
+        src = open(args.requests)  # noqa: SIM115 - closed by the `with` below
+    except OSError as exc:
+        raise ValidationError(f"`--requests` {args.requests!r} cannot be read: {exc.strerror}", field="requests",
+                              value=args.requests) from None
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with open(args.requests) as src, tmp.open("w") as dst:
+        with src, tmp.open("w") as dst:
             for number, line in enumerate(src, 1):
                 if not line.strip():
                     continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,11 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE.jsonl", required=True)
     p.add_argument("--write-profiles", metavar="FILE", help="also write the simulated profiles as JSON")
     p.add_argument("--world", choices=("stationary", "drifting", "outage"), default="stationary",
-                   help="stationary (default); drifting: one backend runs 2.5x slower for two peaks; "
+                   help="stationary (default); drifting: one backend runs --drift-mult times slower for two peaks; "
                         "outage: one backend is down for 35-65%% of the timeline (docs/router.md)")
     p.add_argument("--drift-backend", metavar="NAME",
                    help="the backend that drifts or goes down (default: the first local one for drifting, "
                         "the first remote one for an outage)")
+    p.add_argument("--drift-mult", type=float, metavar="X",
+                   help="how many times slower the drifting backend runs at its peaks (default 4)")
     p.set_defaults(func=run)
 
 
@@ -37,10 +40,14 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.epsilon <= 1:
         raise ValidationError(f"`--epsilon` must be between 0 and 1 but is {args.epsilon}", field="epsilon",
                               value=args.epsilon)
+    if args.drift_mult is not None and not (math.isfinite(args.drift_mult) and 0 < args.drift_mult <= 1000):
+        raise ValidationError(f"`--drift-mult` must be above 0 and at most 1000 but is {args.drift_mult}",
+                              field="drift_mult", value=args.drift_mult)
     try:
         backends = load_backends(args.profiles)
         prompts = load_prompts(args.prompts) if args.prompts else None
-        drifts = world(args.world, args.drift_backend, backends)
+        mult = {} if args.drift_mult is None else {"latency_mult": args.drift_mult}
+        drifts = world(args.world, args.drift_backend, backends, **mult)
     except (OSError, ValueError, KeyError) as exc:
         raise ValidationError(f"cannot read simulator input: {exc}") from exc
     out = Path(args.out)

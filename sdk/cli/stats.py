@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from ..telemetry import compute_stats, format_stats, open_store, prometheus_text
 
     since = parse_time(args.since, "--since")
-    with open_store(store_url(args)) as store:
+    with open_store(store_url(args), create=False) as store:  # a reader: never creates the store
         stats = compute_stats(store.iter_records(since=since), since=since)
         stats["losses"] = store.losses(since=since)
     if args.json:

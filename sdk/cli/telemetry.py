@@ -34,11 +34,14 @@ def parse_time(value: str | None, flag: str) -> datetime | None:
         ) from None
 
 
-def add_store_arg(parser: argparse.ArgumentParser) -> None:
+def add_store_arg(parser: argparse.ArgumentParser, *, creates: bool = False) -> None:
+    """``--store`` and ``--config``; a reading command (``creates=False``) refuses a store that does not exist."""
+    exists = "created if missing" if creates else "must exist: reading never creates a store"
     parser.add_argument(
         "--store",
         metavar="URL",
-        help="sqlite:///file.db or postgresql://user@host/db (default: the --config file's, else the cache dir's)",
+        help=f"sqlite:///file.db or postgresql://user@host/db, {exists} "
+        "(default: the --config file's, else the cache dir's)",
     )
     parser.add_argument("--config", metavar="FILE", help="pixelroute TOML config naming the store")
 
@@ -64,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     imp = commands.add_parser("import", help="add JSONL records to a store (re-importing is harmless)")
     imp.add_argument("file", metavar="FILE", help="a JSONL file, or - for stdin")
-    add_store_arg(imp)
+    add_store_arg(imp, creates=True)
     imp.add_argument("--strict", action="store_true", help="refuse the whole file if any line is malformed")
     imp.add_argument(
         "--allow-skips",
@@ -79,7 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ..telemetry import export_jsonl, open_store
 
     since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
-    with open_store(store_url(args)) as store:
+    with open_store(store_url(args), create=False) as store:  # a reader: never creates the store
         count = export_jsonl(store, args.out, since=since, until=until)
     print(f"exported {count} records" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
     return 0

@@ -6,14 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_config_arg, format_trace
+from ._common import format_trace
+from .telemetry import add_store_arg, store_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("trace", help="show the metadata of a saved PNG or the stored trace of a request id")
     p.add_argument("target", help="a PNG written by pixelroute, or a request id")
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_config_arg(p)
+    add_store_arg(p)
     p.set_defaults(func=run)
 
 
@@ -29,10 +30,10 @@ def run(args: argparse.Namespace) -> int:
             for key, value in meta.items():
                 print(f"{key:<15} {value}")
         return 0
-    from .._client import Client
+    from ..telemetry import open_store
+    from ..telemetry.trace import stored_trace
 
-    client = Client.from_config(args.config) if args.config else Client()
-    with client:
-        trace = client.trace(args.target)
+    with open_store(store_url(args), create=False) as store:  # a reader: never creates the store
+        trace = stored_trace(store, args.target)
     print(json.dumps(trace, indent=2, default=str) if args.json else format_trace(trace))
     return 0

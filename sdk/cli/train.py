@@ -1,4 +1,4 @@
-"""``pixelroute train``: offline retraining from a telemetry store or a JSONL file (DESIGN.md §5, §6)."""
+"""``pixelroute train``: offline retraining from a telemetry store or a JSONL file (docs/retraining.md)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ from .._errors import ConfigError, ValidationError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="retrain the router from telemetry; writes the artifact and a report")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--store", metavar="URL", help="sqlite:///file.db or postgresql://user@host/db")
-    src.add_argument("--jsonl", metavar="FILE", help="telemetry as JSON Lines (DESIGN.md §4)")
+    src.add_argument("--store", metavar="URL",
+                     help="sqlite:///file.db or postgresql://user@host/db (must exist: it is only read)")
+    src.add_argument("--jsonl", metavar="FILE", help="telemetry as JSON Lines (docs/telemetry.md)")
     p.add_argument("--out", metavar="DIR", required=True, help="artifact directory (written atomically)")
     p.add_argument("--since", metavar="T", help="only records at or after T (ISO time or age like 7d)")
     p.add_argument("--config", metavar="F", help="config whose [[backends]] describe the logged backends")
     p.add_argument("--profiles", metavar="FILE", help="simulator profiles file describing the backends")
     p.add_argument("--promote-if-better", action="store_true",
                    help="replace --out only if the new model's estimated cost is lower at >= SLA attainment")
-    p.add_argument("--dask-scheduler", metavar="ADDR", help="train with lightgbm.dask on this Dask scheduler")
+    p.add_argument("--dask-scheduler", metavar="ADDR",
+                   help="train with lightgbm.dask on this Dask scheduler (the dask extra)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -37,11 +39,15 @@ def _records(args: argparse.Namespace, stack: ExitStack) -> Iterator[dict[str, A
     if args.store:
         from ..telemetry import open_store
 
-        store = stack.enter_context(open_store(args.store))
+        store = stack.enter_context(open_store(args.store, create=False))  # a reader: never creates it
         return iter(store.iter_records(since=since))
     from ..telemetry.jsonl import ImportReport, read_jsonl
 
-    fh = stack.enter_context(Path(args.jsonl).open())  # noqa: SIM115 - closed by the ExitStack
+    try:
+        fh = stack.enter_context(Path(args.jsonl).open())  # noqa: SIM115 - closed by the ExitStack
+    except OSError as exc:
+        raise ValidationError(f"`--jsonl` {args.jsonl!r} cannot be read: {exc.strerror}", field="jsonl",
+                              value=args.jsonl) from None
     report = ImportReport()
     records = read_jsonl(fh, report=report)
     if since is None:
@@ -66,6 +72,10 @@ def _profiles(args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dask_scheduler:
+        from .._extras import require
+
+        require("dask", "`pixelroute train --dask-scheduler`")
     from pixelroute.router.training import train
 
     say = (lambda _m: None) if args.quiet else (lambda m: print(f"[train] {m}", file=sys.stderr))
@@ -88,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _finish(args: argparse.Namespace, out: Path, staging: Path, manifest: dict[str, Any], say: Any) -> int:
     from pixelroute.router import Router
-    from pixelroute.router.ope import is_better, write_report
+    from pixelroute.router.ope import is_better
+    from pixelroute.router.report import write_report
     from pixelroute.router.training import write_artifact
 
     ope = None
@@ -110,7 +121,7 @@ def _finish(args: argparse.Namespace, out: Path, staging: Path, manifest: dict[s
     files = {name: (staging / fname).read_text() for name, fname in manifest["model_files"].items()}
     write_artifact(out, manifest, files)
     report = write_report(out / "report", manifest, ope)
-    say(f"wrote {out} ({manifest['version']}); report {report}")
+    say(f"wrote {out} ({manifest['version']}); report {report} (open it in a browser; report.md beside it)")
     return 0
 
 

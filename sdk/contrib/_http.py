@@ -12,6 +12,13 @@ Status codes: ``ValidationError`` and ``ContentRejected`` 400, auth 401/403, ``U
 404, ``NoFeasibleBackend`` 422 (the body lists the candidates and why each failed the SLA),
 ``RateLimited`` 429, ``ConfigError`` 500, other backend errors 502, ``BackendUnavailable``
 and ``Cancelled`` 503, ``DeadlineExceeded`` 504.
+
+Every error but an unexpected 500 also says whether retrying can help, in the header OpenAI's
+clients obey (``x-should-retry``; they otherwise retry 408, 409, 429 and every 5xx twice): ``true``
+for 429, 503 and upstream 502s, ``false`` for the rest. A 504 is ``false`` on purpose: the call
+already spent its whole deadline (and may have been charged), and a retry would run the same SLA
+again and could be charged again. ``QuotaExceeded`` (502) is ``false``: spent credit does not
+come back by asking again.
 """
 
 from __future__ import annotations
@@ -42,10 +49,15 @@ from .._shown import shown
 DEADLINE_HEADER = "X-Pixelroute-Deadline"
 MAX_COST_HEADER = "X-Pixelroute-Max-Cost"
 REQUEST_ID_HEADER = "X-Pixelroute-Request-Id"
+#: OpenAI's clients obey it over their own retry rule (which would retry 504s twice)
+SHOULD_RETRY_HEADER = "x-should-retry"
+#: the statuses a retry can help: rate limits, a gateway starting or every backend's breaker
+#: open, an upstream failure (not a missed deadline: see the module docstring)
+RETRYABLE_STATUSES = frozenset({429, 502, 503})
 
 #: body keys that map straight onto ``generate()`` keyword arguments
 KNOBS = ("negative_prompt", "width", "height", "n", "steps", "guidance", "scheduler", "seed")
-GENERATE_KEYS = frozenset({"prompt", "sla", "backend", "response_format", *KNOBS})
+GENERATE_KEYS = frozenset({"prompt", "sla", "backend", "response_format", "stream", "previews", *KNOBS})
 RESPONSE_FORMATS = ("b64_json", "png")
 #: the actions an auth hook is asked about
 ACTIONS = ("generate", "feedback", "trace", "metrics")
@@ -78,9 +90,14 @@ class GenerateCall:
     knobs: dict[str, Any] = field(default_factory=dict)
     backend: str | None = None
     response_format: str = "b64_json"
+    #: answer with server-sent events (:mod:`pixelroute.contrib._sse`) instead of one JSON body
+    stream: bool = False
+    #: partial images asked for (streams only)
+    previews: int = 0
 
     def kwargs(self) -> dict[str, Any]:
-        return {"sla": self.sla, "backend": self.backend, **self.knobs}
+        extra = {"previews": self.previews} if self.previews else {}
+        return {"sla": self.sla, "backend": self.backend, **self.knobs, **extra}
 
 
 class HTTPError(PixelrouteError):
@@ -203,7 +220,42 @@ def parse_generate(body: Any, headers: Any, accept: str | None = None) -> Genera
             field="response_format",
             value=fmt,
         )
-    return GenerateCall(prompt=prompt, sla=sla, knobs=knobs, backend=backend, response_format=fmt)
+    stream, previews = _stream_options(body, fmt)
+    return GenerateCall(prompt=prompt, sla=sla, knobs=knobs, backend=backend, response_format=fmt,
+                        stream=stream, previews=previews)
+
+
+def _stream_options(body: dict[str, Any], fmt: str) -> tuple[bool, int]:
+    """``stream`` (a boolean) and ``previews`` (partial images, only in a stream)."""
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise ValidationError(f"`stream` must be true or false but is {shown(stream)}", field="stream", value=stream)
+    if stream and fmt == "png":
+        raise ValidationError(
+            "`response_format` png cannot be streamed: a stream sends JSON events (ask for b64_json)",
+            field="response_format",
+            value=fmt,
+        )
+    previews = body.get("previews")
+    if previews is None:
+        return stream, 0
+    from ..events import MAX_PREVIEWS
+
+    if isinstance(previews, bool) or not isinstance(previews, int) or not 0 <= previews <= MAX_PREVIEWS:
+        raise ValidationError(
+            f"`previews` must be an integer from 0 to {MAX_PREVIEWS} but is {shown(previews)}",
+            field="previews",
+            value=previews,
+        )
+    if previews and not stream:
+        raise ValidationError(
+            f"`previews` needs `stream: true` (partial images are streamed) but is {previews} without it",
+            field="previews",
+            value=previews,
+        )
+    return stream, previews
 
 
 def _knob(name: str, value: Any) -> Any:
@@ -375,6 +427,8 @@ def error_response(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, s
     else:
         # never echo an unexpected exception: it may carry internals; the server log has it
         return 500, _body("internal error", "server_error", None, "internal_error"), headers
+    retry = status in RETRYABLE_STATUSES and not isinstance(exc, QuotaExceeded)
+    headers[SHOULD_RETRY_HEADER] = "true" if retry else "false"
     body = _body(redact(str(exc)), type_, param, code)
     body["error"].update(json.loads(json.dumps(extra, default=str)))
     return status, body, headers

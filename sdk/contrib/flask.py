@@ -31,6 +31,10 @@ builds the client and loads every pipeline at once, so the first request finds t
 client built before a fork (gunicorn ``--preload``) is not used by the forked workers: each
 builds its own, which finds the CPU pipelines already in memory.
 
+``POST /generate`` with ``"stream": true`` answers with server-sent events (the call's progress
+events, ``done`` carrying the usual JSON; :mod:`pixelroute.contrib._sse`), ``"previews": k`` adding
+``k`` partial images from local pipelines.
+
 The auth hook is ``auth(request, action) -> bool`` with ``action`` one of ``generate``,
 ``feedback``, ``trace``, ``metrics``. Without a hook every endpoint answers 401: an endpoint that
 spends money or reveals prompts is closed until the app says who may use it.
@@ -42,13 +46,13 @@ import atexit
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings, load_settings
 from .._errors import ConfigError, PixelrouteError
 from .._shown import shown
-from . import _http
+from . import _http, _sse
 
 if TYPE_CHECKING:
     from flask import Blueprint, Flask, Request, Response
@@ -150,6 +154,9 @@ class Pixelroute:
     ) -> None:
         """Validate the app's settings and register the blueprint; the client is built on first use,
         or here with its pipelines loaded when ``[execution] preload`` is true."""
+        from .._extras import require
+
+        require("flask", "pixelroute.contrib.flask")
         if EXTENSION_KEY in app.extensions:
             raise ConfigError(f"pixelroute is already initialised on app {app.name!r}")
         settings = settings_from_config(app.config)
@@ -260,6 +267,8 @@ def make_blueprint() -> Blueprint:
     def generate() -> Response:
         state = authorize("generate")
         call = _http.parse_generate(json_body(), request.headers, request.headers.get("Accept"))
+        if call.stream:
+            return _streamed(state.get_client(), call)
         result = state.get_client().generate(call.prompt, **call.kwargs())
         headers = _http.result_headers(result)
         if call.response_format == "png":
@@ -295,6 +304,29 @@ def make_blueprint() -> Blueprint:
         return _json(body, status, headers)
 
     return bp
+
+
+def _streamed(client: Client, call: _http.GenerateCall) -> Response:
+    """``"stream": true``: server-sent events; the first is awaited so routing errors keep their status."""
+    from flask import current_app
+
+    events = client.stream(call.prompt, **call.kwargs())
+    first = next(events)  # a validation or routing error leaves through the blueprint's error handler
+    logger = current_app.logger
+
+    def body() -> Iterator[str]:
+        try:
+            yield _sse.event_frame(first)
+            for event in events:
+                yield _sse.event_frame(event)
+        except Exception as exc:  # the status line has gone: the error travels as an event
+            logger.error("pixelroute stream failed: %s", _http.redact(f"{type(exc).__name__}: {exc}"))
+            yield _sse.error_frame(exc)
+        finally:
+            events.close()  # a client that went away cancels the call (the server closes this body)
+
+    headers = {**_sse.STREAM_HEADERS, _http.REQUEST_ID_HEADER: first.request_id}
+    return current_app.response_class(body(), mimetype=_sse.MEDIA_TYPE, headers=headers)
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:

@@ -47,8 +47,11 @@ _client: Client | None = None
 
 def make_queue(connection: Any, name: str = QUEUE_NAME) -> Queue:
     """An RQ queue that moves jobs and results as JSON."""
-    from rq import Queue
-    from rq.serializers import JSONSerializer
+    from .._extras import optional_imports
+
+    with optional_imports("pixelroute.contrib.rq"):
+        from rq import Queue
+        from rq.serializers import JSONSerializer
 
     return Queue(name, connection=connection, serializer=JSONSerializer)
 

@@ -16,6 +16,7 @@ from .report import render_html, report_data, write_report
 from .runner import Progress, Reviewer, RunResult, Sample, backend_metrics, run_scenarios
 from .scorers import ClipScorer, OcrScorer, Review, Score, Scorer, default_scorers, parse_review
 from .suite import Scenario, ScenarioPrompt, Suite, builtin_suite, load_suite
+from .summary import scenario_metrics, winners
 
 __all__ = [
     "ClipScorer",
@@ -38,5 +39,7 @@ __all__ = [
     "render_html",
     "report_data",
     "run_scenarios",
+    "scenario_metrics",
+    "winners",
     "write_report",
 ]

@@ -1,8 +1,11 @@
 """The scenario report: one self-contained HTML file and a JSON file beside it.
 
 The HTML inlines every thumbnail as a base64 PNG and its own CSS, so it opens from disk in
-any browser, can be attached to a ticket, and needs no server. ``report.json`` holds the same
-numbers for machines, including the ``scores`` list keyed by request id.
+any browser, can be attached to a ticket, and needs no server. It opens with who wins each
+scenario at which price (:mod:`pixelroute.scenarios.summary`), then per-backend operational
+metrics, then per scenario a table of scores, latency, price and failures and the contact
+sheet. ``report.json`` holds the same numbers for machines (``by_scenario``, ``winners``),
+including the ``scores`` list keyed by request id.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .runner import RunResult, Sample, backend_metrics
+from .runner import RunResult, Sample
+from .summary import scenario_metrics, winners
 
 SCHEMA = "pixelroute.scenarios/1"
 
@@ -51,6 +55,8 @@ td.card{width:168px;vertical-align:top;text-align:left;white-space:normal;font-s
 .meta{color:#5b6672;font-size:12px;margin-top:4px}
 .score{display:inline-block;background:#e8f0fb;border-radius:3px;padding:0 4px;margin:2px 2px 0 0}
 .note{font-size:13px;color:#5b6672}
+.winner{font-weight:600;color:#1e7b34}
+table.winners :is(td,th):is(:nth-child(2),:nth-child(3),:nth-child(8)){text-align:left}
 """
 
 
@@ -124,7 +130,74 @@ def _cell(sample: Sample | None) -> str:
     )
 
 
-def _scenario_section(result: RunResult, name: str) -> str:
+def _seconds(value: float | None) -> str:
+    return _fmt(value, ".3f" if value is not None and value < 1 else ".2f", suffix=" s")
+
+
+def _pct(value: float | None) -> str:
+    return _fmt(None if value is None else value * 100, ".0f", suffix="%")
+
+
+def _scenario_table(result: RunResult, per_backend: dict[str, dict[str, Any]]) -> str:
+    """Per backend on one scenario: images, failures, latency, price, scores and (typography) text metrics."""
+    scorer_names = sorted({k for m in per_backend.values() for k in m["score_per_request"]})
+    with_text = any(m["text"] for m in per_backend.values())
+    head = ["backend", "images / requests", "failure rate", "p50 latency", "p95 latency", "$ / image", "cost"]
+    head += [f"{n} score / request" for n in scorer_names]
+    if with_text:
+        head += ["edit distance (mean)", "completion rate", "word accuracy"]
+    rows = []
+    for backend in result.backends:
+        m = per_backend[backend]
+        rate = m["failure_rate"]
+        cells = [
+            escape(backend),
+            f"{m['images']} / {m['requests']}",
+            f'<span class="{"bad" if rate else "good"}">{_pct(rate)}</span>',
+            _seconds(m["latency_p50_s"]),
+            _seconds(m["latency_p95_s"]),
+            _fmt(m["cost_usd_per_image"], ".4f", "$"),
+            _fmt(m["cost_usd"], ".4f", "$"),
+        ] + [_fmt(m["score_per_request"].get(n), ".2f") for n in scorer_names]
+        if with_text:
+            t = m["text"] or {}
+            cells += [_fmt(t.get("edit_distance"), ".1f"), _pct(t.get("completion_rate")),
+                      _pct(t.get("word_accuracy"))]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
+def _winners_section(rows: list[dict[str, Any]]) -> str:
+    """The summary: which backend wins each scenario, on what, at which price, and who comes second."""
+
+    def who(entry: dict[str, Any] | None, full: bool) -> list[str]:
+        if entry is None:
+            return ["–"] + [""] * (4 if full else 2)
+        cells = [f'<span class="winner">{escape(entry["backend"])}</span>' if full else escape(entry["backend"]),
+                 _fmt(entry["score"], ".2f"), _fmt(entry["cost_usd_per_image"], ".4f", "$")]
+        return cells + ([_seconds(entry["latency_p50_s"]), _pct(entry["success_rate"])] if full else [])
+
+    body = []
+    for row in rows:
+        cells = [f'<a href="#scenario-{escape(row["scenario"])}">{escape(row["title"])}</a>',
+                 escape(row["decided_by"]), *who(row["winner"], True), *who(row["runner_up"], False)]
+        body.append(f'<tr data-scenario="{escape(row["scenario"])}">' + "".join(f"<td>{c}</td>" for c in cells)
+                    + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ["scenario", "decided by", "winner", "score / request", "$ / image",
+                                              "p50 latency", "success", "runner-up", "score / request",
+                                              "$ / image"])
+    return (
+        '<section id="winners"><h2>Who wins each scenario</h2><p class="desc">The backend with the highest score '
+        "per request (a failed request scores 0) on the scenario's deciding scorer: a reviewer's verdicts when "
+        "there were any, else the scenario's first scorer that ran. A tie goes to the lower price per image "
+        "(everything the backend charged on the scenario / the images it returned), then the lower median "
+        "latency. With no scorer, the highest success rate at the lowest price wins.</p>"
+        f'<div class="scroll"><table class="winners"><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(body) + "</tbody></table></div></section>")
+
+
+def _scenario_section(result: RunResult, name: str, per_backend: dict[str, dict[str, Any]]) -> str:
     """Summary rows per backend, then the contact sheet: a column per backend, a row per prompt x seed."""
     scenario = result.scenario(name)
     samples = [s for s in result.samples if s.scenario == name]
@@ -132,20 +205,8 @@ def _scenario_section(result: RunResult, name: str) -> str:
         f'<section id="scenario-{escape(name)}" data-scenario="{escape(name)}">',
         f"<h2>{escape(scenario.title)}</h2>",
         f'<p class="desc">{escape(scenario.description)}</p>',
-        "<table><thead><tr><th>backend</th><th>images</th><th>failures</th><th>mean latency</th>"
-        "<th>cost</th><th>scores (mean)</th></tr></thead><tbody>",
+        _scenario_table(result, per_backend),
     ]
-    for backend in result.backends:
-        mine = [s for s in samples if s.backend == backend]
-        m = backend_metrics(mine)
-        ok = [s.latency_s for s in mine if s.ok]
-        scores = ", ".join(f"{k} {v:.2f}" for k, v in m["scores"].items()) or "–"
-        parts.append(
-            f"<tr><td>{escape(backend)}</td><td>{len(ok)}</td><td>{m['failures']}</td>"
-            f"<td>{_fmt(sum(ok) / len(ok) if ok else None, '.3f', suffix=' s')}</td>"
-            f"<td>{_fmt(m['cost_usd'], '.4f', '$')}</td><td>{escape(scores)}</td></tr>"
-        )
-    parts.append("</tbody></table>")
     by_key = {(s.prompt, s.seed, s.backend): s for s in samples}
     rows = list(dict.fromkeys((s.prompt, s.seed) for s in samples))
     parts.append(
@@ -177,7 +238,8 @@ def render_html(result: RunResult) -> str:
     nav = "".join(
         f'<a href="#scenario-{escape(s.name)}">{escape(s.title)}</a>' for s in result.suite.scenarios
     )
-    sections = "".join(_scenario_section(result, s.name) for s in result.suite.scenarios)
+    by_scenario = scenario_metrics(result)
+    sections = "".join(_scenario_section(result, s.name, by_scenario[s.name]) for s in result.suite.scenarios)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>pixelroute scenarios: {escape(result.suite.name)}</title><style>{_CSS}</style></head><body>"
@@ -185,6 +247,7 @@ def render_html(result: RunResult) -> str:
         f"<p>{escape(result.started_at)} · backends {escape(', '.join(result.backends))} · "
         f"seeds {escape(seeds)} · "
         f"{len(result.samples)} requests, {n_ok} images · {result.wall_s:.1f} s</p></header><main>"
+        f"{_winners_section(winners(result, by_scenario))}"
         '<section><h2>Operational metrics</h2><p class="desc">Per backend over this run. Requests/min is '
         "throughput while the backend was busy (one request at a time); the first request to a local backend "
         "includes loading its pipeline. Correction time is what reviewers reported through the feedback "
@@ -195,7 +258,9 @@ def render_html(result: RunResult) -> str:
 
 
 def report_data(result: RunResult) -> dict[str, Any]:
-    """The JSON written beside the HTML: run metadata, metrics, samples (without pixels) and scores."""
+    """The JSON written beside the HTML: run metadata, metrics (per backend, and per scenario and backend),
+    the winner of each scenario, samples (without pixels) and scores."""
+    by_scenario = scenario_metrics(result)
     samples = []
     for s in result.samples:
         samples.append(
@@ -225,6 +290,8 @@ def report_data(result: RunResult) -> dict[str, Any]:
         "scorers_used": result.scorers_used,
         "scorers_skipped": result.scorers_skipped,
         "metrics": result.metrics(),
+        "by_scenario": by_scenario,
+        "winners": winners(result, by_scenario),
         "samples": samples,
         "scores": result.score_log(),
     }

@@ -12,13 +12,13 @@ not a scorer: it goes through the feedback API (see :class:`Review` and the runn
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -37,6 +37,8 @@ class Score:
     value: float
     #: what the scorer saw, for the report (e.g. the text OCR read)
     detail: str = ""
+    #: the measurements behind ``value`` (OCR: see :class:`TextMetrics`), summed or averaged in the report
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Scorer(Protocol):
@@ -51,21 +53,74 @@ class Scorer(Protocol):
         """Score ``image`` for ``item``; ``None`` when there is nothing to check."""
 
 
-def _normalise(text: str) -> str:
-    return re.sub(r"[^A-Z0-9]+", " ", text.upper()).strip()
+def clean_text(text: str) -> str:
+    """Text as OneIG-Bench compares it: symbols removed, runs of spaces collapsed, case kept."""
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text).split())
 
 
-def text_match(expected: str, read: str) -> float:
-    """Share of ``expected``'s characters found, in order, in ``read`` (case and punctuation ignored)."""
-    want, got = _normalise(expected), _normalise(read)
-    if not want:
-        return 1.0
-    blocks = difflib.SequenceMatcher(None, want, got, autojunk=False).get_matching_blocks()
-    return sum(b.size for b in blocks) / len(want)
+def levenshtein(a: str, b: str) -> int:
+    """Edits (insertions, deletions, substitutions of one character) that turn ``a`` into ``b``."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+@dataclass(frozen=True)
+class TextMetrics:
+    """How well an image's text matches the text asked for, as OneIG-Bench's text-rendering dimension measures it.
+
+    Both strings are cleaned (:func:`clean_text`) and compared case-sensitively: ``edit_distance`` is
+    their Levenshtein distance (ED), ``complete`` says it is 0 (the completion rate CR averages it), and
+    ``words_correct`` of ``words`` target words appear among the words read (word accuracy WAC = the
+    sum of one over the sum of the other, over a set of images).
+    """
+
+    edit_distance: int
+    complete: bool
+    words: int
+    words_correct: int
+    #: longer of the two cleaned strings: ``edit_distance / length`` is the normalised edit distance
+    length: int
+
+    @property
+    def word_accuracy(self) -> float:
+        return self.words_correct / self.words if self.words else 1.0
+
+    @property
+    def similarity(self) -> float:
+        """1 - the normalised edit distance, in [0, 1] (1: the text reads exactly as asked)."""
+        return 1.0 - self.edit_distance / self.length if self.length else 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"edit_distance": float(self.edit_distance), "complete": float(self.complete),
+                "words": float(self.words), "words_correct": float(self.words_correct), "length": float(self.length)}
+
+
+def text_metrics(expected: str, read: str) -> TextMetrics:
+    """Compare the text an image shows (``read``, e.g. by OCR) with the text its prompt asked for."""
+    want, got = clean_text(expected), clean_text(read)
+    distance = levenshtein(want, got)
+    remaining = Counter(got.split())
+    correct = 0
+    for word in want.split():  # each word read counts for one target word at most
+        if remaining[word] > 0:
+            remaining[word] -= 1
+            correct += 1
+    return TextMetrics(distance, distance == 0, len(want.split()), correct, max(len(want), len(got)))
 
 
 class OcrScorer:
     """Reads the image with the tesseract command line and compares it with the expected text.
+
+    The score is 1 - the normalised edit distance between the text read and the text asked for;
+    the edit distance, completion and word counts behind it (:func:`text_metrics`, after
+    OneIG-Bench's text-rendering metrics) go into the report per scenario and backend.
 
     ``tesseract`` is the executable (default: ``$TESSERACT_CMD`` or ``tesseract`` on ``PATH``;
     Debian's ``tesseract-ocr`` package). pytesseract is not needed: it wraps the same command.
@@ -114,9 +169,11 @@ class OcrScorer:
                 f"tesseract failed with exit code {done.returncode}: {done.stderr.strip()[:200]}"
             )
         read = " ".join(done.stdout.split())
-        return Score(
-            self.name, text_match(item.expect_text, read), f"read {read!r}" if read else "read nothing"
+        m = text_metrics(item.expect_text, read)
+        detail = (f"read {read!r}" if read else "read nothing") + (
+            f"; edit distance {m.edit_distance}, {m.words_correct}/{m.words} words"
         )
+        return Score(self.name, m.similarity, detail, m.as_dict())
 
 
 class ClipScorer:
@@ -215,7 +272,10 @@ __all__ = [
     "Review",
     "Score",
     "Scorer",
+    "TextMetrics",
+    "clean_text",
     "default_scorers",
+    "levenshtein",
     "parse_review",
-    "text_match",
+    "text_metrics",
 ]

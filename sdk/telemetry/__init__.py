@@ -9,7 +9,7 @@
     build_trace(store.records_for(request_id), store.correction_history(request_id))
     print(format_stats(compute_stats(store.iter_records())))
 
-The record format is DESIGN.md §4, documented field by field in docs/telemetry.md.
+The record format is documented field by field in docs/telemetry.md.
 """
 
 from ._record import (

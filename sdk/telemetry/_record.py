@@ -1,4 +1,4 @@
-"""The telemetry record (DESIGN.md §4): its pydantic model and the small helpers around it.
+"""The telemetry record (docs/telemetry.md): its pydantic model and the small helpers around it.
 
 One record per attempt. The model validates JSONL import lines; the request path never builds
 it (a plain dict is cheaper), and stores keep the record's own JSON so unknown keys survive.
@@ -195,7 +195,7 @@ def make_request_id() -> str:
     """A time-ordered, UUIDv7-style id (RFC 9562: 48-bit ms time, 12-bit sequence, 62 random bits).
 
     Time order keeps the stores' request-id index append-mostly: with random UUID4 keys batched
-    SQLite inserts fell from ~48,000 to ~14,000 rows/s (DESIGN.md §4). Within one millisecond the
+    SQLite inserts fell from ~48,000 to ~14,000 rows/s. Within one millisecond the
     sequence counts up, so ids from one process sort in creation order.
     """
     global _last_ms, _seq

@@ -65,12 +65,17 @@ def safe_url(url: str) -> str:
     return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """Open (creating or migrating) the store at ``url``.
 
     ``sqlite:///relative/file.db``, ``sqlite:////absolute/file.db`` or ``postgresql://user@host/db``
     (add ``?schema=NAME`` to keep the tables in their own PostgreSQL schema). Anything else is a
     :class:`ConfigError` naming the URL (password masked).
+
+    ``create=False`` is for readers (``pixelroute stats``, ``telemetry export``, ``trace``, ``train``):
+    a store that does not exist yet (no SQLite file; no pixelroute tables in the PostgreSQL
+    database or schema) is a :class:`ConfigError` naming it instead of a new, empty store. An
+    existing store of an older schema is still migrated forward.
     """
     if not isinstance(url, str) or not url:
         raise ConfigError(f"`telemetry.store` must be a URL like sqlite:///pixelroute.db but is {url!r}")
@@ -82,12 +87,20 @@ def open_store(url: str) -> Store:
             )
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(path)
+        return SQLiteStore(path, create=create)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     raise ConfigError(f"`telemetry.store` must start with sqlite:/// or postgresql:// but is {safe_url(url)!r}")
+
+
+def no_tables_message(url: str) -> str:
+    """What a reader says about a database that exists but was never written to by pixelroute."""
+    return (
+        f"`telemetry.store` {safe_url(url)!r} holds no pixelroute telemetry (no tables): nothing has been "
+        "recorded there. Check the URL; commands that only read never create a store"
+    )
 
 
 def decode_rows(rows: Iterable[Sequence[Any]], url: str) -> Iterator[dict[str, Any]]:
@@ -159,12 +172,18 @@ class Store(ABC):
     #: migration n brings a store from version n-1 to n; never edit one that has shipped
     MIGRATIONS: dict[int, list[str]]
 
-    def _before_migrations(self, cur: Any) -> None:  # noqa: B027 - an optional hook, a no-op by default
+    def _before_migrations(self, cur: Any, create: bool) -> None:  # noqa: B027 - optional, a no-op by default
         """Dialect hook run first inside the migration transaction (e.g. take a lock)."""
 
-    def _migrate(self) -> None:
+    @abstractmethod
+    def _has_schema_table(self, cur: Any) -> bool:
+        """Whether the ``schema_version`` table exists (the store was created by pixelroute)."""
+
+    def _migrate(self, create: bool = True) -> None:
         with self._transaction(self._conn()) as cur:
-            self._before_migrations(cur)
+            self._before_migrations(cur, create)
+            if not create and not self._has_schema_table(cur):
+                raise ConfigError(no_tables_message(self.url))
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             cur.execute("SELECT MAX(version) FROM schema_version")
             version = cur.fetchone()[0] or 0

@@ -1,4 +1,4 @@
-"""JSON Lines interchange (DESIGN.md §4): one record per line, read and written losslessly.
+"""JSON Lines interchange (docs/telemetry.md): one record per line, read and written losslessly.
 
 Reading validates each line with :class:`TelemetryRecord` but yields the line's own dict, so
 unknown keys and key order survive. A malformed line (not UTF-8, not JSON, a lone surrogate or

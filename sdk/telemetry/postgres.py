@@ -59,19 +59,18 @@ class PostgresStore(Store):
 
     MIGRATIONS = MIGRATIONS
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """``create=False`` opens only an existing store (see :func:`~pixelroute.telemetry.open_store`)."""
         super().__init__()
-        try:
+        from .._extras import optional_imports
+
+        with optional_imports(f"`telemetry.store` {safe_url(url)!r}"):
             import psycopg
-        except ImportError as exc:
-            raise ConfigError(
-                f"`telemetry.store` {safe_url(url)!r} needs psycopg 3: pip install 'pixelroute[postgres]'"
-            ) from exc
         self._psycopg = psycopg
         self.url = url
         self._conninfo, self.schema = _split_schema(url)
         try:
-            self._migrate()
+            self._migrate(create)
         except psycopg.Error as exc:
             self.close()
             raise ConfigError(f"`telemetry.store` {safe_url(url)!r}: {redact(str(exc)).strip()}") from exc
@@ -113,11 +112,16 @@ class PostgresStore(Store):
         )
         return int(cur.rowcount)
 
-    def _before_migrations(self, cur: Any) -> None:
+    def _before_migrations(self, cur: Any, create: bool) -> None:
         # two processes opening a fresh database at once must not both create the tables
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        if self.schema:
+        if self.schema and create:
             cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+
+    def _has_schema_table(self, cur: Any) -> bool:
+        # resolved through search_path: this store's schema when it has one (a missing schema: none)
+        cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+        return bool(cur.fetchone()[0])
 
     def iter_records(
         self, since: datetime | str | None = None, until: datetime | str | None = None, chunk_size: int = 5000

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
-from ._store import SELECT_RECORDS, Row, Store, decode_rows, ts_bound, where_window
+from ._store import SELECT_RECORDS, Row, Store, decode_rows, no_tables_message, ts_bound, where_window
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -59,17 +59,20 @@ class SQLiteStore(Store):
 
     MIGRATIONS = MIGRATIONS
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, create: bool = True) -> None:
+        """``create=False`` opens only an existing store (see :func:`~pixelroute.telemetry.open_store`)."""
         super().__init__()
         self.path = str(path)
         self.url = f"sqlite:///{self.path}"
         self.busy_timeout_s = busy_timeout_s
+        if not create:
+            self._refuse_unless_created()
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"`telemetry.store` {self.url!r}: cannot create its folder ({exc})") from exc
         try:
-            self._migrate()
+            self._migrate(create)
         except sqlite3.Error as exc:
             self.close()
             raise ConfigError(f"`telemetry.store` {self.url!r} is not a usable telemetry database: {exc}") from exc
@@ -100,6 +103,29 @@ class SQLiteStore(Store):
             cur.execute("COMMIT")
         finally:
             cur.close()
+
+    def _has_schema_table(self, cur: Any) -> bool:
+        cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
+        return cur.fetchone() is not None
+
+    def _refuse_unless_created(self) -> None:
+        """For a reader: the file must exist and hold pixelroute's tables. Checked on a read-only
+        connection, so a file that is not a store is left exactly as it was (no WAL switch)."""
+        if not Path(self.path).is_file():
+            raise ConfigError(
+                f"`telemetry.store` {self.url!r} does not exist (no file {self.path}): nothing has been recorded "
+                "there. Check the path; commands that only read never create a store"
+            )
+        try:
+            conn = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                created = self._has_schema_table(conn.cursor())
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"`telemetry.store` {self.url!r} is not a usable telemetry database: {exc}") from exc
+        if not created:
+            raise ConfigError(no_tables_message(self.url))
 
     def _insert(self, cur: Any, rows: list[Row]) -> int:
         inserted = 0

@@ -6,10 +6,13 @@ the same records it enqueues, so a trace read back later from the store is the s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import ValidationError
+from .._errors import UnknownRequest, ValidationError
 from ._record import parse_ts
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 # outcome keys shown first in every attempt, in this order; other outcome keys follow
 _ATTEMPT_KEYS = ("ok", "error", "latency_s", "queue_s", "gpu_s", "cost_usd")
@@ -91,6 +94,14 @@ def build_trace(records: list[dict[str, Any]], corrections: list[dict[str, Any]]
         "correction": correction,
         "correction_history": history,
     }
+
+
+def stored_trace(store: Store, request_id: str) -> dict[str, Any]:
+    """The trace of ``request_id`` as ``store`` holds it; :class:`UnknownRequest` when it holds none."""
+    records = store.records_for(request_id)
+    if not records:
+        raise UnknownRequest(request_id)
+    return build_trace(records, store.correction_history(request_id))
 
 
 def summarize_request(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -37,10 +37,12 @@ _client: Client | None = None
 
 def get_settings() -> Settings:
     """``settings.PIXELROUTE`` validated; ``ConfigError`` naming the key when it is wrong."""
-    from django.conf import settings
-
     from ..._config import embedded_default, load_settings
     from ..._errors import ConfigError
+    from ..._extras import optional_imports
+
+    with optional_imports("pixelroute.contrib.django"):
+        from django.conf import settings
 
     value: Any = getattr(settings, "PIXELROUTE", None)
     if value is None:

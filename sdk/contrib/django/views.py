@@ -2,6 +2,9 @@
 
 ``POST generate/`` · ``POST feedback/<request_id>/`` · ``GET trace/<request_id>/`` · ``GET metrics/``
 
+``POST generate/`` with ``"stream": true`` answers with server-sent events (served as they come
+under ASGI; :mod:`pixelroute.contrib._sse`).
+
 Bodies, SLA headers, statuses and error bodies are the Flask blueprint's (:mod:`pixelroute.contrib._http`).
 The views are CSRF-exempt API endpoints that only accept ``application/json`` bodies, which a
 cross-site HTML form cannot send; every request passes the permission check first.
@@ -10,15 +13,17 @@ cross-site HTML form cannot send; every request passes the permission check firs
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import _http
+from ..._streams import stream_threaded
+from ...events import Event, Listener
+from .. import _http, _sse
 from . import get_client
 
 logger = logging.getLogger("pixelroute.django")
@@ -93,12 +98,43 @@ async def generate(request: HttpRequest) -> HttpResponse:
     """Generate images: JSON body in; base64 JSON (default) or PNG (``Accept: image/png``) out."""
     call = _http.parse_generate(_json_body(request), request.headers, request.headers.get("Accept"))
     client = await _in_thread(get_client)()
+    if call.stream:
+        return await _streamed(client, call)
     result = await _in_thread(client.generate)(call.prompt, **call.kwargs())
     headers = _http.result_headers(result)
     if call.response_format == "png":
         png = await _in_thread(_http.png_bytes)(result.images[0])
         return HttpResponse(png, content_type="image/png", headers=headers)
     return JsonResponse(await _in_thread(_http.result_json)(result), headers=headers)
+
+
+async def _streamed(client: Any, call: _http.GenerateCall) -> HttpResponse:
+    """Server-sent events; the first is awaited so validation and routing errors keep their status."""
+
+    def run(listener: Listener, token: Any) -> Any:
+        return client.generate(call.prompt, cancel=token, on_progress=listener, **call.kwargs())
+
+    events = stream_threaded(run)
+    try:
+        first = await anext(events)
+    except BaseException:
+        await events.aclose()
+        raise
+
+    async def body() -> AsyncIterator[str]:
+        event: Event | None = first
+        try:
+            while event is not None:
+                yield await _in_thread(_sse.event_frame)(event)  # PNG encoding off the event loop
+                event = await anext(events, None)
+        except Exception as exc:  # the status line has gone: the error travels as an event
+            logger.error("pixelroute stream failed: %s", _http.redact(f"{type(exc).__name__}: {exc}"))
+            yield _sse.error_frame(exc)
+        finally:
+            await events.aclose()  # a client that went away cancels the call
+
+    headers = {**_sse.STREAM_HEADERS, _http.REQUEST_ID_HEADER: first.request_id}
+    return StreamingHttpResponse(body(), content_type=_sse.MEDIA_TYPE, headers=headers)
 
 
 @csrf_exempt
