@@ -1,6 +1,6 @@
 """Quickstart: one routed generation, its trace, and a correction report.
 
-    python examples/quickstart.py [OUT.png]
+    python examples/quickstart.py        # saves quickstart.png; `python examples/quickstart.py OUT.png` names the file
 
 Runs offline on the embedded default: two tiny local diffusers pipelines with RANDOM weights
 (the image is noise; point `model` at a hub id in a config for real images). The first run

@@ -84,6 +84,8 @@ class BaseClient:
         ]
         if not built:
             raise ConfigError("no backends configured: add at least one [[backends]] entry")
+        if backends is None:
+            _warn_of_mocks_beside_real_backends(self.settings)
         names = [b.name for b in built]
         if len(set(names)) != len(names):
             raise ConfigError(f"backend names must be unique but are {names}")
@@ -574,6 +576,18 @@ def _settings(config: ConfigSource, backends: list[Backend] | None) -> Settings:
         # explicit backends need no config; nothing at all means the embedded default
         return load_settings(None) if backends is not None else embedded_default()
     return load_settings(config)
+
+
+def _warn_of_mocks_beside_real_backends(settings: Settings) -> None:
+    # A `mock` backend is free and instant, so a config that keeps one next to real backends
+    # (a copied example) quietly answers most requests with solid-colour images: say so at start.
+    mocks = [b.name for b in settings.backends if b.kind == "mock"]
+    if mocks and len(mocks) < len(settings.backends):
+        logger.warning(
+            "backend(s) %s are kind `mock`: solid-colour images at no cost, so the router will send them "
+            "most requests; mock backends are for tests and demos, remove them from a real config",
+            ", ".join(f"`{name}`" for name in mocks),
+        )
 
 
 def _build_router(settings: Settings) -> Router:

@@ -55,7 +55,7 @@ def start(kind: str, tmp_path: Path) -> Server:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELROUTE_GATEWAY")}
     env.update(PYTHONPATH=SUBPROCESS_PYTHONPATH, OMP_NUM_THREADS="1")
     if kind == "gunicorn":
-        env.update(PIXELROUTE_CONFIG_FILE=str(config), EXAMPLE_API_KEY=KEY)
+        env.update(PIXELROUTE_CONFIG=str(config), EXAMPLE_API_KEY=KEY)
         args = [
             sys.executable,
             "-m",

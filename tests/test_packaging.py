@@ -79,6 +79,7 @@ def test_docs_and_examples_show_the_new_names() -> None:
         for page in pages
         if page.is_file()
         for n, line in enumerate(page.read_text(errors="replace").splitlines(), 1)
-        if old.search(line)
+        # getting-started's Flask app imports its own router.py, to show it no longer clashes
+        if old.search(line) and "the app's" not in line
     ]
     assert offenders == []

@@ -142,3 +142,76 @@ def test_failed_generation_is_a_result_with_the_http_error_body(queue: Any, work
     out = recipe.job_result(queue, job.id)
     assert out["ok"] is False
     assert (out["status"], out["error"]["code"]) == ("finished", "timeout")
+
+
+def test_an_unknown_job_id_is_404_not_a_gateway_error(queue: Any) -> None:
+    with pytest.raises(recipe.UnknownJob, match="no job with id `'nope'`"):
+        recipe.job_result(queue, "nope")
+    web = load_example().create_app(
+        {
+            "QUEUE_NAME": queue.name,
+            "REDIS_URL": "redis://127.0.0.1:6379/15",
+            "PIXELROUTE_SETTINGS": {"backends": [{"name": "m", "kind": "mock"}]},
+        }
+    )
+    r = web.test_client().get("/jobs/nope")
+    assert r.status_code == 404
+    assert r.get_json()["error"] == {
+        "message": "no job with id `'nope'` (unknown, or its result expired)",
+        "type": "not_found_error",
+        "param": "job_id",
+        "code": "unknown_job",
+    }
+
+
+def write_mock_config(tmp_path: Path) -> tuple[Path, str]:
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    config = tmp_path / "pixelroute.toml"
+    config.write_text(f'[telemetry]\nstore = "{store}"\n\n[[backends]]\nname = "from-env"\nkind = "mock"\n')
+    return config, store
+
+
+def job_with_config_in(variable: str, queue: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The result of one job run by a worker whose config path is in the environment variable named."""
+    config, _ = write_mock_config(tmp_path)
+    monkeypatch.setenv(variable, str(config))
+    recipe.close_worker()  # the next job builds the worker's client from the environment
+    try:
+        job = recipe.enqueue_generate(queue, "x", sla={"deadline_s": 30}, width=64, height=64)
+        run_worker(queue)
+        return recipe.job_result(queue, job.id)
+    finally:
+        recipe.close_worker()
+
+
+def test_the_worker_reads_its_config_from_pixelroute_config(
+    queue: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = job_with_config_in("PIXELROUTE_CONFIG", queue, tmp_path, monkeypatch)
+    assert (out["ok"], out["backend"]) == (True, "from-env")
+
+
+def test_the_old_variable_name_is_refused_not_silently_ignored(
+    queue: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = job_with_config_in("PIXELROUTE_WORKER_CONFIG", queue, tmp_path, monkeypatch)
+    assert (out["ok"], out["http_status"], out["error"]["code"]) == (False, 500, "config")
+    assert "`PIXELROUTE_WORKER_CONFIG` is no longer read" in out["error"]["message"]
+    assert "`PIXELROUTE_CONFIG`" in out["error"]["message"]
+
+
+def test_a_forking_worker_writes_the_jobs_telemetry_before_its_process_ends(
+    queue: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rq import Worker
+
+    config, store = write_mock_config(tmp_path)
+    monkeypatch.setenv("PIXELROUTE_CONFIG", str(config))
+    recipe.close_worker()  # the forked work horse builds its own client from the environment
+    job = recipe.enqueue_generate(queue, "x", sla={"deadline_s": 30}, width=64, height=64)
+    # RQ's default worker: each job in a forked process that ends with os._exit(), no atexit
+    Worker([queue], connection=queue.connection, serializer=queue.serializer).work(burst=True)
+    out = recipe.job_result(queue, job.id)
+    assert out["ok"] is True, out
+    with Client(load_settings({"telemetry": {"store": store}, "backends": [{"name": "m", "kind": "mock"}]})) as c:
+        assert c.trace(out["request_id"])["backend"] == "from-env"

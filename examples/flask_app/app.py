@@ -1,12 +1,16 @@
 """A Flask app with the pixelroute extension: an app factory, an API-key auth hook, one page.
 
-    EXAMPLE_API_KEY=secret flask --app app:create_app run            # development
-    EXAMPLE_API_KEY=secret gunicorn -w 2 'app:create_app()'           # production
+    cd examples/flask_app
+    EXAMPLE_API_KEY=secret flask --app app:create_app run                        # development, on :5000
+    EXAMPLE_API_KEY=secret gunicorn -w 2 -b 127.0.0.1:5000 'app:create_app()'    # or production
 
     curl -XPOST localhost:5000/pixelroute/generate -H 'X-Key: secret' -H 'Content-Type: application/json' \\
-         -H 'Accept: image/png' -d '{"prompt": "a red bicycle", "width": 64, "height": 64}' -o bike.png
+        -H 'Accept: image/png' -d '{"prompt": "a red bicycle", "width": 64, "height": 64}' -o bike.png
+    curl -XPOST localhost:5000/poster -H 'X-Key: secret' -H 'Content-Type: application/json' -d '{"title": "SALE"}'
 
-Without PIXELROUTE_CONFIG it serves the embedded default (tiny random-weight pipelines).
+With `PIXELROUTE_CONFIG=path/to/pixelroute.toml` in the environment (`pixelroute init` writes one)
+it serves that config; without, the embedded default (tiny pipelines with RANDOM weights, so the
+images are noise).
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ def api_key_auth(req: Any, action: str) -> bool:
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
-    if os.environ.get("PIXELROUTE_CONFIG_FILE"):
-        app.config["PIXELROUTE_CONFIG"] = os.environ["PIXELROUTE_CONFIG_FILE"]
+    if os.environ.get("PIXELROUTE_CONFIG"):
+        app.config["PIXELROUTE_CONFIG"] = os.environ["PIXELROUTE_CONFIG"]
     app.config.update(config or {})
     pixelroute.init_app(app, auth=api_key_auth)
 

@@ -16,6 +16,7 @@ from .._errors import PixelrouteError
 
 #: command-group modules under ``pixelroute.cli``; imported lazily so ``--help`` stays fast
 GROUPS = (
+    "init",
     "generate",
     "trace",
     "models",

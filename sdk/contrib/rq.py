@@ -12,13 +12,14 @@ user's feedback is later reported against::
     ...
     job_result(queue, job.id)   # {"status": "finished", "ok": True, "request_id": ..., "data": [...]}
 
-    # worker process (any number of them)
-    PIXELROUTE_WORKER_CONFIG=pixelroute.toml rq worker pixelroute --serializer rq.serializers.JSONSerializer
+    # worker process (any number of them), with the web process's config, so both use one telemetry store
+    PIXELROUTE_CONFIG=pixelroute.toml rq worker pixelroute --serializer rq.serializers.JSONSerializer
 
 Jobs and results travel as JSON (``JSONSerializer``), never pickles. The SLA deadline counts
 from the moment the web process enqueued: time spent waiting in the queue is spent, and a job
 whose deadline has passed fails as ``timeout`` without generating. A failed generation is a
 result (``ok: false`` with the same error body the HTTP endpoints return), not a crashed job.
+A job id Redis does not hold raises :class:`UnknownJob`, which the HTTP error mapping answers 404.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._errors import DeadlineExceeded, PixelrouteError
+from .._errors import ConfigError, DeadlineExceeded, PixelrouteError
+from .._shown import shown
+from ..telemetry._recorder import flush_before_read
 from . import _http
 
 if TYPE_CHECKING:
@@ -37,12 +40,29 @@ if TYPE_CHECKING:
     from .._client import Client, ConfigSource
 
 QUEUE_NAME = "pixelroute"
-CONFIG_ENV = "PIXELROUTE_WORKER_CONFIG"
+#: the config file's path; the same variable the examples' web apps and retrain_cron.sh read
+CONFIG_ENV = "PIXELROUTE_CONFIG"
+#: the name this variable had before; refused (not ignored) so a worker never silently runs without its config
+_OLD_CONFIG_ENV = "PIXELROUTE_WORKER_CONFIG"
 #: seconds a worker may spend beyond the SLA deadline before RQ kills the job
 JOB_TIMEOUT_MARGIN_S = 30
 
 _lock = threading.Lock()
 _client: Client | None = None
+
+
+class UnknownJob(_http.HTTPError):
+    """Raised by :func:`job_result` for a job id that Redis does not hold (never enqueued, or expired)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            404,
+            f"no job with id {shown(job_id)} (unknown, or its result expired)",
+            type_="not_found_error",
+            code="unknown_job",
+            param="job_id",
+        )
+        self.job_id = job_id
 
 
 def make_queue(connection: Any, name: str = QUEUE_NAME) -> Queue:
@@ -86,7 +106,7 @@ def enqueue_generate(
 
 
 def configure_worker(config: ConfigSource = None, **client_kwargs: Any) -> Client:
-    """Build this worker's client now; else the first job builds it from ``$PIXELROUTE_WORKER_CONFIG``."""
+    """Build this worker's client now; else the first job builds it from ``$PIXELROUTE_CONFIG``."""
     global _client
     from .._client import Client
 
@@ -106,9 +126,18 @@ def worker_client() -> Client:
 
                 from .._client import Client
 
-                _client = Client(os.environ.get(CONFIG_ENV))
+                _client = Client(_config_from_env())
                 atexit.register(_client.close)
     return _client
+
+
+def _config_from_env() -> str | None:
+    if os.environ.get(_OLD_CONFIG_ENV) is not None:
+        raise ConfigError(
+            f"`{_OLD_CONFIG_ENV}` is no longer read: name the config file with `{CONFIG_ENV}` "
+            "(the web app, the workers and the retraining job read the same variable)"
+        )
+    return os.environ.get(CONFIG_ENV) or None
 
 
 def close_worker() -> None:
@@ -131,7 +160,14 @@ def generate_job(
             if left <= 0:
                 raise DeadlineExceeded(f"the job waited in the queue past its {sla['deadline_s']} s deadline")
             sla["deadline_s"] = left
-        result = worker_client().generate(prompt, sla=sla, backend=backend, **knobs)
+        client = worker_client()
+        try:
+            result = client.generate(prompt, sla=sla, backend=backend, **knobs)
+        finally:
+            # Written before the job reports its request id: feedback on it must find the record,
+            # and RQ's default worker ends each job's forked process with os._exit(), which would
+            # lose what the telemetry writer still held in memory.
+            flush_before_read(client.recorder)
     except PixelrouteError as exc:
         status, body, _ = _http.error_response(exc)
         return {"ok": False, "http_status": status, **body}
@@ -146,7 +182,7 @@ def job_result(queue: Queue, job_id: str) -> dict[str, Any]:
     try:
         job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
     except NoSuchJobError:
-        raise PixelrouteError(f"no job with id `{job_id}` (unknown or expired)") from None
+        raise UnknownJob(job_id) from None
     status = str(job.get_status(refresh=True).value)
     out: dict[str, Any] = {"status": status, "job_id": job_id}
     if status == "finished":
@@ -166,4 +202,12 @@ def job_result(queue: Queue, job_id: str) -> dict[str, Any]:
     return out
 
 
-__all__ = ["close_worker", "configure_worker", "enqueue_generate", "generate_job", "job_result", "make_queue"]
+__all__ = [
+    "UnknownJob",
+    "close_worker",
+    "configure_worker",
+    "enqueue_generate",
+    "generate_job",
+    "job_result",
+    "make_queue",
+]

@@ -47,7 +47,7 @@ STATIC_URL = "static/"
 
 # pixelroute: a dict with the TOML file's keys, or the path of a TOML file (as here), or unset
 # for the embedded default (tiny local pipelines with random weights, telemetry in the cache dir).
-PIXELROUTE = os.environ.get("PIXELROUTE_CONFIG_FILE")
+PIXELROUTE = os.environ.get("PIXELROUTE_CONFIG")
 if os.environ.get("EXAMPLE_MOCK_BACKENDS") == "1":  # a smoke run without torch
     PIXELROUTE = {
         "telemetry": {"store": f"sqlite:///{DATA_DIR / 'pixelroute.db'}"},
