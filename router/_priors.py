@@ -84,18 +84,19 @@ def megapixels(profile: BackendProfile, width: int | None, height: int | None) -
     return w * h / 1e6
 
 
-def prior_latency_s(profile: BackendProfile, mp: float, steps: int | None, n: int) -> float:
+def prior_latency_s(profile: BackendProfile, mp: float, steps: int | None, n: int, denoised: float = 1.0) -> float:
     """Median latency before telemetry: typical latency scaled by megapixels, steps and images.
 
-    Local pipelines scale linearly in pixels x steps x images (one GPU does the work); remote APIs
-    mostly hide the scaling behind their fleet, so only a mild size term is kept.
+    Local pipelines scale linearly in pixels x steps x images (one GPU does the work), and an edit
+    denoises only ``denoised`` (its strength) of the steps; remote APIs mostly hide the scaling
+    behind their fleet, so only a mild size term is kept.
     """
     base = profile.typical_latency_s or preset(profile).latency_s
     ref_mp = profile.default_width * profile.default_height / 1e6
     d_steps = default_steps(profile)
     if profile.local:
         step_ratio = (steps / d_steps) if (steps and d_steps) else 1.0
-        return base * (mp / ref_mp) * step_ratio * n
+        return base * (mp / ref_mp) * step_ratio * denoised * n
     return base * math.sqrt(mp / ref_mp) * (1.0 + 0.25 * (n - 1))
 
 

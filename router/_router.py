@@ -104,7 +104,7 @@ class Router:
         options = self._options_for(backends)
         preds = self.predictor.predict(request, options, ctx)
         return decide(options, preds, sla, ctx, self.config, self._rng,
-                      policy_name=self.policy_name, router_version=self.version)
+                      policy_name=self.policy_name, router_version=self.version, operation=request.operation)
 
     def _options_for(self, backends: Sequence[BackendProfile]) -> list[tuple[BackendProfile, int | None]]:
         key = tuple(map(id, backends))

@@ -10,11 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 BreakerState = Literal["closed", "open", "half_open"]
+#: what a request asks for: an image from text, or a change to a given image
+Operation = Literal["generate", "edit"]
+OPERATIONS: tuple[str, ...] = ("generate", "edit")
 
 
 @dataclass(frozen=True)
 class RouteRequest:
-    """What the router needs to know about one request (``None`` = the backend's default)."""
+    """What the router needs to know about one request (``None`` = the backend's default).
+
+    An edit (``operation="edit"``) also carries its ``strength`` (``None`` = the backend's
+    default) and whether a ``masked`` area is repainted; its size is the output's.
+    """
 
     prompt: str
     negative_prompt: str | None = None
@@ -25,13 +32,30 @@ class RouteRequest:
     guidance: float | None = None
     seed: int | None = None
     scheduler: str | None = None
+    operation: Operation = "generate"
+    strength: float | None = None
+    masked: bool = False
 
     @classmethod
-    def from_dict(cls, prompt: str, params: dict[str, Any] | None, negative_prompt: str | None = None) -> RouteRequest:
-        """From the telemetry / ``route`` shape; a bad value is a ``ValueError`` naming ``params.<key>``."""
+    def from_dict(cls, prompt: str, params: dict[str, Any] | None, negative_prompt: str | None = None,
+                  operation: Any = None) -> RouteRequest:
+        """From the telemetry / ``route`` shape; a bad value is a ``ValueError`` naming ``params.<key>``.
+
+        ``operation`` missing (records written before edits existed) reads as ``"generate"``.
+        """
         p = params or {}
         if not isinstance(p, dict):
             raise ValueError(f"`params` must be an object but is {_short(p)}")
+        if operation not in (None, *OPERATIONS):
+            raise ValueError(f"`operation` must be one of {', '.join(OPERATIONS)} but is {_short(operation)}")
+        op: Operation = "edit" if operation == "edit" else "generate"
+        strength = p.get("strength")
+        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, int | float)
+                                     or not 0.0 < strength <= 1.0):
+            raise ValueError(f"`params.strength` must be a number in (0, 1] or null but is {_short(strength)}")
+        masked = p.get("masked")
+        if masked is not None and not isinstance(masked, bool):
+            raise ValueError(f"`params.masked` must be true, false or null but is {_short(masked)}")
         if not isinstance(prompt, str):
             raise ValueError(f"`prompt` must be a string but is {_short(prompt)}")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
@@ -55,12 +79,16 @@ class RouteRequest:
             guidance=None if guidance is None else float(guidance),
             seed=seed,
             scheduler=None if scheduler is None else str(scheduler),
+            operation=op,
+            strength=None if strength is None else float(strength),
+            masked=bool(masked),
         )
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RouteRequest:
         """The request of a telemetry record (or a ``route`` input line): what training and serving both read."""
-        return cls.from_dict(record.get("prompt") or "", record.get("params"), record.get("negative_prompt"))
+        return cls.from_dict(record.get("prompt") or "", record.get("params"), record.get("negative_prompt"),
+                             record.get("operation"))
 
 
 def _whole(v: Any, where: str, lo: int, hi: int) -> int | None:
@@ -110,13 +138,16 @@ class BackendProfile:
     typical_load_s: float | None = None
     supports_negative_prompt: bool = True
     supports_steps: bool = True
+    #: the operations the backend serves; the policy never routes a request to one that lacks its operation
+    operations: tuple[str, ...] = ("generate",)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackendProfile:
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in d.items() if k in known and v is not None}
-        if "step_options" in kwargs:
-            kwargs["step_options"] = tuple(kwargs["step_options"])
+        for key in ("step_options", "operations"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
 
 

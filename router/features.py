@@ -8,7 +8,9 @@ request. Three blocks, in this order (see :data:`FEATURE_NAMES`):
   composition (conjunctions, spatial relations, occlusion), reflective surfaces, anatomy,
   negation, style words, and the prompt classifier's probability per scenario;
 * the request as this candidate would run it: megapixels, aspect ratio, effective steps and
-  guidance, images, negative prompt, fixed seed;
+  guidance, images, negative prompt, fixed seed, and the operation: whether it is an edit, its
+  strength (1 for a generation, which starts from pure noise) and whether a mask limits it, so
+  that edit latency and correction are learnt apart from generation's;
 * the backend and live context: backend code (index among the backends a model was trained
   on), local/remote, price, prior latency, declared strengths, in-flight, queue depth, breaker
   state, recent failure rate, cold (a local pipeline not yet in memory), and the log of the
@@ -34,7 +36,7 @@ from ._types import LATENCY_RATIO_RANGE, BackendProfile, BackendState, RouteCont
 from .classifier import default_classifier
 
 #: bump when a feature's meaning changes without its name changing
-SCHEMA_VERSION = "pixelroute.features/4"
+SCHEMA_VERSION = "pixelroute.features/5"
 SCENARIOS: tuple[str, ...] = ("typography", "counting", "composition", "reflection", "anatomy")
 #: CLIP's text encoder sees 77 tokens; longer prompts lose their tail in SD-family models
 CLIP_WINDOW = 77
@@ -82,7 +84,12 @@ PROMPT_FEATURES: tuple[str, ...] = (
 )
 REQUEST_FEATURES: tuple[str, ...] = (
     "megapixels", "log_aspect", "steps", "steps_ratio", "guidance", "n_images", "fixed_seed",
+    "edit", "edit_strength", "edit_masked",
 )
+#: an edit's strength when the request leaves it to the backend: diffusers' defaults (img2img 0.8,
+#: inpainting 1.0), which the SDK's local backend applies too
+DEFAULT_EDIT_STRENGTH = 0.8
+DEFAULT_MASKED_EDIT_STRENGTH = 1.0
 BACKEND_FEATURES: tuple[str, ...] = (
     "backend_code", "local", "log_price_usd", "log_prior_latency_s",
     *(f"strength_{s}" for s in SCENARIOS),
@@ -377,24 +384,38 @@ def feature_rows(
     fixed_seed: np.ndarray | float,
     context: np.ndarray,
     codes: np.ndarray,
+    *,
+    edit: np.ndarray | float,
+    strength: np.ndarray | float,
+    masked: np.ndarray | float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows and prices, vectorised: THE featurizer for serving and training alike.
 
     Row ``j`` describes option ``idx[j]`` of ``table`` (``idx=None``: every option once, in order)
     for a request given by the other arguments, each an array over rows or one value for all;
-    NaN stands for "not set" (``width``, ``height``, ``steps``, ``guidance``). ``prompt_block``
-    is ``(rows, N_PROMPT)`` or one prompt's vector; ``context`` is ``(rows, N_CONTEXT)`` (see
-    :meth:`OptionTable.context_block`); ``codes`` the backend code per row.
+    NaN stands for "not set" (``width``, ``height``, ``steps``, ``guidance``, ``strength``).
+    ``prompt_block`` is ``(rows, N_PROMPT)`` or one prompt's vector; ``context`` is
+    ``(rows, N_CONTEXT)`` (see :meth:`OptionTable.context_block`); ``codes`` the backend code per
+    row; ``edit`` and ``masked`` are 1.0 or 0.0 (see :func:`operation_columns`).
     """
-    rows, price, penalty = _request_rows(table, idx, width, height, n_images, steps, guidance, fixed_seed, codes)
+    rows, price, penalty = _request_rows(table, idx, width, height, n_images, steps, guidance, fixed_seed, codes,
+                                         edit, strength, masked)
     _fill_prompt(rows, table, idx, prompt_block, penalty)
     _fill_context(rows, table, idx, context)
     return rows, price
 
 
+def operation_columns(request: RouteRequest) -> tuple[float, float, float]:
+    """``edit``, ``strength`` (NaN: the backend's default) and ``masked`` of one request, as floats."""
+    if request.operation != "edit":
+        return 0.0, 1.0, 0.0
+    return 1.0, _nan_if_none(request.strength), float(request.masked)
+
+
 def _request_rows(table: OptionTable, idx: np.ndarray | None, width: np.ndarray | float,
                   height: np.ndarray | float, n_images: np.ndarray | float, steps: np.ndarray | float,
                   guidance: np.ndarray | float, fixed_seed: np.ndarray | float, codes: np.ndarray,
+                  edit: np.ndarray | float, strength: np.ndarray | float, masked: np.ndarray | float,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows with the request and backend columns filled (prompt and context columns left for later),
     the price and the correction prior's step penalty. Depends on the request's shape, not its prompt."""
@@ -415,7 +436,11 @@ def _request_rows(table: OptionTable, idx: np.ndarray | None, width: np.ndarray 
     ratio = np.where(has_both, eff_safe / d_safe, 1.0)
     local = at(table.is_local)
     mp_ratio = mp / at(table.ref_mp)
-    lat = at(table.base_latency) * np.where(local, mp_ratio * ratio * n_images,
+    # an unset edit strength is the backend's default; a local pipeline denoises strength x steps
+    eff_strength = np.where(np.isnan(strength), np.where(np.asarray(masked) > 0, DEFAULT_MASKED_EDIT_STRENGTH,
+                                                         DEFAULT_EDIT_STRENGTH), strength)
+    denoised = np.where(np.asarray(edit) > 0, eff_strength, 1.0)
+    lat = at(table.base_latency) * np.where(local, mp_ratio * ratio * denoised * n_images,
                                             np.sqrt(mp_ratio) * (1.0 + 0.25 * (n_images - 1.0)))
     price = (at(table.price_image) + at(table.price_mp) * mp) * n_images + at(table.price_gpu) * lat
     rows[:, _R0] = mp
@@ -425,6 +450,9 @@ def _request_rows(table: OptionTable, idx: np.ndarray | None, width: np.ndarray 
     rows[:, _R0 + 4] = np.where(np.isnan(guidance), at(table.default_guidance), guidance)
     rows[:, _R0 + 5] = n_images
     rows[:, _R0 + 6] = fixed_seed
+    rows[:, _R0 + 7] = edit
+    rows[:, _R0 + 8] = np.where(np.asarray(edit) > 0, eff_strength, 1.0)
+    rows[:, _R0 + 9] = masked
     rows[:, _B0] = codes
     rows[:, _B0 + 1] = at(table.local)
     rows[:, _B0 + 2] = np.log(price + 1e-4)
@@ -475,7 +503,7 @@ def _fill_context(rows: np.ndarray, table: OptionTable, idx: np.ndarray | None, 
 
 def _template(request: RouteRequest, table: OptionTable, backend_codes: dict[str, int] | None) -> _Template:
     key = (request.width, request.height, request.n, request.steps, request.guidance, request.seed is not None,
-           id(backend_codes))
+           id(backend_codes), request.operation, request.strength, request.masked)
     cached = table.templates.get(key)
     if cached is None or cached.codes is not backend_codes:
         if len(table.templates) >= _MAX_TEMPLATES:
@@ -483,7 +511,7 @@ def _template(request: RouteRequest, table: OptionTable, backend_codes: dict[str
         rows, price, penalty = _request_rows(
             table, None, _nan_if_none(request.width), _nan_if_none(request.height), float(request.n),
             _nan_if_none(request.steps), _nan_if_none(request.guidance), float(request.seed is not None),
-            table.codes(backend_codes))
+            table.codes(backend_codes), *operation_columns(request))
         _fill_context(rows, table, None, table.no_load)
         price.setflags(write=False)
         cached = table.templates[key] = _Template(backend_codes, rows, price, penalty, bool((penalty == 1.0).all()),

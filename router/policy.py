@@ -4,7 +4,8 @@ Per candidate (backend x step option) a predictor gives the median latency, a lo
 P(fail), expected correction seconds and the price. Then:
 
 * ``p_on_time = P(latency <= deadline left)`` under a lognormal through those numbers;
-* feasible = ``p_on_time >= sla_confidence`` and price <= budget left and breaker not open;
+* feasible = the backend serves the request's operation (an edit never goes to a backend that
+  only generates) and ``p_on_time >= sla_confidence`` and price <= budget left and breaker not open;
 * ``expected_total_usd = price + p_fail * failure_cost + correction_s / 3600 * correction_cost_per_hour``
   where ``failure_cost`` = the median candidate's price + correction value (what a retry elsewhere
   costs) plus the failed attempt's median latency valued at the same hourly rate (time lost);
@@ -115,6 +116,7 @@ def decide(
     *,
     policy_name: str,
     router_version: str,
+    operation: str = "generate",
 ) -> Decision:
     """Apply the SLA-constrained minimum-expected-cost rule to predicted candidates.
 
@@ -142,6 +144,8 @@ def decide(
     # context.get gives a backend's own state, else the flat default: one lookup serves both shapes
     states = {p.name: context.get(p.name) for p, _ in options}
     open_breakers = {name for name, st in states.items() if st.breaker == "open"}
+    # a backend that cannot do what is asked is never chosen, not even as best effort
+    unable = {p.name for p, _ in options if operation not in p.operations}
     cold = {p.name for p, _ in options if p.local and not states[p.name].loaded}
     candidates: list[Candidate] = []
     expected: list[float] = []
@@ -153,10 +157,12 @@ def decide(
         q_sla = p50 * math.exp(z_sla * sigma)  # the latency quantile the SLA asks for
         on_time = 1.0 if log_deadline == math.inf else \
             0.5 * (1.0 + math.erf((log_deadline - math.log(p50)) / (sigma * _SQRT2)))
-        ok = on_time >= conf and price <= budget and profile.name not in open_breakers
+        ok = on_time >= conf and price <= budget and profile.name not in open_breakers and profile.name not in unable
         why = None
         if not ok:
             reasons = []
+            if profile.name in unable:
+                reasons.append(f"cannot {operation} (serves {', '.join(profile.operations)})")
             if profile.name in open_breakers:
                 reasons.append("circuit breaker is open")
             if on_time < conf:
@@ -171,7 +177,7 @@ def decide(
         p_sla.append(q_sla)
         feasible.append(ok)
     if not any(feasible):
-        return _infeasible(candidates, budget, open_breakers, config, policy_name, router_version)
+        return _infeasible(candidates, budget, open_breakers | unable, config, policy_name, router_version)
     order = sorted((i for i in range(n) if feasible[i]), key=expected.__getitem__)
     best = order[0]
     chosen, propensity, explored = best, 1.0, False
@@ -212,14 +218,15 @@ def _median(values: list[float]) -> float:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
-def _infeasible(candidates: list[Candidate], budget: float, open_breakers: set[str], config: PolicyConfig,
+def _infeasible(candidates: list[Candidate], budget: float, excluded: set[str], config: PolicyConfig,
                 policy_name: str, router_version: str) -> Decision:
     """Nothing meets the SLA. Best effort tries the candidate most likely on time among those the
-    budget allows and whose breaker is not open (the deadline still ends the call; the budget is a
-    price, not a prediction, so it is never exceeded); refusal, or nothing affordable, returns
-    ``backend=None`` with ``why_not`` on every candidate."""
+    budget allows, whose breaker is not open and that serve the operation (``excluded`` names the
+    others; the deadline still ends the call; the budget is a price, not a prediction, so it is
+    never exceeded); refusal, or nothing affordable, returns ``backend=None`` with ``why_not`` on
+    every candidate."""
     if config.best_effort:
-        usable = [i for i, c in enumerate(candidates) if c.cost_usd <= budget and c.backend not in open_breakers]
+        usable = [i for i, c in enumerate(candidates) if c.cost_usd <= budget and c.backend not in excluded]
         if usable:
             best = max(usable, key=lambda i: (candidates[i].p_on_time, -candidates[i].expected_total_usd))
             c = candidates[best]
@@ -227,7 +234,8 @@ def _infeasible(candidates: list[Candidate], budget: float, open_breakers: set[s
                             reason=f"best effort: nothing meets the SLA; {c.backend} has the highest "
                                    f"P(on time)={c.p_on_time:.2f} within the budget",
                             policy=policy_name, router_version=router_version, predicted_to_miss=True)
-        reason = f"no candidate among {len(candidates)} fits the budget left with its breaker closed"
+        reason = (f"no candidate among {len(candidates)} fits the budget left with its breaker closed "
+                  f"and serves the operation")
     else:
         reason = f"no feasible candidate among {len(candidates)} (on_infeasible = refuse)"
     return Decision(backend=None, candidates=candidates, propensity=1.0, reason=reason,

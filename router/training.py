@@ -43,6 +43,7 @@ from .features import (
     OptionTable,
     context_columns,
     feature_rows,
+    operation_columns,
     prompt_vector,
     schema_hash,
 )
@@ -112,8 +113,8 @@ def _parse_ts(ts: Any) -> float:
     return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
 
 
-_NUMERIC = ("ts", "width", "height", "n", "guidance", "fixed_seed", "in_flight", "queue", "breaker", "recent",
-            "cold", "log_ratio", "latency", "failed", "correction", "prop")
+_NUMERIC = ("ts", "width", "height", "n", "guidance", "fixed_seed", "edit", "strength", "masked", "in_flight",
+            "queue", "breaker", "recent", "cold", "log_ratio", "latency", "failed", "correction", "prop")
 
 
 def _num(v: Any) -> float:
@@ -151,7 +152,8 @@ def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendP
             req = RouteRequest.from_record(rec)
             prompt = req.prompt
             steps = req.steps
-            row = (ts, _num(req.width), _num(req.height), float(req.n), _num(req.guidance), float(req.seed is not None))
+            row = (ts, _num(req.width), _num(req.height), float(req.n), _num(req.guidance), float(req.seed is not None),
+                   *operation_columns(req))
             load = context_columns(state_of(rec.get("context"), backend))
             outcome = rec.get("outcome") or {}
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -201,7 +203,8 @@ def build_dataset(records: Iterable[dict[str, Any]], profiles: Sequence[BackendP
         for a in range(0, len(opt), p.chunk_rows):
             sl = slice(a, a + p.chunk_rows)
             x[sl] = feature_rows(table, opt[sl], prompts[sl], c["width"][sl], c["height"][sl], c["n"][sl], math.nan,
-                                 c["guidance"][sl], c["fixed_seed"][sl], context[sl], code_col[opt[sl]])[0]
+                                 c["guidance"][sl], c["fixed_seed"][sl], context[sl], code_col[opt[sl]],
+                                 edit=c["edit"][sl], strength=c["strength"][sl], masked=c["masked"][sl])[0]
         return x
 
     x = rows_with(stored)

@@ -1,4 +1,4 @@
-"""pixelroute: one ``generate()`` over local diffusers pipelines and remote image APIs.
+"""pixelroute: one ``generate()`` (and ``edit()``) over local diffusers pipelines and remote image APIs.
 
 ``import pixelroute`` stays light: torch, diffusers and lightgbm load only when a local backend or a
 trained router model is first used.
@@ -7,6 +7,7 @@ trained router model is first used.
 from ._client import AsyncClient, Client
 from ._config import Settings, load_settings
 from ._deadline import CancelToken, Deadline
+from ._edit import EditRequest
 from ._errors import (
     BackendError,
     BackendUnavailable,
@@ -43,6 +44,7 @@ __all__ = [
     "ContentRejected",
     "Deadline",
     "DeadlineExceeded",
+    "EditRequest",
     "GenerateRequest",
     "InvalidOutput",
     "MissingExtra",

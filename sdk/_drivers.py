@@ -38,7 +38,7 @@ def run_sync(
             if isinstance(action, Attempt):
                 plan = action.plan
                 try:
-                    output = plan.backend.generate(plan.request, plan.deadline)
+                    output = plan.backend.run(plan.request, plan.deadline)
                 except Exception as exc:  # mapped and judged by the engine
                     execution.report(plan, None, exc)
                 else:
@@ -47,7 +47,7 @@ def run_sync(
                 return action.result
             elif isinstance(action, Start):
                 plan = action.plan
-                running[pool().submit(plan.backend.generate, plan.request, plan.deadline)] = plan
+                running[pool().submit(plan.backend.run, plan.request, plan.deadline)] = plan
             elif isinstance(action, Wait):
                 done, _ = cf.wait(running, timeout=action.timeout, return_when=cf.FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: running[f].attempt):
@@ -70,7 +70,7 @@ async def run_async(engine: Engine, call: Call, gate: Gate | None, threshold: fl
             if isinstance(action, Attempt):
                 plan = action.plan
                 try:
-                    output = await plan.backend.agenerate(plan.request, plan.deadline)
+                    output = await plan.backend.arun(plan.request, plan.deadline)
                 except Exception as exc:  # mapped and judged by the engine
                     execution.report(plan, None, exc)
                 else:
@@ -79,7 +79,7 @@ async def run_async(engine: Engine, call: Call, gate: Gate | None, threshold: fl
                 return action.result
             elif isinstance(action, Start):
                 plan = action.plan
-                running[asyncio.ensure_future(plan.backend.agenerate(plan.request, plan.deadline))] = plan
+                running[asyncio.ensure_future(plan.backend.arun(plan.request, plan.deadline))] = plan
             elif isinstance(action, Wait):
                 done, _ = await asyncio.wait(running, timeout=action.timeout,
                                              return_when=asyncio.FIRST_COMPLETED)

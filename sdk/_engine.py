@@ -202,6 +202,14 @@ class Engine:
                 field="backend",
                 value=backend,
             )
+        if backend is not None and request.operation not in self.backends[backend].operations:
+            able = sorted(n for n, b in self.backends.items() if request.operation in b.operations)
+            raise ValidationError(
+                f"`backend` {backend!r} cannot {request.operation} images (it serves "
+                f"{', '.join(self.backends[backend].operations)}); backends that can: {', '.join(able) or 'none'}",
+                field="backend",
+                value=backend,
+            )
         now = self.clock()
         return Call(
             request_id=self.make_request_id(),
@@ -248,6 +256,9 @@ class Engine:
                 continue
             if self.health[name].breaker.state == "open":
                 why_not[name] = "circuit breaker open"
+                continue
+            if call.request.operation not in be.operations:
+                why_not[name] = f"cannot {call.request.operation} images (serves {', '.join(be.operations)})"
                 continue
             try:
                 be.validate(call.request)
@@ -500,6 +511,8 @@ class Engine:
             "cost_usd": call.spent_usd,
             "sla": call.sla.model_dump(),
             "seed": call.request.seed,
+            "operation": call.request.operation,
+            **({"input": call.request.inputs()} if call.request.operation == "edit" else {}),  # type: ignore[attr-defined]
             **{k: call.notes[k] for k in ("hedge", "cascade") if k in call.notes},
         }
 
@@ -529,9 +542,11 @@ class Engine:
             params["guidance"] = be.capabilities.default_guidance
         drawn_seed = None
         if output is not None:
-            params.update({k: v for k, v in output.params.items() if k in params and v is not None and k != "seed"})
+            params.update({k: v for k, v in output.params.items()
+                           if k in params and v is not None and k not in _CALLERS_KNOBS})
             # the caller's seed stays in `params` (training reads "fixed seed" from it, as serving
-            # sees it); a seed the backend drew itself goes to the outcome, for reproducing the image
+            # sees it); a seed the backend drew itself goes to the outcome, for reproducing the image.
+            # The same for an edit's strength: the caller's (or null) in params, the one used in the outcome
             drawn_seed = output.params.get("seed")
         cand = plan.candidate
         outcome: dict[str, Any] = {
@@ -547,6 +562,8 @@ class Engine:
         }
         if drawn_seed is not None and plan.request.seed is None:
             outcome["seed"] = drawn_seed
+        if output is not None and output.params.get("strength") is not None and params.get("strength") is None:
+            outcome["strength"] = output.params["strength"]
         if error is not None:
             outcome["error_message"] = redact(str(error))[:500]
         if output is not None:
@@ -616,12 +633,13 @@ class Engine:
         ts: float,
     ) -> dict[str, Any]:
         req = call.request
-        return {
+        record = {
             "schema": SCHEMA,
             "request_id": call.request_id,
             "attempt": attempt,
             "ts": utc_ms(ts),
             "backend": backend,
+            "operation": req.operation,
             "prompt": req.prompt,
             "prompt_sha256": hashlib.sha256(req.prompt.encode()).hexdigest(),
             "negative_prompt": req.negative_prompt,
@@ -632,6 +650,9 @@ class Engine:
             "outcome": outcome,
             "correction": None,
         }
+        if req.operation == "edit":
+            record["input"] = req.inputs()  # type: ignore[attr-defined]  # an EditRequest, by its operation
+        return record
 
     def _emit(self, call: Call, record: dict[str, Any]) -> None:
         self.recorder.record(record)
@@ -646,6 +667,8 @@ class Engine:
 
     @staticmethod
     def _route_request(request: GenerateRequest) -> Any:
+        if request.operation == "edit":
+            return _edit_route_request(request)
         return _router_api().RouteRequest(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -657,6 +680,30 @@ class Engine:
             seed=request.seed,
             scheduler=request.scheduler,
         )
+
+
+def _edit_route_request(request: Any) -> Any:
+    """An edit as the router sees it: the knobs as recorded in its telemetry ``params`` (so that
+    training reads the same), and the output size, which an edit always knows (its input's)."""
+    width, height = request.size_or(0, 0)
+    return _router_api().RouteRequest(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        width=width,
+        height=height,
+        n=request.n,
+        steps=request.steps,
+        guidance=request.guidance,
+        seed=request.seed,
+        scheduler=request.scheduler,
+        operation="edit",
+        strength=request.strength,
+        masked=request.mask is not None,
+    )
+
+
+#: knobs whose recorded value is the caller's (what serving saw), whatever the backend resolved them to
+_CALLERS_KNOBS = frozenset({"seed", "strength"})
 
 
 def _every_limit(errors: list[ValidationError]) -> ValidationError:

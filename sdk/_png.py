@@ -89,6 +89,7 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
         ("Seed", params.get("seed", meta.get("seed"))),
         ("Size", f"{params['width']}x{params['height']}" if params.get("width") and params.get("height")
          else None),
+        ("Denoising strength", params.get("strength")),  # A1111's name for an img2img/inpaint strength
         ("Model", meta.get("model")),
         ("Backend", meta.get("backend")),
         ("Request id", meta.get("request_id")),

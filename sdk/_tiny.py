@@ -194,7 +194,7 @@ def _clip_config(hidden: int, layers: int, projection: int | None = None) -> Any
     )
 
 
-def _vae(channels: tuple[int, ...], **extra: Any) -> Any:
+def _vae(channels: tuple[int, ...], latent_channels: int = 4, **extra: Any) -> Any:
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -203,7 +203,7 @@ def _vae(channels: tuple[int, ...], **extra: Any) -> Any:
         out_channels=3,
         down_block_types=["DownEncoderBlock2D"] * len(channels),
         up_block_types=["UpDecoderBlock2D"] * len(channels),
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=min(channels[0], 32),
         sample_size=64,
         **extra,
@@ -287,19 +287,20 @@ def _sd3(tokenizer_dir: Path) -> Any:
     transformer = SD3Transformer2DModel(
         sample_size=32,
         patch_size=2,
-        in_channels=4,
+        # 16 latent channels, as SD3's VAE has: SD3's inpainting pipeline accepts no other count
+        in_channels=16,
         num_layers=2,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
         joint_attention_dim=64,  # the two CLIP encoders' hidden states side by side (no T5)
         pooled_projection_dim=64,  # the two 32-wide pooled projections, concatenated
-        out_channels=4,
+        out_channels=16,
     )
     return StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=_vae((32, 64), use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
+        vae=_vae((32, 64), latent_channels=16, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
                  scaling_factor=1.5035),
         text_encoder=CLIPTextModelWithProjection(_clip_config(32, 2, 32)),
         tokenizer=_tokenizer(tokenizer_dir),

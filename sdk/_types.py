@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -95,6 +95,9 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: what the request asks a backend to do: "generate" here, "edit" for :class:`~pixelroute._edit.EditRequest`
+    operation: ClassVar[str] = "generate"
+
     prompt: str
     negative_prompt: str | None = None
     width: int | None = None
@@ -169,6 +172,19 @@ class GenerateRequest(BaseModel):
             missing = "height" if self.height is None else "width"
             raise ValueError(f"`{missing}` must be given together with the other dimension")
         return self
+
+    def size_or(self, default_width: int, default_height: int) -> tuple[int, int]:
+        """The output size: the caller's ``width``/``height``, else the backend's defaults given."""
+        return (self.width or default_width, self.height or default_height)
+
+    @property
+    def size_from_image(self) -> bool:
+        """Whether the output size is the input image's (an edit without ``width``/``height``)."""
+        return False
+
+    def identity(self) -> list[Any]:
+        """What makes two requests the same request (concurrent duplicates share one execution)."""
+        return [self.operation, self.prompt, self.negative_prompt, self.params()]
 
     def params(self) -> dict[str, Any]:
         """The knobs as the telemetry record's ``params`` object (docs/telemetry.md)."""

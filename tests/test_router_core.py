@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_feature_schema_is_stable() -> None:
     assert len(FEATURE_NAMES) == N_FEATURES == len(set(FEATURE_NAMES))
     assert schema_hash() == schema_hash()
     assert FEATURE_NAMES[:3] == ("prompt_chars", "prompt_words", "prompt_tokens_est")
-    assert schema_hash() == "a82a01e62f87698a", "feature schema changed: bump SCHEMA_VERSION and retrain"
+    assert schema_hash() == "4c00445725651e56", "feature schema changed: bump SCHEMA_VERSION and retrain"
 
 
 def test_featurize_matches_between_serve_and_train_shapes() -> None:
@@ -83,7 +84,7 @@ def test_vectorised_featurizer_matches_the_scalar_priors() -> None:
 def test_training_and_serving_featurize_identically() -> None:
     """Training featurizes many logged rows at once (numpy); serving one request (cached templates,
     context on Python floats). Both must give the same rows."""
-    from pixelroute.router.features import OptionTable, feature_rows, featurize
+    from pixelroute.router.features import OptionTable, feature_rows, featurize, operation_columns
 
     options = expand_options([FAST, TYPO, SLOW])
     contexts = [
@@ -94,16 +95,21 @@ def test_training_and_serving_featurize_identically() -> None:
         RouteContext.from_dict({"recent_latency_ratio": 50.0, "backends": {"typo": {"in_flight": 1}}}),
     ]
     codes = {"fast": 0, "typo": 1, "slow": 2}
-    req = RouteRequest("three glass cats next to a mirror", width=768, n=2, guidance=4.0, negative_prompt="x")
+    base = RouteRequest("three glass cats next to a mirror", width=768, n=2, guidance=4.0, negative_prompt="x")
+    requests = [base, replace(base, operation="edit", strength=0.5, masked=True),
+                replace(base, operation="edit"), replace(base, operation="edit", masked=True)]
     table = OptionTable(options)
     idx = np.arange(len(options))
-    pv = np.tile(prompt_vector(req.prompt, True), (len(options), 1))
-    for ctx in contexts:
-        served, served_price = featurize(req, options, ctx, codes)
-        trained, trained_price = feature_rows(table, idx, pv, 768.0, np.nan, 2.0, np.nan, 4.0, 0.0,
-                                              table.context_block(ctx), table.codes(codes))
-        np.testing.assert_allclose(served, trained, rtol=1e-12)
-        np.testing.assert_allclose(served_price, trained_price, rtol=1e-12)
+    pv = np.tile(prompt_vector(base.prompt, True), (len(options), 1))
+    for req in requests:
+        edit, strength, masked = operation_columns(req)
+        for ctx in contexts:
+            served, served_price = featurize(req, options, ctx, codes)
+            trained, trained_price = feature_rows(table, idx, pv, 768.0, np.nan, 2.0, np.nan, 4.0, 0.0,
+                                                  table.context_block(ctx), table.codes(codes),
+                                                  edit=edit, strength=strength, masked=masked)
+            np.testing.assert_allclose(served, trained, rtol=1e-12)
+            np.testing.assert_allclose(served_price, trained_price, rtol=1e-12)
 
 
 TRICKY_PROMPTS = ["", "'", "isn't it 'quoted' \u201ccurly\u201d \"x\"", "o'left of the cat, in front of a dog.",

@@ -163,3 +163,37 @@ def test_flat_context_is_every_backends_state_unless_a_backend_has_its_own() -> 
 def test_bad_context_values_name_their_key(context: Any, field: str) -> None:
     with pytest.raises(ValueError, match=f"`{field}`"):
         RouteContext.from_dict(context)
+
+
+def test_edit_rows_built_live_equal_rows_trained_from_their_records(tmp_path: Path, captured: list[Any]) -> None:
+    """The operation columns (edit, strength, masked) of an edit are read back from its record as served."""
+    from PIL import Image
+
+    store = tmp_path / "e.db"
+    local = MockBackend("gpu", local=True, delay_s=0.01)
+    remote = MockBackend("api", delay_s=0.01)
+    client = Client({"router": {"exploration": 0.0}, "telemetry": {"store": f"sqlite:///{store}"}},
+                    backends=[local, remote])
+    photo = Image.new("RGB", (96, 64), (10, 20, 30))
+    mask = Image.new("L", (96, 64), 255)
+    knobs: list[dict[str, Any]] = [{}, {"mask": mask}, {"strength": 0.3}, {"mask": mask, "strength": 0.9},
+                                   {"width": 128, "height": 128}, {"n": 2, "seed": 4}]
+    for i, k in enumerate(knobs):
+        client.edit(photo, f"edit number {i}", sla=SLA(deadline_s=30), **k)
+    client.generate("a plain generation", sla=SLA(deadline_s=30))
+    client.close()
+    records = _records(store)
+    assert [r["operation"] for r in records] == ["edit"] * len(knobs) + ["generate"]
+    profiles = [BackendProfile.from_dict(b.describe()) for b in (local, remote)]
+    data = build_dataset(records, profiles)
+    assert len(data) == len(records) == len(captured) and data.skipped == 0
+    for k, (rec, (request, options, _context, rows)) in enumerate(zip(records, captured, strict=True)):
+        assert request.prompt == rec["prompt"] and request.operation == rec["operation"]
+        live = rows[next(i for i, (p, _) in enumerate(options) if p.name == rec["backend"])]
+        for c, name in enumerate(FEATURE_NAMES):
+            if c != CODE:
+                assert data.x[k][c] == pytest.approx(live[c], rel=1e-12, abs=1e-12), (name, rec["params"])
+    edit_col = FEATURE_NAMES.index("edit")
+    assert data.x[:, edit_col].tolist() == [1.0] * len(knobs) + [0.0]
+    assert data.x[1, FEATURE_NAMES.index("edit_strength")] == 1.0  # masked, strength left to the backend
+    assert data.x[2, FEATURE_NAMES.index("edit_strength")] == 0.3

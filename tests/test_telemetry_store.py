@@ -179,6 +179,7 @@ def test_recent_requests_newest_first(store: Store) -> None:
         "request_id": None,
         "ts": None,
         "backend": "b",
+        "operation": "generate",  # example records predate edits: no `operation`, read as generate
         "ok": True,
         "error": None,
         "attempts": 2,

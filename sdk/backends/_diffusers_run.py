@@ -5,6 +5,11 @@ with seed ``s`` is drawn from ``torch.Generator("cpu").manual_seed(s + i)``, and
 the list of every job's generators, so a batched image is the image the same request gets
 alone. CPU generators make the noise identical on every device (diffusers' advice).
 
+Edits run the family's image-to-image pipeline (no mask) or inpainting pipeline (a mask, white =
+repaint), both built from the loaded one with ``from_pipe`` (:meth:`PipelineSlot.edit_pipeline`),
+with the same seeds. They denoise ``int(steps x strength)`` steps, as diffusers computes it, and
+never share a batch (each has its own input image).
+
 The deadline is checked inside the denoising loop (``callback_on_step_end``): a job whose
 remaining time cannot cover the remaining steps at the measured per-step speed, or whose
 cancel token fired, is failed at once; when no job of the call is still wanted, the loop is
@@ -18,6 +23,8 @@ job's slice of the latents with the pipeline's VAE (:mod:`._diffusers_preview`).
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import BackendError, Cancelled, DeadlineExceeded, PixelrouteError, ValidationError
+from .._hf_quiet import quiet_hf
 from ._diffusers_preview import decode_latents
 from ._pipeline_cache import PipelineSlot
 from ._pipeline_invariance import make_batch_invariant
@@ -67,6 +75,15 @@ class Prepared:
     scheduler: str | None  # a diffusers class name, or None for the pipeline's default
     seed: int
     submitted_at: float  # on the backend's clock, for queue_s
+    #: an edit's input (RGB, already at width x height), mask (L, same size) and strength
+    image: Any = None
+    mask: Any = None
+    strength: float | None = None
+
+    @property
+    def denoise_steps(self) -> int:
+        """Steps the pipeline runs: all of them, or diffusers' ``int(steps * strength)`` for an edit."""
+        return self.steps if self.strength is None else min(int(self.steps * self.strength), self.steps)
 
     @property
     def cfg(self) -> bool:
@@ -186,6 +203,10 @@ def run_batch(
         slot.batch_invariant = True
     items: list[Prepared] = [j.payload for j in jobs]
     first = items[0]
+    if first.image is not None:  # an edit (never batched with others)
+        pipe = _edit_pipeline(slot, first, jobs)
+        if pipe is None:
+            return
     prompts: list[str] = []
     negatives: list[str] = []
     generators: list[Any] = []
@@ -196,7 +217,8 @@ def run_batch(
             generators.append(torch.Generator("cpu").manual_seed(item.seed + i))
     pipe.scheduler = _scheduler(slot, first.scheduler)
     started = clock()
-    watch = _StepWatch(jobs, first.steps, clock, started)
+    steps_run = first.denoise_steps
+    watch = _StepWatch(jobs, steps_run, clock, started)
     kwargs: dict[str, Any] = {
         "prompt": prompts,
         "num_inference_steps": first.steps,
@@ -208,10 +230,19 @@ def run_batch(
     }
     if first.negative_prompt is not None:  # the batch key guarantees all or none have one
         kwargs["negative_prompt"] = negatives
+    if first.image is not None:
+        kwargs.update(image=first.image, strength=first.strength)
+        if first.mask is not None:
+            kwargs["mask_image"] = first.mask
+        if not _takes_size(type(pipe)):  # SD/SDXL image-to-image: the size is the (resized) image's
+            del kwargs["width"], kwargs["height"]
     cuda = slot.spec.device.startswith("cuda")
     timer = _GpuTimer(cuda)
+    # SDXL's image-to-image and inpainting pipelines log a notice on every call when they upcast the
+    # VAE (as SDXL's VAE config asks): an embedding application should not see it per request
+    notices = quiet_hf() if first.image is not None else contextlib.nullcontext()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), notices:
             output = pipe(**kwargs)
     except _Interrupted:
         return  # every job was already failed with its own reason
@@ -228,7 +259,7 @@ def run_batch(
     gpu_s = timer.stop()
     total_s = clock() - started - watch.preview_s
     images = list(output.images)
-    slot.record(first.shape(len(images)), first.steps, watch.per_step_s(), total_s)
+    slot.record(first.shape(len(images)), steps_run, watch.per_step_s(), total_s)
     offset = 0
     for job, item in zip(jobs, items, strict=True):
         own = images[offset : offset + item.n]
@@ -246,9 +277,36 @@ def run_batch(
                 "scheduler": item.scheduler or type(slot.default_scheduler).__name__,
                 "seed": item.seed,
                 "n": item.n,
+                **({"strength": item.strength} if item.strength is not None else {}),
             },
             extra={**extra, "seeds": [item.seed + i for i in range(item.n)], "batch_images": len(images)},
         ))
+
+
+_TAKES_SIZE: dict[type, bool] = {}
+
+
+def _takes_size(pipeline_class: type) -> bool:
+    """Whether a pipeline's call accepts ``width``/``height`` (SD3's image-to-image does, and
+    without them it would use its default size instead of the image's); memoised per class."""
+    known = _TAKES_SIZE.get(pipeline_class)
+    if known is None:
+        params = inspect.signature(pipeline_class.__call__).parameters
+        known = _TAKES_SIZE[pipeline_class] = "width" in params and "height" in params
+    return known
+
+
+def _edit_pipeline(slot: PipelineSlot, item: Prepared, jobs: list[Job]) -> Any:
+    """The slot's image-to-image or inpainting pipeline; ``None`` (jobs failed) if diffusers has none."""
+    try:
+        return slot.edit_pipeline(masked=item.mask is not None)
+    except (ValueError, KeyError, TypeError) as exc:  # AutoPipeline raises these for an unknown family
+        err = BackendError(f"no {'inpainting' if item.mask is not None else 'image-to-image'} pipeline for "
+                           f"{type(slot.pipe).__name__}: {exc}")
+        err.__cause__ = exc
+        for job in jobs:
+            job.fail(err)
+        return None
 
 
 def _scheduler(slot: PipelineSlot, name: str | None) -> Any:

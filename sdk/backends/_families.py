@@ -46,6 +46,8 @@ class Family:
     t5_params_b: float = 0.0
     #: measured load seconds, for the tiny pipelines whose size says nothing useful
     load_s: float | None = None
+    #: whether diffusers has image-to-image and inpainting pipelines of the family (AutoPipelineFor*)
+    edits: bool = True
 
 
 FAMILIES: dict[str, Family] = {
@@ -74,8 +76,9 @@ FAMILIES: dict[str, Family] = {
         Family("tiny-sd3", steps=4, guidance=3.5, width=64, height=64, size_multiple=16, max_side=512,
                load_s=0.2),
         # Any other text-to-image pipeline: diffusers' own call defaults; sized like SD1.5, the
-        # smallest common pipeline (set `typical_load_s` for anything bigger).
-        Family("generic", steps=50, guidance=7.5, width=512, height=512),
+        # smallest common pipeline (set `typical_load_s` for anything bigger). Whether diffusers
+        # can edit with it is unknown until it is loaded, so it only generates.
+        Family("generic", steps=50, guidance=7.5, width=512, height=512, edits=False),
     )
 }
 

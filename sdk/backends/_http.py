@@ -13,7 +13,7 @@ here for the backends:
 - :mod:`._http_safety`: size caps, image verification and the SSRF rules for result URLs.
 
 This module holds :class:`RemoteBackend`, which a kind subclasses with its ``protocol`` and
-``error_for``, and :func:`nearest_aspect`.
+``error_for`` (and ``edit_protocol`` where the provider edits images), and :func:`nearest_aspect`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
@@ -53,6 +53,9 @@ from ._http_safety import resolve_sync as _resolve_sync
 from ._http_settings import PILLOW_MAX_PIXELS, RemoteSettings, key_env_example, new_async_client, new_sync_client
 from ._presets import apply_preset
 from .base import Backend, BackendOutput, Capabilities
+
+if TYPE_CHECKING:
+    from .._edit import EditRequest
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -140,6 +143,10 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
         """The exchanges for one request, as a generator of :class:`Call` / :class:`Pause`."""
         raise NotImplementedError
 
+    def edit_protocol(self, request: EditRequest, deadline: Deadline) -> Protocol:
+        """The exchanges for one edit; kinds whose capabilities list ``"edit"`` provide it."""
+        raise self.cannot(request)
+
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
@@ -172,6 +179,20 @@ class RemoteBackend(HttpDriver, ResponseSafety, Backend):
     async def agenerate(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
         self.validate(request)
         return await self._adrive(self.protocol(request, deadline), deadline)
+
+    def edit(self, request: EditRequest, deadline: Deadline) -> BackendOutput:
+        self.validate(request)
+        return self._drive(self.edit_protocol(request, deadline), deadline)
+
+    async def aedit(self, request: EditRequest, deadline: Deadline) -> BackendOutput:
+        self.validate(request)
+        return await self._adrive(self.edit_protocol(request, deadline), deadline)
+
+    def check_upload(self, field: str, size: int, max_bytes: int) -> None:
+        """Refuse an edit whose upload the provider would refuse for its size, before sending it."""
+        if size > max_bytes:
+            raise ValidationError(f"`{field}` must be at most {max_bytes:,} bytes for backend `{self.name}` "
+                                  f"but is {size:,} bytes", field=field, value=size)
 
     def close(self) -> None:
         self._join_background()

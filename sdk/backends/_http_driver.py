@@ -353,9 +353,10 @@ class HttpDriver:
         if call.json is not None:
             args["json"] = call.json
         if call.form is not None:
-            # an empty file part forces multipart/form-data, which Stability and Ideogram v3 require
             args["data"] = dict(call.form)
-            args["files"] = {"none": ("none", b"")}  # what `requests` sends for files={"none": ""}
+            # without a file, an empty part forces multipart/form-data, which Stability and Ideogram
+            # v3 require: what `requests` sends for files={"none": ""}
+            args["files"] = dict(call.files) if call.files else {"none": ("none", b"")}
         return args
 
     def _accept(self, reply: Reply) -> Reply:

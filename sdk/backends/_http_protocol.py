@@ -28,6 +28,8 @@ class Call:
     json: Any = None
     #: multipart/form-data text fields (sent as multipart even when there is no file)
     form: Mapping[str, str] | None = None
+    #: multipart/form-data file parts beside ``form``: field name -> (file name, bytes, content type)
+    files: Mapping[str, tuple[str, bytes, str]] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     #: an untrusted result URL: host rules apply and no credentials are sent
     download: bool = False

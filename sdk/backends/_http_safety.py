@@ -102,28 +102,49 @@ class ResponseSafety:
                                  "private or loopback address (SSRF guard; see allow_private_download_hosts)")
 
 
-def decode_image(data: bytes, max_pixels: int, backend: str) -> Any:
-    """Decode untrusted bytes: refuse non-images, truncation and decompression bombs."""
-    from PIL import Image, UnidentifiedImageError
+class UnsafeImage(ValueError):
+    """Bytes that are not an image we accept: ``why`` says what is wrong (the callers name the source)."""
 
-    def invalid(why: str) -> InvalidOutput:
-        return InvalidOutput(f"backend `{backend}`: {why}", backend=backend)
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def open_untrusted_image(data: bytes, max_pixels: int, what: str = "response") -> Any:
+    """Decode untrusted bytes into a fully loaded PIL image: refuse non-images, truncation and
+    decompression bombs, with the pixel count read from the header before any pixel is decoded.
+
+    The one check for every image that crosses a trust boundary: provider responses here, and the
+    caller's input images for edits (:mod:`pixelroute._edit`). Raises :class:`UnsafeImage`;
+    ``what`` names the bytes in its text ("response", "input").
+    """
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size  # read from the header, before any pixel is decoded
             if width * height > max_pixels:
-                raise invalid(f"image of {width}x{height} exceeds max_image_pixels={max_pixels}")
+                raise UnsafeImage(f"image of {width}x{height} exceeds max_image_pixels={max_pixels}")
             probe.verify()
         image = Image.open(io.BytesIO(data))
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise invalid("image refused as a decompression bomb") from exc
+        raise UnsafeImage("image refused as a decompression bomb") from exc
     except UnidentifiedImageError as exc:
-        raise invalid("response is not an image") from exc
+        raise UnsafeImage(f"{what} is not an image") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise invalid(f"image is truncated or corrupt ({type(exc).__name__})") from exc
+        if isinstance(exc, UnsafeImage):
+            raise
+        raise UnsafeImage(f"image is truncated or corrupt ({type(exc).__name__})") from exc
     return image
+
+
+def decode_image(data: bytes, max_pixels: int, backend: str) -> Any:
+    """Decode untrusted response bytes (see :func:`open_untrusted_image`); refusals are ``InvalidOutput``."""
+    try:
+        return open_untrusted_image(data, max_pixels)
+    except UnsafeImage as exc:
+        raise InvalidOutput(f"backend `{backend}`: {exc.why}", backend=backend) from exc.__cause__
 
 
 def host_matches(host: str, pattern: str) -> bool:

@@ -65,6 +65,29 @@ class PipelineSlot:
     users: set[int] = field(default_factory=set)
     batch_invariant: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: image-to-image and inpainting pipelines built from ``pipe`` (same modules, no second load)
+    edit_pipes: dict[str, Any] = field(default_factory=dict)
+
+    def edit_pipeline(self, masked: bool) -> Any:
+        """diffusers' image-to-image (``masked=False``) or inpainting pipeline of this family.
+
+        Built on first use with ``AutoPipeline...from_pipe(pipe)``, which reuses the loaded
+        modules (UNet/transformer, VAE, text encoders): no weights are loaded or copied. Called on
+        the worker thread, like every use of the pipeline.
+        """
+        kind = "inpaint" if masked else "img2img"
+        derived = self.edit_pipes.get(kind)
+        if derived is None:
+            from .._hf_quiet import quiet_hf
+
+            with quiet_hf():
+                from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+                auto = AutoPipelineForInpainting if masked else AutoPipelineForImage2Image
+                derived = auto.from_pipe(self.pipe)
+            derived.set_progress_bar_config(disable=True)
+            self.edit_pipes[kind] = derived
+        return derived
 
     def record(self, shape: tuple[int, int, int, bool], steps: int, per_step_s: float,
                total_s: float) -> None:
@@ -242,6 +265,7 @@ def _unload(slot: PipelineSlot) -> None:
     slot.pipe = None
     slot.default_scheduler = None
     slot.schedulers.clear()
+    slot.edit_pipes.clear()
     gc.collect()
     if device.startswith("cuda"):
         import torch

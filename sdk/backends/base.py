@@ -3,6 +3,11 @@
 A backend declares what it can do (:class:`Capabilities`), what it costs (:class:`Price`) and
 turns a :class:`~pixelroute.GenerateRequest` into a :class:`BackendOutput` before ``deadline``.
 Validation against the capabilities happens before any compute or network call.
+
+Backends that can also edit images declare ``"edit"`` in ``Capabilities.operations`` and
+implement :meth:`Backend.edit` (an :class:`~pixelroute._edit.EditRequest` in, the same
+:class:`BackendOutput` out); the drivers call :meth:`Backend.run`, which picks the method by the
+request's ``operation``. A backend's ``operations`` setting can narrow what its kind supports.
 """
 
 from __future__ import annotations
@@ -12,14 +17,21 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._deadline import Deadline
-from .._errors import DeadlineExceeded, ValidationError
+from .._errors import ConfigError, DeadlineExceeded, ValidationError
 from .._types import GenerateRequest
+
+if TYPE_CHECKING:
+    from .._edit import EditRequest
+
+#: what a backend may be asked to do
+OPERATIONS = ("generate", "edit")
+Operation = Literal["generate", "edit"]
 
 
 class Price(BaseModel):
@@ -76,32 +88,16 @@ class Capabilities:
     supports_scheduler: bool = False
     #: fixed sizes the provider accepts, e.g. OpenAI's ("1024x1024", ...); empty = any multiple
     allowed_sizes: tuple[tuple[int, int], ...] = ()
+    #: what the backend can do: "generate" (text to image) and/or "edit" (image and prompt to image)
+    operations: tuple[str, ...] = ("generate",)
 
-    def validate(self, request: GenerateRequest, backend: str) -> None:
-        """Raise :class:`ValidationError` naming the field when ``request`` is out of bounds."""
-        width = request.width or self.default_width
-        height = request.height or self.default_height
-        for name, value, limit in (("width", width, self.max_width), ("height", height, self.max_height)):
-            if value % self.size_multiple:
-                raise ValidationError(
-                    f"`{name}` must be a multiple of {self.size_multiple} for backend `{backend}` "
-                    f"but is {value}.",
-                    field=name,
-                    value=value,
-                )
-            if value > limit:
-                raise ValidationError(
-                    f"`{name}` must be at most {limit} for backend `{backend}` but is {value}.",
-                    field=name,
-                    value=value,
-                )
-        if self.allowed_sizes and (width, height) not in self.allowed_sizes:
-            sizes = ", ".join(f"{w}x{h}" for w, h in self.allowed_sizes)
-            raise ValidationError(
-                f"`width`x`height` must be one of {sizes} for backend `{backend}` but is {width}x{height}.",
-                field="width",
-                value=(width, height),
-            )
+    def validate(self, request: GenerateRequest, backend: str, *, check_size: bool = True) -> None:
+        """Raise :class:`ValidationError` naming the field when ``request`` is out of bounds.
+
+        ``check_size=False`` skips the size rules (an edit whose provider picks the output size).
+        """
+        if check_size:
+            self._validate_size(request, backend)
         if request.n > self.max_n:
             raise ValidationError(
                 f"`n` must be at most {self.max_n} for backend `{backend}` but is {request.n}.",
@@ -123,6 +119,34 @@ class Capabilities:
                     field=knob,
                     value=given,
                 )
+
+    def _validate_size(self, request: GenerateRequest, backend: str) -> None:
+        width, height = request.size_or(self.default_width, self.default_height)
+        # an edit without width/height keeps its input's size: say so rather than blame `width`
+        source = "the input image's " if request.size_from_image else ""
+        hint = "; pass `width` and `height` to resize it" if request.size_from_image else ""
+        for name, value, limit in (("width", width, self.max_width), ("height", height, self.max_height)):
+            if value % self.size_multiple:
+                raise ValidationError(
+                    f"{source}`{name}` must be a multiple of {self.size_multiple} for backend `{backend}` "
+                    f"but is {value}{hint}.",
+                    field="image" if source else name,
+                    value=value,
+                )
+            if value > limit:
+                raise ValidationError(
+                    f"{source}`{name}` must be at most {limit} for backend `{backend}` but is {value}{hint}.",
+                    field="image" if source else name,
+                    value=value,
+                )
+        if self.allowed_sizes and (width, height) not in self.allowed_sizes:
+            sizes = ", ".join(f"{w}x{h}" for w, h in self.allowed_sizes)
+            raise ValidationError(
+                f"{source}`width`x`height` must be one of {sizes} for backend `{backend}` but is "
+                f"{width}x{height}{hint}.",
+                field="image" if source else "width",
+                value=(width, height),
+            )
 
 
 @dataclass
@@ -163,15 +187,19 @@ class BackendSettings(BaseModel):
     typical_load_s: float | None = Field(default=None, ge=0)
     #: prior failure rate (cold-start routing)
     typical_failure_rate: float | None = Field(default=None, ge=0, le=1)
+    #: the operations this backend may serve (generate, edit); unset = every one its kind and model can do
+    operations: list[Operation] | None = Field(default=None, min_length=1)
 
 
 class Backend(ABC):
     """A place that turns a request into images.
 
     Subclasses implement :meth:`generate`; :meth:`agenerate` defaults to running it in a
-    worker thread and remote backends override it with native async I/O. Backends with
-    something to load before their first request (local pipelines) override :attr:`loaded`
-    and :meth:`warmup`; for the others both are trivially true and free.
+    worker thread and remote backends override it with native async I/O. Backends that can edit
+    declare it in their capabilities and implement :meth:`edit` (and :meth:`aedit` where they
+    have native async I/O). Backends with something to load before their first request (local
+    pipelines) override :attr:`loaded` and :meth:`warmup`; for the others both are trivially
+    true and free.
     """
 
     kind: ClassVar[str] = "custom"
@@ -189,6 +217,8 @@ class Backend(ABC):
         self.capabilities = capabilities or Capabilities()
         self.price = price or (settings.price if settings else Price())
         self.settings = settings
+        #: what this backend serves: its capabilities, narrowed by the ``operations`` setting
+        self.operations: tuple[str, ...] = _operations(self.capabilities.operations, settings, name, self.kind)
 
     @abstractmethod
     def generate(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
@@ -198,13 +228,59 @@ class Backend(ABC):
         """Async twin of :meth:`generate`; the default runs it in a worker thread."""
         return await asyncio.to_thread(self.generate, request, deadline)
 
+    def edit(self, request: EditRequest, deadline: Deadline) -> BackendOutput:
+        """Edit ``request.image`` as ``request.prompt`` says, before ``deadline``; backends that edit override it."""
+        raise self.cannot(request)
+
+    async def aedit(self, request: EditRequest, deadline: Deadline) -> BackendOutput:
+        """Async twin of :meth:`edit`; the default runs it in a worker thread."""
+        return await asyncio.to_thread(self.edit, request, deadline)
+
+    def run(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
+        """:meth:`generate` or :meth:`edit`, by ``request.operation`` (what the client's drivers call)."""
+        if request.operation == "edit":
+            return self.edit(request, deadline)  # type: ignore[arg-type]  # an EditRequest, by its operation
+        return self.generate(request, deadline)
+
+    async def arun(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
+        """Async twin of :meth:`run`."""
+        if request.operation == "edit":
+            return await self.aedit(request, deadline)  # type: ignore[arg-type]
+        return await self.agenerate(request, deadline)
+
+    def cannot(self, request: GenerateRequest) -> ValidationError:
+        """The error for a request whose operation this backend does not serve."""
+        return ValidationError(
+            f"backend `{self.name}` ({self.kind}) cannot {request.operation} images: it serves "
+            f"{', '.join(self.operations)}",
+            field="backend", value=self.name,
+        )
+
     def validate(self, request: GenerateRequest) -> None:
         """Refuse ``request`` before any compute if it is outside the capabilities."""
-        self.capabilities.validate(request, self.name)
+        if request.operation not in self.operations:
+            raise self.cannot(request)
+        self.capabilities.validate(request, self.name, check_size=self.size_is_sent(request))
+        strength = getattr(request, "strength", None)  # an edit's
+        if strength is not None and not self.supports_strength(request):  # type: ignore[arg-type]
+            raise ValidationError(
+                f"`strength` cannot be honoured by backend `{self.name}` for this edit but is {strength!r}; "
+                f"leave it unset or pin a backend that supports it.",
+                field="strength", value=strength,
+            )
+
+    def size_is_sent(self, request: GenerateRequest) -> bool:
+        """Whether the size rules apply: not to an edit whose output size the provider picks."""
+        return True
+
+    def supports_strength(self, request: EditRequest) -> bool:
+        """Whether an edit's ``strength`` can be honoured (local pipelines: always)."""
+        return True
 
     def effective_size(self, request: GenerateRequest) -> tuple[int, int]:
-        """The ``(width, height)`` this backend makes for ``request``, its defaults filling what is unset."""
-        return (request.width or self.capabilities.default_width, request.height or self.capabilities.default_height)
+        """The ``(width, height)`` this backend makes for ``request``, its defaults filling what is unset
+        (an edit's unset size is its input image's)."""
+        return request.size_or(self.capabilities.default_width, self.capabilities.default_height)
 
     def effective_steps(self, request: GenerateRequest) -> int | None:
         """The step count it runs for ``request``: the request's, else its default (``None``: none declared)."""
@@ -269,6 +345,7 @@ class Backend(ABC):
             "typical_load_s": self._load_estimate_s(),
             "supports_negative_prompt": caps.supports_negative_prompt,
             "supports_steps": caps.supports_steps,
+            "operations": list(self.operations),
         }
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -305,6 +382,9 @@ class MockBackend(Backend):
 
     Without a handler it returns solid images of the requested size, after ``delay_s``, and
     raises ``DeadlineExceeded`` if the delay does not fit the deadline (as a real backend would).
+    It edits too (``operations``, default both): the handler gets the
+    :class:`~pixelroute._edit.EditRequest`; without one, the input image comes back at the output
+    size with the masked area (or, without a mask, the whole image) painted in the seed's colour.
     """
 
     kind = "mock"
@@ -320,13 +400,13 @@ class MockBackend(Backend):
         delay_s: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
         local: bool = False,
+        operations: tuple[str, ...] | None = None,
     ) -> None:
-        super().__init__(
-            name,
-            capabilities=capabilities or Capabilities(default_width=64, default_height=64, default_steps=4),
-            price=price,
-            settings=settings,
-        )
+        caps = capabilities or Capabilities(default_width=64, default_height=64, default_steps=4,
+                                            operations=OPERATIONS)
+        if operations is not None:
+            caps = replace(caps, operations=tuple(operations))
+        super().__init__(name, capabilities=caps, price=price, settings=settings)
         self.handler = handler
         self.delay_s = delay_s
         self._sleep = sleep
@@ -371,6 +451,12 @@ class MockBackend(Backend):
             await asyncio.sleep(self.delay_s)
         return self._image(request)
 
+    def edit(self, request: EditRequest, deadline: Deadline) -> BackendOutput:
+        return self.generate(request, deadline)
+
+    async def aedit(self, request: EditRequest, deadline: Deadline) -> BackendOutput:
+        return await self.agenerate(request, deadline)
+
     def _default(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
         if self.delay_s:
             if self.delay_s > deadline.remaining():
@@ -387,8 +473,29 @@ class MockBackend(Backend):
         width, height = self.effective_size(request)
         seed = request.seed or 0
         colour = (seed * 37 % 256, seed * 91 % 256, seed * 53 % 256)
-        images = [Image.new("RGB", (width, height), colour) for _ in range(request.n)]
+        edit: EditRequest | None = request if request.operation == "edit" else None  # type: ignore[assignment]
+        if edit is None:
+            images = [Image.new("RGB", (width, height), colour) for _ in range(request.n)]
+        else:
+            base = edit.image.image.resize((width, height))
+            mask = None if edit.mask is None else edit.mask.image.resize((width, height))
+            paint = Image.new("RGB", (width, height), colour)
+            images = [Image.composite(paint, base, mask) if mask is not None else Image.blend(base, paint, 0.5)
+                      for _ in range(request.n)]
         return BackendOutput(images=images, model="mock", params={"width": width, "height": height})
+
+
+def _operations(supported: tuple[str, ...], settings: BackendSettings | None, name: str, kind: str) -> tuple[str, ...]:
+    """What the backend serves: all it can, or the ``operations`` setting when that is a subset."""
+    wanted = settings.operations if settings is not None else None
+    if wanted is None:
+        return supported
+    extra = [op for op in wanted if op not in supported]
+    if extra:
+        raise ConfigError(f"backend `{name}`: `operations` includes {', '.join(map(repr, extra))} but this "
+                          f"{kind} backend (model {settings.model if settings else None!r}) can only "
+                          f"{' and '.join(supported)}")
+    return tuple(op for op in OPERATIONS if op in wanted)
 
 
 def _failing_handler(failure: str) -> Handler:

@@ -16,6 +16,12 @@ class and the model id (see ``_families.py``), and the config can override each.
 value is honoured or refused, never changed. Seeds: image ``i`` of a request with seed ``s``
 uses ``s + i``; a request without a seed gets a random one, reported in ``params["seed"]``.
 
+Edits (``Client.edit``) run the family's image-to-image pipeline, or its inpainting pipeline
+when a mask is given, built from the loaded pipeline with diffusers' ``from_pipe`` (the same
+modules: nothing is loaded twice). An edit with ``width``/``height`` resizes its input (and
+mask) to that size first; ``strength`` defaults to diffusers' 0.8 (1.0 with a mask), and
+``int(steps x strength)`` must leave at least one denoising step.
+
 Nothing heavy happens when the backend is built: torch and diffusers are imported, the tiny
 model built (``make_tiny``) and the pipeline loaded on the first request, or ahead of it by
 :meth:`DiffusersBackend.warmup` (``Client.warmup``, ``[execution] preload``). :attr:`loaded`
@@ -38,18 +44,21 @@ from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from .._deadline import Deadline
-from .._errors import Cancelled, ConfigError, DeadlineExceeded, PixelrouteError
+from .._errors import Cancelled, ConfigError, DeadlineExceeded, PixelrouteError, ValidationError
 from .._types import GenerateRequest
 from ._diffusers_run import Prepared, resolve_scheduler, run_batch
 from ._families import Family, detect_family, estimate_load_s, local_class_name, null_components
 from ._pipeline_cache import SHARED, LoadSpec, PipelineCache, PipelineSlot
 from ._pipeline_worker import Job
 from .base import Backend, BackendOutput, BackendSettings, Capabilities
+
+if TYPE_CHECKING:
+    from .._edit import EditRequest
 
 log = logging.getLogger("pixelroute.diffusers")
 
@@ -110,6 +119,7 @@ class DiffusersBackend(Backend):
             default_guidance=s.default_guidance if s.default_guidance is not None else f.guidance,
             supports_negative_prompt=f.negative_prompt,
             supports_scheduler=True,
+            operations=("generate", "edit") if f.edits else ("generate",),
         )
         super().__init__(s.name, capabilities=capabilities, settings=s)
         self.config: DiffusersSettings = s
@@ -140,6 +150,26 @@ class DiffusersBackend(Backend):
             self._check_waiting(job, deadline)
         out: BackendOutput = job.future.result()
         return out
+
+    def edit(self, request: EditRequest, deadline: Deadline) -> BackendOutput:
+        """Run an edit on the family's image-to-image or inpainting pipeline (same worker, same rules)."""
+        return self.generate(request, deadline)
+
+    async def aedit(self, request: EditRequest, deadline: Deadline) -> BackendOutput:
+        return await self.agenerate(request, deadline)
+
+    def validate(self, request: GenerateRequest) -> None:
+        super().validate(request)
+        if request.operation == "edit":
+            edit: EditRequest = request  # type: ignore[assignment]  # an EditRequest, by its operation
+            steps = self.effective_steps(request) or 1
+            strength = edit.effective_strength
+            if int(steps * strength) < 1:
+                raise ValidationError(
+                    f"`strength` {strength} x {steps} steps leaves no denoising step for backend `{self.name}` "
+                    f"(diffusers runs int(steps x strength)); raise `strength` or `steps`",
+                    field="strength", value=strength,
+                )
 
     async def agenerate(self, request: GenerateRequest, deadline: Deadline) -> BackendOutput:
         """Async twin: the event loop never blocks; task cancellation interrupts the denoising."""
@@ -286,6 +316,7 @@ class DiffusersBackend(Backend):
         scheduler = request.scheduler or self.config.default_scheduler
         scheduler_name = resolve_scheduler(scheduler, slot.default_scheduler) if scheduler else None
         seed = request.seed if request.seed is not None else secrets.randbelow(2**63 - 16)
+        image, mask, strength = _edit_inputs(request, width, height)
         item = Prepared(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -297,14 +328,18 @@ class DiffusersBackend(Backend):
             scheduler=scheduler_name,
             seed=seed,
             submitted_at=self.clock(),
+            image=image,
+            mask=mask,
+            strength=strength,
         )
-        predicted = slot.predict(item.shape(item.n), item.steps)
+        predicted = slot.predict(item.shape(item.n), item.denoise_steps)
         if predicted is not None and predicted > deadline.remaining():
             raise DeadlineExceeded(
-                f"backend `{self.name}`: {item.steps} steps at {width}x{height} take about {predicted:.2f} s "
+                f"backend `{self.name}`: {item.denoise_steps} steps at {width}x{height} take about {predicted:.2f} s "
                 f"but {deadline.remaining():.2f} s are left; not started"
             )
-        batching = self.config.max_batch_size > 1
+        # edits never batch: each has its own input image
+        batching = self.config.max_batch_size > 1 and image is None
         runner = partial(
             run_batch, slot, clock=self.clock, model=self.config.model, batch_invariant=batching,
             extra={"family": self.family.name, "device": slot.spec.device, "dtype": slot.spec.dtype},
@@ -318,7 +353,7 @@ class DiffusersBackend(Backend):
             images=item.n,
             batch_limit=self.config.max_batch_size,
             window_s=self.config.batch_window_ms / 1000.0,
-            predict=lambda batch: slot.predict(item.shape(sum(j.images for j in batch)), item.steps),
+            predict=lambda batch: slot.predict(item.shape(sum(j.images for j in batch)), item.denoise_steps),
         )
 
     def _load_spec(self) -> LoadSpec:
@@ -348,8 +383,6 @@ class DiffusersBackend(Backend):
         return LoadSpec(model=model, device=device, dtype=resolve_dtype(s.dtype, device), variant=s.variant)
 
     def _check_default_scheduler(self, spec: LoadSpec) -> None:
-        from .._errors import ValidationError
-
         slot = self._cache.acquire(spec, id(self))
         try:
             resolve_scheduler(self.config.default_scheduler or "", slot.default_scheduler)
@@ -367,6 +400,21 @@ class DiffusersBackend(Backend):
         if deadline.expired():
             job.cancel()
             raise DeadlineExceeded(f"backend `{self.name}` could not finish before the deadline")
+
+
+def _edit_inputs(request: GenerateRequest, width: int, height: int) -> tuple[Any, Any, float | None]:
+    """An edit's input image and mask at the output size, and its strength; ``None``s for a generation."""
+    if request.operation != "edit":
+        return None, None, None
+    from PIL import Image
+
+    edit: EditRequest = request  # type: ignore[assignment]  # an EditRequest, by its operation
+    image = edit.image.image
+    mask = None if edit.mask is None else edit.mask.image
+    if image.size != (width, height):  # the caller asked for another size: honoured by resizing the input
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+        mask = None if mask is None else mask.resize((width, height), Image.Resampling.BILINEAR)
+    return image, mask, edit.effective_strength
 
 
 def _family(settings: DiffusersSettings) -> Family:

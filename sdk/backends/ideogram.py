@@ -27,12 +27,15 @@ on FLASH must set ``price`` itself (else the router would see it as free). Setti
 cannot send are refused when the backend is configured: ``rendering_speed`` other than DEFAULT on a
 legacy model, and ``style_type`` values outside the model's list (RENDER_3D / ANIME are legacy only,
 FICTION is V_3 only).
+
+Edits (``model = "V_3"`` only; the legacy models generate only): inpainting with a mask and remix
+without one, built in :mod:`._ideogram_v3`, which lists the fields and sources.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -42,6 +45,9 @@ from .._types import GenerateRequest
 from . import _ideogram_v3 as v3
 from ._http import Call, Pause, Protocol, RemoteBackend, RemoteSettings, Reply, nearest_aspect
 from .base import Capabilities
+
+if TYPE_CHECKING:
+    from .._edit import EditRequest
 
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     f"ASPECT_{w}_{h}": (w, h)
@@ -97,7 +103,14 @@ class IdeogramBackend(RemoteBackend):
     def capabilities_for(cls, settings: RemoteSettings) -> Capabilities:
         return Capabilities(max_width=16384, max_height=16384, size_multiple=1, max_n=8,
                             supports_negative_prompt=settings.model in NEGATIVE_PROMPT_MODELS,
-                            supports_seed=True, supports_steps=False, supports_guidance=False)
+                            supports_seed=True, supports_steps=False, supports_guidance=False,
+                            operations=("generate", "edit") if settings.model == v3.MODEL else ("generate",))
+
+    def size_is_sent(self, request: GenerateRequest) -> bool:
+        return request.operation != "edit" or getattr(request, "mask", None) is None  # inpainting keeps the input's
+
+    def supports_strength(self, request: EditRequest) -> bool:
+        return request.mask is None  # remix's image_weight; inpainting has no strength
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Api-Key": key}
@@ -107,10 +120,30 @@ class IdeogramBackend(RemoteBackend):
         if request.seed is not None and request.seed > MAX_SEED:
             raise ValidationError(f"`seed` must be at most {MAX_SEED} for backend `{self.name}` but is "
                                   f"{request.seed}.", field="seed", value=request.seed)
-        if self.settings.model == v3.MODEL:
+        if request.operation == "edit":
+            self._validate_edit(request)  # type: ignore[arg-type]  # an EditRequest, by its operation
+        elif self.settings.model == v3.MODEL:
             self.form_fields(request)
         else:
             self.request_body(request)
+
+    def _validate_edit(self, request: EditRequest) -> None:
+        if request.mask is not None:
+            if not request.size_from_image:
+                raise ValidationError(f"`width`/`height` cannot be honoured by backend `{self.name}` for a masked "
+                                      "edit: Ideogram inpaints at the input's size; leave them unset",
+                                      field="width", value=request.width)
+            if request.negative_prompt is not None:
+                raise ValidationError(f"`negative_prompt` cannot be honoured by backend `{self.name}` for a masked "
+                                      f"edit (inpainting has none) but is {request.negative_prompt!r}",
+                                      field="negative_prompt", value=request.negative_prompt)
+            self.check_upload("mask", len(request.mask.mask_png("black")), v3.MAX_FILE_BYTES)
+        self.check_upload("image", len(request.image.data), v3.MAX_FILE_BYTES)
+        self.edit_parts(request)  # the size rule of remix refuses before anything is sent
+
+    def edit_parts(self, request: EditRequest) -> tuple[str, dict[str, str], dict[str, tuple[str, bytes, str]]]:
+        """The path, exact multipart text fields and file parts of an edit."""
+        return v3.edit_parts(self.settings, request, self.effective_size(request), self.name)
 
     def form_fields(self, request: GenerateRequest) -> dict[str, str]:
         """The exact multipart fields sent by model V_3."""
@@ -129,6 +162,14 @@ class IdeogramBackend(RemoteBackend):
         }
         return {"image_request": image_request}
 
+    def edit_protocol(self, request: EditRequest, deadline: Deadline) -> Protocol:
+        path, fields, files = self.edit_parts(request)
+        reply = yield Call("POST", path, form=fields, files=files)
+        assert reply is not None
+        sent: dict[str, Any] = {k: fields[k] for k in ("aspect_ratio", "rendering_speed", "image_weight")
+                                if k in fields}
+        return (yield from self._answer(reply, request, sent))
+
     def protocol(self, request: GenerateRequest, deadline: Deadline) -> Protocol:
         if self.settings.model == v3.MODEL:
             fields = self.form_fields(request)
@@ -140,6 +181,10 @@ class IdeogramBackend(RemoteBackend):
             reply = yield Call("POST", "/generate", json=body)
             sent = {"aspect_ratio": body["image_request"]["aspect_ratio"]}
         assert reply is not None
+        return (yield from self._answer(reply, request, sent))
+
+    def _answer(self, reply: Reply, request: GenerateRequest, sent: dict[str, Any]) -> Protocol:
+        """The images of a ``data[]`` answer (generate, inpaint and remix answer alike), priced."""
         try:  # a 200 is charged (per image): whatever refuses it from here on still carries the cost
             images, items = yield from self._download(reply, request.n)
         except PixelrouteError as exc:

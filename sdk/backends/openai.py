@@ -20,13 +20,26 @@ insufficient_quota"; "Retrying a billing, spending, or quota error does not rest
 https://learn.microsoft.com/microsoft-cloud/dev/dev-proxy/concepts/openai-rate-limit-reached
 (429 ``rate_limit_exceeded`` for requests or tokens per minute; an images-endpoint body with that
 code is in chatboxai/chatbox#1361).
+
+Edits (GPT image models: ``gpt-image-*``, ``chatgpt-image-*``): ``POST {base_url}/images/edits``,
+multipart/form-data with the file parts ``image`` (the input, PNG/JPEG/WebP under 50 MB) and
+``mask`` (a PNG under 4 MB, the input's size, whose fully transparent pixels mark the area to
+edit: our white-means-repaint mask is converted), and the text fields ``model``, ``prompt``, ``n``,
+``size`` (the caller's ``width``x``height`` under the generation rules, else ``auto``), ``quality``,
+``output_format`` and ``input_fidelity`` (``high`` | ``low``; not on ``gpt-image-1-mini``). The
+response is the generations' ``data[]`` with ``b64_json``. No strength, steps, seed or negative
+prompt. Source: openai-python at e43b422 (``resources/images.py`` ``edit()``: multipart with
+files extracted from ``image``, ``image[]`` for a list, and ``mask``; ``types/image_edit_params.py``
+for the fields, limits and the mask rule). Unverified: edits are billed like generations (the
+backend's ``price`` is used for both).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .._deadline import Deadline
 from .._errors import BackendError, ContentRejected, InvalidOutput, PixelrouteError, QuotaExceeded, ValidationError
@@ -34,6 +47,9 @@ from .._types import GenerateRequest
 from ._http import Call, Protocol, RemoteBackend, RemoteSettings, Reply
 from ._presets import preset_max_n
 from .base import Capabilities
+
+if TYPE_CHECKING:
+    from .._edit import EditRequest
 
 #: sizes per model family (provider_apis.md §1 `size` row)
 GPT_IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
@@ -45,6 +61,10 @@ FREE_SIZE_MAX_ASPECT = 3
 FREE_SIZE_PIXELS = (655_360, 8_294_400)
 DALLE3_SIZES = ((1024, 1024), (1792, 1024), (1024, 1792))
 DALLE2_SIZES = ((256, 256), (512, 512), (1024, 1024))
+#: models that take /images/edits in this backend (dall-e-2's square-PNG edits are not offered)
+EDIT_MODEL_PREFIXES = ("gpt-image", "chatgpt-image")
+#: ``mask``: "a valid PNG file, less than 4MB" (types/image_edit_params.py)
+MAX_MASK_BYTES = 4_000_000
 
 CONTENT_CODES = {"moderation_blocked", "content_policy_violation"}
 #: billing errors: retrying cannot succeed (help.openai.com article 5955604 lists the 429 ones)
@@ -70,6 +90,15 @@ class OpenAISettings(RemoteSettings):
     #: sizes a compatible server accepts, as "WxH"; empty = the model family's documented sizes
     sizes: list[str] = Field(default_factory=list)
     max_n: int | None = Field(default=None, ge=1, le=16)
+    #: edits only: how closely to keep the input's features, faces especially (default: OpenAI's, low)
+    input_fidelity: Literal["high", "low"] | None = None
+
+    @model_validator(mode="after")
+    def _fidelity_fits_model(self) -> OpenAISettings:
+        if self.input_fidelity is not None and (self.model or "").startswith("gpt-image-1-mini"):
+            raise ValueError(f"`input_fidelity` is not supported by model {self.model!r} (OpenAI: unsupported for "
+                             "gpt-image-1-mini); leave it unset")
+        return self
 
     @field_validator("sizes")
     @classmethod
@@ -104,23 +133,32 @@ class OpenAIBackend(RemoteBackend):
         else:
             sizes = GPT_IMAGE_SIZES
         max_n = settings.max_n or preset_max_n("openai", model, 10)
+        operations = ("generate", "edit") if model.startswith(EDIT_MODEL_PREFIXES) else ("generate",)
         if not settings.sizes and model.startswith(FREE_SIZE_PREFIX):
             return Capabilities(
                 max_width=FREE_SIZE_MAX_EDGE, max_height=FREE_SIZE_MAX_EDGE, size_multiple=FREE_SIZE_MULTIPLE,
                 max_n=max_n, default_width=1024, default_height=1024,
                 supports_negative_prompt=False, supports_seed=False, supports_steps=False,
-                supports_guidance=False, supports_scheduler=False,
+                supports_guidance=False, supports_scheduler=False, operations=operations,
             )
         return Capabilities(
             max_width=max(w for w, _ in sizes), max_height=max(h for _, h in sizes), size_multiple=1,
             max_n=max_n, default_width=1024, default_height=1024,
             supports_negative_prompt=False, supports_seed=False, supports_steps=False,
-            supports_guidance=False, supports_scheduler=False, allowed_sizes=sizes,
+            supports_guidance=False, supports_scheduler=False, allowed_sizes=sizes, operations=operations,
         )
+
+    def size_is_sent(self, request: GenerateRequest) -> bool:
+        return not request.size_from_image  # an edit without a size asks for `auto`
+
+    def supports_strength(self, request: EditRequest) -> bool:
+        return False  # /images/edits has no strength (input_fidelity is a setting)
 
     def validate(self, request: GenerateRequest) -> None:
         super().validate(request)  # multiples of 16 and the edge limit for free sizes; the list otherwise
-        if not self.capabilities.allowed_sizes:
+        if request.operation == "edit":
+            self._check_edit_upload(request)  # type: ignore[arg-type]  # an EditRequest, by its operation
+        if not self.capabilities.allowed_sizes and self.size_is_sent(request):
             why = free_size_error(*self.effective_size(request))
             if why:
                 width, height = self.effective_size(request)
@@ -132,6 +170,34 @@ class OpenAIBackend(RemoteBackend):
         body = self.request_body(request)
         reply = yield Call("POST", "/images/generations", json=body, headers=self._headers())
         assert reply is not None
+        return (yield from self._result(reply, request, body["size"]))
+
+    def edit_protocol(self, request: EditRequest, deadline: Deadline) -> Protocol:
+        fields, files = self.edit_parts(request)
+        reply = yield Call("POST", "/images/edits", form=fields, files=files, headers=self._headers())
+        assert reply is not None
+        return (yield from self._result(reply, request, fields["size"]))
+
+    def edit_parts(self, request: EditRequest) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
+        """The exact multipart text fields and file parts of an edit (after :meth:`validate`)."""
+        s = self.settings
+        size = "auto" if request.size_from_image else "{}x{}".format(*self.effective_size(request))
+        fields = {"model": s.model or "", "prompt": request.prompt, "n": str(request.n), "size": size}
+        for name in ("quality", "output_format", "input_fidelity"):
+            value = getattr(s, name)
+            if value is not None:
+                fields[name] = value
+        files = {"image": (f"image.{request.image.format}", request.image.data, request.image.mime)}
+        if request.mask is not None:
+            files["mask"] = ("mask.png", request.mask.mask_png("transparent"), "image/png")
+        return fields, files
+
+    def _check_edit_upload(self, request: EditRequest) -> None:
+        if request.mask is not None:
+            self.check_upload("mask", len(request.mask.mask_png("transparent")), MAX_MASK_BYTES)
+
+    def _result(self, reply: Reply, request: GenerateRequest, size: str) -> Generator[Call, Reply | None, Any]:
+        """The images of a ``data[]`` answer (generations and edits answer alike), priced."""
         try:  # a 200 is charged (per image): whatever refuses it from here on still carries the cost
             data, items = self.result_list(reply)
             self.check_batch(len(items), request.n, reply)
@@ -148,7 +214,7 @@ class OpenAIBackend(RemoteBackend):
         except PixelrouteError as exc:
             self.billed(exc, self.estimate_cost(request))
             raise
-        params: dict[str, Any] = {"size": body["size"]}
+        params: dict[str, Any] = {"size": size}
         params.update({k: data[k] for k in ("quality", "output_format") if k in data})
         return self.output(images, params=params, extra={"request_id": reply.headers.get("x-request-id")})
 

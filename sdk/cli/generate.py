@@ -71,9 +71,12 @@ def png_metadata(result: object, prompt: str, index: int) -> dict[str, object]:
         "backend": result.backend,
         "model": last.get("model"),
         "router_version": (final or {}).get("router_version"),
-        # a seed the backend drew itself is in the attempt's outcome, not in the caller's params
+        "operation": trace.get("operation", "generate"),
+        **({"input": trace["input"]} if trace.get("input") else {}),
+        # a seed (an edit's strength) the backend chose itself is in the attempt's outcome, not in
+        # the caller's params
         "params": {**(last.get("params") or {}),
-                   **({"seed": last["seed"]} if last.get("seed") is not None else {})},
+                   **{k: last[k] for k in ("seed", "strength") if last.get(k) is not None}},
         "steps": last.get("steps"),
         "seed": trace.get("seed") if trace.get("seed") is not None else last.get("seed"),
         "image_index": index,

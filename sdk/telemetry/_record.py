@@ -47,6 +47,19 @@ class Params(_Open):
     n: int | None = None
     seed: int | None = None
     scheduler: str | None = None
+    #: edits only: the caller's strength (null = the backend's default) and whether a mask was given
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    masked: bool | None = None
+
+
+class InputRecord(_Open):
+    """An edit's input image as telemetry keeps it: a digest of its pixels, its size and format, never pixels."""
+
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    mask_sha256: str | None = None
 
 
 class SLARecord(_Open):
@@ -104,6 +117,9 @@ class TelemetryRecord(_Open):
     attempt: int = Field(ge=0)
     ts: str
     backend: str | None = None
+    #: generate | edit; records written before edits existed have none and read as generate
+    operation: Literal["generate", "edit"] | None = None
+    input: InputRecord | None = None
     prompt: str | None = None
     prompt_sha256: str | None = None
     negative_prompt: str | None = None

@@ -81,6 +81,8 @@ def build_trace(records: list[dict[str, Any]], corrections: list[dict[str, Any]]
         "ts": first.get("ts"),
         "backend": final.get("backend"),
         "ok": bool((final.get("outcome") or {}).get("ok")),
+        "operation": first.get("operation") or "generate",  # records from before edits are generations
+        **({"input": first["input"]} if first.get("input") is not None else {}),
         "prompt": first.get("prompt"),
         "prompt_sha256": first.get("prompt_sha256"),
         "params": first.get("params"),
@@ -111,6 +113,7 @@ def summarize_request(records: list[dict[str, Any]]) -> dict[str, Any]:
         "request_id": first.get("request_id"),
         "ts": first.get("ts"),
         "backend": final.get("backend"),
+        "operation": first.get("operation") or "generate",
         "ok": bool(outcome.get("ok")),
         "error": outcome.get("error"),
         "attempts": len(ordered),
