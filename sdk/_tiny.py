@@ -39,6 +39,9 @@ FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "sd3")
 
 #: written next to model_index.json so tools (and people) can tell a tiny model from a real one
 MARKER = "pixelroute_tiny.json"
+#: bumped when a family's tiny architecture changes (2: sd3 has 16 latent channels, as SD3's VAE does,
+#: which its inpainting pipeline needs); a folder an older builder made is rebuilt, not loaded
+BUILDER_VERSION = 2
 RANDOM_WEIGHTS_NOTE = "tiny pipeline with RANDOM weights: images are noise, for tests and demos only"
 
 # Every byte-level symbol alone and with the end-of-word suffix, plus the two specials, no
@@ -62,7 +65,9 @@ def build_tiny(family: str, out: str | os.PathLike[str], *, seed: int = 0, overw
         )
     target = Path(out).expanduser()
     if is_built(target) and not overwrite:
-        return target
+        if not _built_by_an_older_builder(target):
+            return target
+        overwrite = True
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     from ._hf_quiet import quiet_hf
@@ -70,7 +75,8 @@ def build_tiny(family: str, out: str | os.PathLike[str], *, seed: int = 0, overw
     try:
         with _BUILD_LOCK, quiet_hf():  # no "Writing model shards" bars in the caller's output
             _build_into(family, tmp, seed)
-        (tmp / MARKER).write_text(json.dumps({"family": family, "seed": seed, "note": RANDOM_WEIGHTS_NOTE}))
+        (tmp / MARKER).write_text(json.dumps({"family": family, "seed": seed, "builder": BUILDER_VERSION,
+                                                 "note": RANDOM_WEIGHTS_NOTE}))
         _publish(tmp, target, overwrite)
     finally:
         if tmp.exists():
@@ -82,6 +88,15 @@ def build_tiny(family: str, out: str | os.PathLike[str], *, seed: int = 0, overw
 def is_built(path: Path) -> bool:
     """True when ``path`` holds a complete pipeline folder (``model_index.json`` is written last)."""
     return (path / "model_index.json").is_file()
+
+
+def _built_by_an_older_builder(path: Path) -> bool:
+    """A folder :func:`build_tiny` made before its architecture last changed (never one it did not make)."""
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("builder", 1) != BUILDER_VERSION
 
 
 def tiny_family(path: str | os.PathLike[str]) -> str | None:

@@ -75,3 +75,20 @@ def test_cli_make_tiny_builds_and_says_random_weights(
     assert (tmp_path / "m" / "model_index.json").is_file()
     assert main(["models", "make-tiny", "--family", "sd3", "--out", str(tmp_path / "m")]) == 0
     assert "already present" in capsys.readouterr().out
+
+
+def test_a_folder_an_older_builder_made_is_rebuilt_and_others_are_left_alone(tmp_path: Path) -> None:
+    from pixelroute._tiny import BUILDER_VERSION
+
+    target = build_tiny("sd15", tmp_path / "sd15")
+    marker = json.loads((target / MARKER).read_text())
+    assert marker["builder"] == BUILDER_VERSION
+    (target / MARKER).write_text(json.dumps({k: v for k, v in marker.items() if k != "builder"}))  # version 1
+    (target / "stale.txt").write_text("left by the old builder")
+    assert build_tiny("sd15", target) == target
+    assert not (target / "stale.txt").exists() and json.loads((target / MARKER).read_text())["builder"] == BUILDER_VERSION
+    # a pipeline folder build_tiny did not make (no marker) is never replaced
+    (target / MARKER).unlink()
+    (target / "mine.txt").write_text("a user's own pipeline")
+    build_tiny("sd15", target)
+    assert (target / "mine.txt").exists()
