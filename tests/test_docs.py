@@ -206,3 +206,11 @@ def test_page_titles_are_short() -> None:
     config = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))
     long_titles += [f"mkdocs.yml nav: {t}" for t in nav_titles(config["nav"]) if len(t) > MAX_TITLE]
     assert not long_titles, "\n".join(long_titles)
+
+
+def test_readme_opens_with_exactly_the_two_commands() -> None:
+    """A fresh machine with Python 3.11 and make needs these two and nothing else."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert readme.index("```sh") < 100
+    assert [line.split("#")[0].strip() for line in block.splitlines() if line.strip()] == ["make demo", "make test"]
