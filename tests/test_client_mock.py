@@ -286,3 +286,14 @@ def test_all_breakers_open_gives_one_clear_error(tmp_path: Path) -> None:
             client.generate("x", width=64, height=64)
         with pytest.raises(BackendUnavailable, match="circuit breaker is open"):
             client.generate("x", width=64, height=64)
+
+
+@pytest.mark.parametrize("names", [("twin-a", "twin-b"), ("twin-b", "twin-a")])
+def test_identical_backends_always_serve_from_the_first_configured(tmp_path: Path, names: tuple[str, str]) -> None:
+    # two backends alike in price and prior: the tie goes to config order, call after call (the
+    # fake clock keeps the measured latency, which feeds the next decision, the same every run)
+    twins = [mock(name) for name in names]
+    with make_client(tmp_path, twins) as client:
+        served = [client.generate(f"a lighthouse {i}", width=64, height=64).backend for i in range(5)]
+    assert served == [names[0]] * 5
+    assert [be.calls for be in twins] == [5, 0]

@@ -281,3 +281,16 @@ def test_no_pickle_anywhere_in_the_router() -> None:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
                 assert not any(n.split(".")[0] in ("pickle", "joblib", "cloudpickle", "dill") for n in names), path
+
+
+def test_a_tie_between_identical_backends_goes_to_the_first_listed() -> None:
+    # equal expected cost: the stable sort keeps the caller's (the config's) order, so which twin
+    # serves never depends on a set, a dict's hash order or the hash seed
+    twins = [replace(TYPO, name="twin-a"), replace(TYPO, name="twin-b")]
+    r = Router.cold_start(exploration=0.0)
+    for order in (twins, twins[::-1]):
+        d = r.decide(RouteRequest("a cat"), SLASpec(deadline_s=60.0, max_cost_usd=1.0), order)
+        assert d.candidates[0].expected_total_usd == d.candidates[1].expected_total_usd
+        assert d.backend == order[0].name and [f.backend for f in d.fallbacks] == [order[1].name]
+        late = r.decide(RouteRequest("a cat"), SLASpec(deadline_s=0.5), order)  # best effort ties too
+        assert late.predicted_to_miss and late.backend == order[0].name
