@@ -176,9 +176,13 @@ class A1111Interruptible:
     ``started`` is set when a txt2img request reaches the server.
     """
 
-    def __init__(self, server: FakeServer, run_s: float = 3.0, interrupted_images: int = 1) -> None:
+    def __init__(self, server: FakeServer, run_s: float = 3.0, interrupted_images: int = 1,
+                 interrupt_answer_s: float = 0.0) -> None:
         self.run_s = run_s
         self.interrupted_images = interrupted_images
+        #: how long the interrupt takes to answer (a busy webui), and time.monotonic() of each answer
+        self.interrupt_answer_s = interrupt_answer_s
+        self.interrupts_answered: list[float] = []
         self.started = threading.Event()
         self.interrupt = threading.Event()
         #: time.monotonic() of each interrupt received
@@ -203,6 +207,10 @@ class A1111Interruptible:
         with self._lock:
             self.interrupts.append(time.monotonic())
         self.interrupt.set()
+        if self.interrupt_answer_s:
+            time.sleep(self.interrupt_answer_s)
+        with self._lock:
+            self.interrupts_answered.append(time.monotonic())
         return Response(json={})
 
 
