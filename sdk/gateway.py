@@ -388,22 +388,14 @@ async def _edit_form(request: Request) -> dict[str, Any]:
     except HTTPException as exc:  # starlette's answer to a malformed form or too many parts
         raise ValidationError(f"`body` is not an acceptable multipart form: {exc.detail}", field="body",
                               value=None) from None
-    files: dict[str, bytes] = {}
+    files: list[tuple[str, bytes]] = []
     fields: list[tuple[str, str]] = []
     try:
         for name, value in form.multi_items():
             if isinstance(value, str):
                 fields.append((name, value))
-                continue
-            field = "image" if name == "image[]" else name  # the official client's name for a list
-            if field not in ("image", "mask"):
-                raise ValidationError(f"`{name}` must be a text field but is a file", field=name, value=None)
-            if field in files:
-                raise ValidationError(
-                    f"`{field}` must be one image: no configured backend edits several at once",
-                    field=field, value=None,
-                )
-            files[field] = await value.read()
+            else:
+                files.append((name, await value.read()))
     finally:
         await form.close()
     return _http.form_body(fields, files)

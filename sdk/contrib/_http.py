@@ -278,19 +278,27 @@ def _input_bytes(value: Any, field: str) -> bytes:
                           field=field, value=value)
 
 
-def form_body(fields: Any, files: dict[str, bytes]) -> dict[str, Any]:
+def form_body(fields: Any, files: Any) -> dict[str, Any]:
     """A multipart edit form as a body :func:`parse_edit` reads: text fields typed, files as bytes.
 
     Form fields are all text; numbers and booleans are read here, naming the field when they are
     not one. ``sla[deadline_s]``-style fields (how the OpenAI client flattens ``extra_body``)
-    build the ``sla`` object. ``fields`` is a sequence of ``(name, text)`` pairs; a field sent
-    twice is refused rather than one copy picked.
+    build the ``sla`` object. ``fields`` and ``files`` are sequences of ``(name, text)`` and
+    ``(name, bytes)`` pairs; a field sent twice is refused rather than one copy picked, and so
+    are several images (``image[]`` is how the OpenAI client names a list of them).
     """
-    for name, data in files.items():
+    body: dict[str, Any] = {}
+    for name, data in files:
+        field = "image" if name == "image[]" else name
+        if field not in ("image", "mask"):
+            raise ValidationError(f"`{name}` must be a text field but is a file", field=name, value=None)
+        if field in body:
+            raise ValidationError(f"`{field}` must be one image: no backend edits several at once",
+                                  field=field, value=None)
         if len(data) > MAX_INPUT_BYTES:
-            raise ValidationError(f"`{name}` must be at most {MAX_INPUT_BYTES:,} bytes but is {len(data):,} bytes",
-                                  field=name, value=len(data))
-    body: dict[str, Any] = dict(files)
+            raise ValidationError(f"`{field}` must be at most {MAX_INPUT_BYTES:,} bytes but is {len(data):,} bytes",
+                                  field=field, value=len(data))
+        body[field] = data
     sla: dict[str, Any] = {}
     for name, text in fields:
         if name.startswith("sla[") and name.endswith("]"):
