@@ -19,6 +19,10 @@ Endpoints:
                                               body keys: ``sla``, ``seed``, ``steps``,
                                               ``guidance``, ``negative_prompt``, ``scheduler``,
                                               ``progress_events``.
+``POST /v1/images/edits``                     OpenAI's multipart edit: ``image`` (one file),
+                                              ``mask`` (transparent = edit), the generation
+                                              fields, ``strength``; routed to ``edit()``;
+                                              ``stream`` sends ``image_edit.*`` events
 ``POST /v1/images/variations``                a clear 400: no backend kind makes variations
 ``POST /v1/feedback/{request_id}``            ``{"seconds": 42.0, "verdict": "edited"}``
 ``GET /v1/trace/{request_id}``                the stored trace
