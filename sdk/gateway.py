@@ -388,7 +388,7 @@ async def _edit_form(request: Request) -> dict[str, Any]:
         return {"type": "http.request", "body": bytes(data), "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=2, max_fields=64, max_part_size=1_000_000)
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=64, max_part_size=1_000_000)
     except HTTPException as exc:  # starlette's answer to a malformed form or too many parts
         raise ValidationError(f"`body` is not an acceptable multipart form: {exc.detail}", field="body",
                               value=None) from None

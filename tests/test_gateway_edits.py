@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from _tiny_fixtures import tiny_models  # noqa: F401  (session fixture)
+from _tiny_fixtures import tiny_models  # noqa: F401  (session fixture, for local_gateway)
 from PIL import Image
 
 from pixelroute.gateway import create_app
 from tests.test_gateway_server import KEY, ThreadedServer, gateway_settings
+from tests.test_gateway_stream import local_gateway  # noqa: F401  (a tiny pipeline beside the mocks)
 
 
 def png(size: tuple[int, int] = (64, 64), mode: str = "RGB", color: object = (200, 30, 30)) -> bytes:
@@ -127,19 +128,7 @@ def test_several_images_and_oversized_bodies_are_refused(gateway: str) -> None:
     assert (r.status_code, r.json()["error"]["param"]) == (400, "Content-Type")
 
 
-@pytest.fixture
-def local_gateway(tmp_path: Path, tiny_models: dict[str, Path]) -> Iterator[str]:  # noqa: F811
-    settings = {"telemetry": {"store": f"sqlite:///{tmp_path / 'edits.db'}"},
-                "backends": [{"name": "tiny", "kind": "diffusers", "model": str(tiny_models["sd15"]),
-                              "device": "cpu"}]}
-    server = ThreadedServer(create_app(settings, api_key=KEY)).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-def test_sync_and_async_clients_stream_partial_edits_from_a_local_pipeline(local_gateway: str) -> None:
+def test_sync_and_async_clients_stream_partial_edits_from_a_local_pipeline(local_gateway: str) -> None:  # noqa: F811
     with openai.OpenAI(base_url=f"{local_gateway}/v1", api_key=KEY, max_retries=0, timeout=60) as oai:
         events = list(oai.images.edit(image=("in.png", png(), "image/png"), prompt="a blue door", model="tiny",
                                       stream=True, partial_images=2, extra_body={"steps": 4, "seed": 7}))
@@ -151,7 +140,7 @@ def test_sync_and_async_clients_stream_partial_edits_from_a_local_pipeline(local
     async def main() -> list[str]:
         async with openai.AsyncOpenAI(base_url=f"{local_gateway}/v1", api_key=KEY, max_retries=0,
                                       timeout=60) as aoai:
-            stream = await aoai.images.edit(image=("in.png", png(), "image/png"), prompt="x", stream=True,
+            stream = await aoai.images.edit(image=("in.png", png(), "image/png"), prompt="x", model="tiny", stream=True,
                                             mask=("m.png", openai_mask(), "image/png"), partial_images=1,
                                             extra_body={"steps": 3})
             return [e.type async for e in stream]
