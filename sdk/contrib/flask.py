@@ -49,6 +49,7 @@ be posted by a cross-site page: a hook that trusts a session cookie must check a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import weakref
@@ -291,7 +292,9 @@ def make_blueprint() -> Blueprint:
         state = authorize("edit")
         _http.check_body_size(request.content_length)
         if request.mimetype == "multipart/form-data":
-            request.max_content_length = _http.MAX_EDIT_BODY_BYTES  # a chunked upload has no length to check
+            # a chunked upload has no length to check; the request's own limit is settable from Flask 3.1
+            with contextlib.suppress(AttributeError):
+                request.max_content_length = _http.MAX_EDIT_BODY_BYTES
             body = _http.form_body(request.form.items(multi=True),
                                    [(name, f.read()) for name, f in request.files.items(multi=True)])
         else:
