@@ -336,6 +336,16 @@ class Client(BaseClient):
 
         return stream_sync(run, cancel)
 
+    def stream_edit(
+        self, image: Any, prompt: str, sla: SLA | dict[str, Any] | None = None, *,
+        cancel: CancelToken | None = None, **options: Any,
+    ) -> Generator[Event, None, None]:
+        """:meth:`edit` as an iterator of its events, ending with ``Done``; as :meth:`stream`."""
+        def run(listener: Listener, token: CancelToken) -> Result:
+            return self.edit(image, prompt, sla, cancel=token, on_progress=listener, **options)
+
+        return stream_sync(run, cancel)
+
     def _run(self, call: Call, gate: Gate | None) -> Result:
         if self._observer is None:
             return run_sync(self._engine, call, self._pool, gate, self.settings.execution.cascade_threshold)
@@ -525,6 +535,15 @@ class AsyncClient(BaseClient):
         """
         async def run(listener: Listener) -> Result:
             return await self.generate(prompt, sla, on_progress=listener, **options)
+
+        return stream_async(run)
+
+    def stream_edit(
+        self, image: Any, prompt: str, sla: SLA | dict[str, Any] | None = None, **options: Any
+    ) -> AsyncGenerator[Event, None]:
+        """``async for event in client.stream_edit(image, prompt, ...)``: :meth:`edit`'s events; as :meth:`stream`."""
+        async def run(listener: Listener) -> Result:
+            return await self.edit(image, prompt, sla, on_progress=listener, **options)
 
         return stream_async(run)
 

@@ -3,7 +3,9 @@
 OpenAI's images API streams ``text/event-stream`` events whose JSON carries a ``type``:
 ``image_generation.partial_image`` (``b64_json``, ``partial_image_index``, ``size``, ``quality``,
 ``background``, ``output_format``, ``created_at``) while the image is made, then
-``image_generation.completed`` (the same without the index, plus ``usage``); ``partial_images``
+``image_generation.completed`` (the same without the index, plus ``usage``); edits stream the same
+events as ``image_edit.partial_image`` and ``image_edit.completed`` (the official client's
+``ImageEditPartialImageEvent``/``ImageEditCompletedEvent``); ``partial_images``
 (0-3) asks for that many partial images, and "the final image may be sent before the full number
 of partial images" (the official client's ``ImageGenPartialImageEvent``/``ImageGenCompletedEvent``
 types and ``partial_images`` docstring; the API reference's "Image Streaming" page). Here:
@@ -43,13 +45,16 @@ _ZERO_USAGE = {"input_tokens": 0, "input_tokens_details": {"image_tokens": 0, "t
                "output_tokens": 0, "total_tokens": 0}
 
 
-async def openai_frames(first: Event, events: AsyncGenerator[Event, None], *, progress_events: bool
-                        ) -> AsyncIterator[str]:
-    """The SSE body: ``first`` (already received, so routing errors got their own status) and the rest."""
+async def openai_frames(first: Event, events: AsyncGenerator[Event, None], *, progress_events: bool,
+                        kind: str = "image_generation") -> AsyncIterator[str]:
+    """The SSE body: ``first`` (already received, so routing errors got their own status) and the rest.
+
+    ``kind`` prefixes the event types: ``image_generation`` or, for ``/v1/images/edits``, ``image_edit``.
+    """
     try:
         event: Event | None = first
         while event is not None:
-            for item in await _frames(event, progress_events):
+            for item in await _frames(event, progress_events, kind):
                 yield item
             event = await anext(events, None)
     except Exception as exc:  # the status line has gone: the error travels as an event
@@ -58,21 +63,21 @@ async def openai_frames(first: Event, events: AsyncGenerator[Event, None], *, pr
         await events.aclose()  # leaving early cancels the generation
 
 
-async def _frames(event: Event, progress_events: bool) -> list[str]:
+async def _frames(event: Event, progress_events: bool, kind: str) -> list[str]:
     out = [_sse.frame(f"pixelroute.{event.type}", {**to_dict(event), "type": f"pixelroute.{event.type}"})
            ] if progress_events else []
     if isinstance(event, Step) and event.previews:
         images = list(event.previews)
         encoded = await _encoded(images)
-        out += [_sse.frame("image_generation.partial_image", {
-            **_common(img, b64), "type": "image_generation.partial_image",
+        out += [_sse.frame(f"{kind}.partial_image", {
+            **_common(img, b64), "type": f"{kind}.partial_image",
             "partial_image_index": event.preview_index, "image_index": i, "request_id": event.request_id,
         }) for i, (img, b64) in enumerate(zip(images, encoded, strict=True))]
     elif isinstance(event, Done):
         result = event.result
         encoded = await _encoded(result.images)
-        out += [_sse.frame("image_generation.completed", {
-            **_common(img, b64), "type": "image_generation.completed", "usage": _ZERO_USAGE, "image_index": i,
+        out += [_sse.frame(f"{kind}.completed", {
+            **_common(img, b64), "type": f"{kind}.completed", "usage": _ZERO_USAGE, "image_index": i,
             "request_id": result.request_id, "backend": result.backend, "cost_usd": result.cost_usd,
             "latency_s": result.latency_s,
         }) for i, (img, b64) in enumerate(zip(result.images, encoded, strict=True))]

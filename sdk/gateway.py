@@ -19,6 +19,10 @@ Endpoints:
                                               body keys: ``sla``, ``seed``, ``steps``,
                                               ``guidance``, ``negative_prompt``, ``scheduler``,
                                               ``progress_events``.
+``POST /v1/images/edits``                     OpenAI's multipart edit: ``image`` (one file),
+                                              ``mask`` (transparent = edit), the generation
+                                              fields, ``strength``; routed to ``edit()``;
+                                              ``stream`` sends ``image_edit.*`` events
 ``POST /v1/images/variations``                a clear 400: no backend kind makes variations
 ``POST /v1/feedback/{request_id}``            ``{"seconds": 42.0, "verdict": "edited"}``
 ``GET /v1/trace/{request_id}``                the stored trace
@@ -45,8 +49,8 @@ import asyncio
 import hmac
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ValidationError
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from ._client import AsyncClient, ConfigSource
+    from .events import Event
 
 logger = logging.getLogger("pixelroute.gateway")
 
@@ -144,24 +149,27 @@ def create_app(
     async def generations(request: Request) -> Response:
         client = current()
         body = _http.parse_json(await request.body())
-        try:
+        with _size_named(body):
             call = _openai_call(body, request.headers, client)
             if call.stream:
-                return await _streamed(client, call, _progress_events(body))
+                return await _streamed(client.stream(call.prompt, **call.kwargs()), _progress_events(body))
             result = await client.generate(call.prompt, **call.kwargs())
-        except ValidationError as exc:
-            if exc.field in ("width", "height") and isinstance(body, dict):  # the caller wrote `size`
-                raise ValidationError(
-                    f"`size` {shown(body.get('size'))} is not accepted: {exc}",
-                    field="size",
-                    value=body.get("size"),
-                ) from None
-            raise
-        if sum(w * h for w, h in (img.size for img in result.images)) > ENCODE_INLINE_PIXELS:
-            answer = await asyncio.to_thread(_http.result_json, result)
-        else:
-            answer = _http.result_json(result)
-        return _json(answer, 200, _http.result_headers(result))
+        return await _answer(result)
+
+    async def edits(request: Request) -> Response:
+        client = current()
+        body = await _edit_form(request)
+        inputs = {k: body.pop(k) for k in _http.EDIT_KEYS if k in body}
+        with _size_named(body):
+            call = _openai_call(body, request.headers, client, inputs)
+            assert isinstance(call, _http.EditCall)
+            if call.mask is not None:
+                call.mask = await asyncio.to_thread(_openai_mask, call.mask)
+            if call.stream:
+                events = client.stream_edit(call.image, call.prompt, **call.kwargs())
+                return await _streamed(events, _progress_events(body), kind="image_edit")
+            result = await client.edit(call.image, call.prompt, **call.kwargs())
+        return await _answer(result)
 
     async def variations(request: Request) -> Response:
         await request.body()  # read (and drop) the upload, so the connection stays usable
@@ -230,6 +238,7 @@ def create_app(
 
     routes = [
         Route("/v1/images/generations", guarded(generations), methods=["POST"]),
+        Route("/v1/images/edits", guarded(edits), methods=["POST"]),
         Route("/v1/images/variations", guarded(variations), methods=["POST"]),
         Route("/v1/feedback/{request_id}", guarded(feedback), methods=["POST"]),
         Route("/v1/trace/{request_id}", guarded(trace), methods=["GET"]),
@@ -263,8 +272,12 @@ def _authorized(request: Request, api_key: str | None, allow_anonymous: bool) ->
     return True
 
 
-def _openai_call(body: Any, headers: Any, client: AsyncClient) -> _http.GenerateCall:
-    """Translate an OpenAI images body into pixelroute's, so one parser validates both."""
+def _openai_call(body: Any, headers: Any, client: AsyncClient, inputs: dict[str, Any] | None = None
+                 ) -> _http.GenerateCall:
+    """Translate an OpenAI images body into pixelroute's, so one parser validates both.
+
+    ``inputs`` (an edit's ``image``, ``mask`` and ``strength``) make it an :class:`~pixelroute.contrib._http.EditCall`.
+    """
     if not isinstance(body, dict):
         raise ValidationError(
             f"`body` must be a JSON object but is {type(body).__name__}", field="body", value=body
@@ -323,7 +336,97 @@ def _openai_call(body: Any, headers: Any, client: AsyncClient) -> _http.Generate
             )
         inner["backend"] = model
     inner.update(_size(body.get("size")))
+    if inputs is not None:
+        return _http.parse_edit({**inner, **inputs}, headers)
     return _http.parse_generate(inner, headers)
+
+
+@contextmanager
+def _size_named(body: Any) -> Iterator[None]:
+    """A width or height the caller wrote as ``size`` is refused naming ``size``."""
+    try:
+        yield
+    except ValidationError as exc:
+        if exc.field in ("width", "height") and isinstance(body, dict):
+            raise ValidationError(
+                f"`size` {shown(body.get('size'))} is not accepted: {exc}", field="size", value=body.get("size")
+            ) from None
+        raise
+
+
+async def _answer(result: Any) -> Response:
+    if sum(w * h for w, h in (img.size for img in result.images)) > ENCODE_INLINE_PIXELS:
+        answer = await asyncio.to_thread(_http.result_json, result)
+    else:
+        answer = _http.result_json(result)
+    return _json(answer, 200, _http.result_headers(result))
+
+
+async def _edit_form(request: Request) -> dict[str, Any]:
+    """The multipart body of ``/v1/images/edits``, bounded in size, as :func:`_http.form_body` types it.
+
+    The body is read up to :data:`~pixelroute.contrib._http.MAX_EDIT_BODY_BYTES` (refused by its
+    ``Content-Length`` first, and while reading when it has none), then parsed from memory.
+    """
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    _http.check_body_size(request.headers.get("content-length"))
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise ValidationError(
+            f"`Content-Type` must be multipart/form-data (as OpenAI's images.edit sends) but is {shown(ctype)}",
+            field="Content-Type", value=ctype,
+        )
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > _http.MAX_EDIT_BODY_BYTES:
+            raise _http.body_too_large(None)
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": bytes(data), "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=64, max_part_size=1_000_000)
+    except HTTPException as exc:  # starlette's answer to a malformed form or too many parts
+        raise ValidationError(f"`body` is not an acceptable multipart form: {exc.detail}", field="body",
+                              value=None) from None
+    files: list[tuple[str, bytes]] = []
+    fields: list[tuple[str, str]] = []
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                fields.append((name, value))
+            else:
+                files.append((name, await value.read()))
+    finally:
+        await form.close()
+    return _http.form_body(fields, files)
+
+
+def _openai_mask(data: Any) -> Any:
+    """An OpenAI mask (transparent = edit) as pixelroute's (white = repaint), refused when it marks nothing."""
+    from PIL import ImageOps
+
+    from ._edit import MAX_INPUT_PIXELS
+    from .backends._http_safety import UnsafeImage, open_untrusted_image
+
+    try:
+        image = open_untrusted_image(data, MAX_INPUT_PIXELS, what="it")
+    except UnsafeImage as exc:
+        raise ValidationError(f"`mask` is not an acceptable PNG image: {exc.why}", field="mask",
+                              value=f"{len(data)} bytes") from exc
+    if "A" not in image.getbands() and not (image.mode == "P" and "transparency" in image.info):
+        raise ValidationError(
+            "`mask` must be a PNG with an alpha channel (OpenAI's convention: transparent pixels mark the "
+            f"area to edit) but is {image.mode} without one", field="mask", value=image.mode,
+        )
+    alpha = image.convert("RGBA").getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        raise ValidationError("`mask` must have transparent pixels (the area to edit) but is fully opaque",
+                              field="mask", value="opaque")
+    return ImageOps.invert(alpha)
 
 
 def _progress_events(body: dict[str, Any]) -> bool:
@@ -336,18 +439,18 @@ def _progress_events(body: dict[str, Any]) -> bool:
     return value
 
 
-async def _streamed(client: AsyncClient, call: _http.GenerateCall, progress_events: bool) -> Response:
+async def _streamed(events: AsyncGenerator[Event, None], progress_events: bool, kind: str = "image_generation"
+                    ) -> Response:
     """``stream: true``: wait for the first event, so validation and routing errors keep their status."""
     from starlette.responses import StreamingResponse
 
-    events = client.stream(call.prompt, **call.kwargs())
     try:
         first = await anext(events)
     except BaseException:
         await events.aclose()
         raise
     headers = {**_sse.STREAM_HEADERS, _http.REQUEST_ID_HEADER: first.request_id}
-    return StreamingResponse(openai_frames(first, events, progress_events=progress_events),
+    return StreamingResponse(openai_frames(first, events, progress_events=progress_events, kind=kind),
                              media_type=_sse.MEDIA_TYPE, headers=headers)
 
 

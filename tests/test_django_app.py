@@ -378,3 +378,65 @@ def test_a_stream_with_a_bad_field_is_a_plain_400() -> None:
     assert r.status_code == 400 and json.loads(text)["error"]["param"] == "previews"
     r, text = _stream({"prompt": "a cat", "stream": True, "backend": "nope"})
     assert r.status_code == 400 and json.loads(text)["error"]["param"] == "backend"
+
+
+def _png(size: tuple[int, int] = (64, 64)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_edit_takes_multipart_or_json_and_needs_the_edit_permission() -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    upload = {"image": SimpleUploadedFile("in.png", _png(), "image/png"), "prompt": "x", "strength": "0.5",
+              "backend": "mock-b"}
+    assert user_with("generate").post("/pixelroute/edit/", upload).status_code == 403
+    upload["image"] = SimpleUploadedFile("in.png", _png(), "image/png")
+    r = user_with("edit").post("/pixelroute/edit/", upload)
+    assert r.status_code == 200, r.content
+    assert r.headers["X-Pixelroute-Backend"] == "mock-b"
+    assert Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).size == (64, 64)
+    body = {"image": base64.b64encode(_png()).decode(), "mask": base64.b64encode(_png((32, 32))).decode(),
+            "prompt": "x"}
+    r = user_with("edit").post("/pixelroute/edit/", body, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "mask"
+
+
+def test_a_multipart_edit_without_a_csrf_token_is_refused() -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    user, _ = User.objects.get_or_create(username="csrf")
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="pixelroute", codename="edit"))
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(user)
+    r = c.post("/pixelroute/edit/", {"image": SimpleUploadedFile("in.png", _png(), "image/png"), "prompt": "x"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed"
+    r = c.post("/pixelroute/edit/", {"image": base64.b64encode(_png()).decode(), "prompt": "x"},
+               content_type="application/json")
+    assert r.status_code == 200, r.content
+
+
+def test_edit_streams_over_asgi() -> None:
+    import asyncio
+
+    from django.test import AsyncClient
+
+    user, _ = User.objects.get_or_create(username="edit-streamer")
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="pixelroute", codename="edit"))
+
+    async def go() -> tuple[Any, str]:
+        c = AsyncClient()
+        await c.aforce_login(user)
+        r = await c.post("/pixelroute/edit/", {"image": base64.b64encode(_png()).decode(), "prompt": "x",
+                                               "stream": True, "backend": "mock-a"}, content_type="application/json")
+        return r, b"".join([chunk async for chunk in r.streaming_content]).decode()
+
+    r, text = asyncio.run(go())
+    assert r["Content-Type"] == "text/event-stream"
+    frames = [dict(line.split(": ", 1) for line in block.splitlines()) for block in text.strip().split("\n\n")]
+    assert [f["event"] for f in frames] == ["decided", "attempt_started", "done"]
+    assert json.loads(frames[-1]["data"])["backend"] == "mock-a"

@@ -334,3 +334,68 @@ def test_a_local_pipeline_streams_steps_with_partial_images(tmp_path: Path, tiny
         assert frames[-1][0] == "done"
     finally:
         get_state(app).close()
+
+
+def png_file(size: tuple[int, int] = (64, 64), mode: str = "RGB", color: Any = (200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def left_half_mask() -> bytes:
+    """pixelroute's convention: white = repaint (the left half), black = keep."""
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_edit_takes_multipart_or_base64_json_and_repaints_inside_the_mask(app: Flask) -> None:
+    client = app.test_client()
+    r = client.post("/pixelroute/edit", headers={"X-Key": KEY}, content_type="multipart/form-data", data={
+        "image": (io.BytesIO(png_file()), "in.png"), "mask": (io.BytesIO(left_half_mask()), "mask.png"),
+        "prompt": "a blue door", "strength": "0.9", "seed": "3", "backend": "mock-b"})
+    assert r.status_code == 200, r.get_json()
+    out = Image.open(io.BytesIO(base64.b64decode(r.get_json()["data"][0]["b64_json"]))).convert("RGB")
+    assert r.headers["X-Pixelroute-Backend"] == "mock-b"
+    assert out.getpixel((48, 32)) == (200, 30, 30) and out.getpixel((8, 32)) != (200, 30, 30)
+    as_json = {"image": base64.b64encode(png_file()).decode(), "prompt": "x", "sla": {"deadline_s": 5}}
+    r = post(client, "/pixelroute/edit", as_json, headers={"Accept": "image/png"})
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    assert Image.open(io.BytesIO(r.get_data())).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"prompt": "x"}, "image"), ({"image": "not base64!", "prompt": "x"}, "image"),
+     ({"image": base64.b64encode(b"not a png").decode(), "prompt": "x"}, "image"),
+     ({"image": base64.b64encode(png_file()).decode(), "mask": base64.b64encode(png_file((32, 32))).decode(),
+       "prompt": "x"}, "mask"),
+     ({"image": base64.b64encode(png_file()).decode(), "prompt": "x", "strength": "high"}, "strength")],
+)
+def test_bad_edits_are_400_naming_the_field(app: Flask, body: dict[str, Any], param: str) -> None:
+    r = post(app.test_client(), "/pixelroute/edit", body)
+    assert r.status_code == 400 and r.get_json()["error"]["param"] == param, r.get_json()
+
+
+def test_edit_streams_and_asks_the_hook_about_edit(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def hook(request: Any, action: str) -> bool:
+        asked.append(action)
+        return action != "edit" or request.headers.get("X-Key") == KEY
+
+    app = Flask(__name__)
+    app.config["PIXELROUTE_SETTINGS"] = settings(tmp_path)
+    Pixelroute().init_app(app, auth=hook)
+    try:
+        body = {"image": base64.b64encode(png_file()).decode(), "prompt": "x", "stream": True, "backend": "mock-a"}
+        assert app.test_client().post("/pixelroute/edit", json=body).status_code == 403
+        r = post(app.test_client(), "/pixelroute/edit", body)
+        assert r.mimetype == "text/event-stream"
+        frames = sse(r.get_data(as_text=True))
+        assert [name for name, _ in frames] == ["decided", "attempt_started", "done"]
+        assert frames[-1][1]["backend"] == "mock-a" and asked == ["edit", "edit"]
+    finally:
+        get_state(app).close()

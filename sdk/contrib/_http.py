@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._edit import MAX_INPUT_BYTES
 from .._errors import (
     BackendUnavailable,
     Cancelled,
@@ -60,7 +61,12 @@ KNOBS = ("negative_prompt", "width", "height", "n", "steps", "guidance", "schedu
 GENERATE_KEYS = frozenset({"prompt", "sla", "backend", "response_format", "stream", "previews", *KNOBS})
 RESPONSE_FORMATS = ("b64_json", "png")
 #: the actions an auth hook is asked about
-ACTIONS = ("generate", "feedback", "trace", "metrics")
+ACTIONS = ("generate", "edit", "feedback", "trace", "metrics")
+#: what an edit body adds to a generate body: the input image, its mask, how far it may move
+EDIT_KEYS = frozenset({"image", "mask", "strength"})
+#: the largest edit body: two inputs at the SDK's file limit plus room for the text fields
+#: (refused by its ``Content-Length`` before anything is read; base64 JSON is 4/3 the size)
+MAX_EDIT_BODY_BYTES = 2 * MAX_INPUT_BYTES * 4 // 3 + 1_000_000
 #: knobs that take whole numbers, and the one that takes any number
 INTEGER_KNOBS = frozenset({"width", "height", "n", "steps", "seed"})
 NUMBER_KNOBS = frozenset({"guidance"})
@@ -98,6 +104,18 @@ class GenerateCall:
     def kwargs(self) -> dict[str, Any]:
         extra = {"previews": self.previews} if self.previews else {}
         return {"sla": self.sla, "backend": self.backend, **self.knobs, **extra}
+
+
+@dataclass
+class EditCall(GenerateCall):
+    """A validated edit body: a :class:`GenerateCall` plus the encoded input image, mask and strength."""
+
+    image: bytes = b""
+    mask: Any = None
+    strength: float | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {**super().kwargs(), "mask": self.mask, "strength": self.strength}
 
 
 class HTTPError(PixelrouteError):
@@ -223,6 +241,112 @@ def parse_generate(body: Any, headers: Any, accept: str | None = None) -> Genera
     stream, previews = _stream_options(body, fmt)
     return GenerateCall(prompt=prompt, sla=sla, knobs=knobs, backend=backend, response_format=fmt,
                         stream=stream, previews=previews)
+
+
+def parse_edit(body: Any, headers: Any, accept: str | None = None) -> EditCall:
+    """Validate an edit body: a generate body plus ``image`` (required), ``mask`` and ``strength``.
+
+    ``image`` and ``mask`` are the files' bytes (a multipart upload) or base64 strings (JSON);
+    the mask is pixelroute's (white = repaint). The images themselves are checked by ``edit()``.
+    """
+    if not isinstance(body, dict):
+        raise ValidationError(
+            f"`body` must be a JSON object but is {type(body).__name__}", field="body", value=body
+        )
+    if body.get("image") is None:
+        raise ValidationError("`image` is required: the image to edit", field="image", value=None)
+    image = _input_bytes(body["image"], "image")
+    mask = None if body.get("mask") is None else _input_bytes(body["mask"], "mask")
+    strength = body.get("strength")
+    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, int | float)):
+        raise ValidationError(f"`strength` must be a number but is {shown(strength)}", field="strength",
+                              value=strength)
+    call = parse_generate({k: v for k, v in body.items() if k not in EDIT_KEYS}, headers, accept)
+    return EditCall(**vars(call), image=image, mask=mask, strength=strength)
+
+
+def _input_bytes(value: Any, field: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            raise ValidationError(f"`{field}` must be a base64-encoded PNG, JPEG or WebP file but is not base64",
+                                  field=field, value=f"{len(value)} characters") from None
+    raise ValidationError(f"`{field}` must be a file upload or a base64 string but is {shown(value)}",
+                          field=field, value=value)
+
+
+def form_body(fields: Any, files: Any) -> dict[str, Any]:
+    """A multipart edit form as a body :func:`parse_edit` reads: text fields typed, files as bytes.
+
+    Form fields are all text; numbers and booleans are read here, naming the field when they are
+    not one. ``sla[deadline_s]``-style fields (how the OpenAI client flattens ``extra_body``)
+    build the ``sla`` object. ``fields`` and ``files`` are sequences of ``(name, text)`` and
+    ``(name, bytes)`` pairs; a field sent twice is refused rather than one copy picked, and so
+    are several images (``image[]`` is how the OpenAI client names a list of them).
+    """
+    body: dict[str, Any] = {}
+    for name, data in files:
+        field = "image" if name == "image[]" else name
+        if field not in ("image", "mask"):
+            raise ValidationError(f"`{name}` must be a text field but is a file", field=name, value=None)
+        if field in body:
+            raise ValidationError(f"`{field}` must be one image: no backend edits several at once",
+                                  field=field, value=None)
+        if len(data) > MAX_INPUT_BYTES:
+            raise ValidationError(f"`{field}` must be at most {MAX_INPUT_BYTES:,} bytes but is {len(data):,} bytes",
+                                  field=field, value=len(data))
+        body[field] = data
+    sla: dict[str, Any] = {}
+    for name, text in fields:
+        if name.startswith("sla[") and name.endswith("]"):
+            key = name[4:-1]
+            sla[key] = _form_value(f"sla.{key}", text, "bool" if key == "hedge" else "number")
+            continue
+        if name in body:
+            raise ValidationError(f"`{name}` must be sent once but is sent more than once", field=name, value=text)
+        body[name] = _form_value(name, text, _FORM_TYPES.get(name, "text"))
+    if sla:
+        body["sla"] = sla
+    return body
+
+
+_FORM_TYPES = {**dict.fromkeys(INTEGER_KNOBS | {"partial_images", "previews"}, "integer"),
+               **dict.fromkeys(NUMBER_KNOBS | {"strength"}, "number"),
+               **dict.fromkeys(("stream", "progress_events"), "bool")}
+
+
+def _form_value(name: str, text: str, kind: str) -> Any:
+    if kind == "text":
+        return text
+    if kind == "bool":
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ValidationError(f"`{name}` must be true or false but is {shown(text)}", field=name, value=text)
+    try:
+        return int(text) if kind == "integer" and len(text) <= MAX_INT_DIGITS else float(text)
+    except ValueError:
+        raise ValidationError(f"`{name}` must be {'an integer' if kind == 'integer' else 'a number'} "
+                              f"but is {shown(text)}", field=name, value=text) from None
+
+
+def check_body_size(content_length: Any) -> None:
+    """Refuse an edit body over :data:`MAX_EDIT_BODY_BYTES` by its ``Content-Length``, before reading it."""
+    try:
+        size = int(content_length) if content_length is not None else None
+    except ValueError:
+        size = None
+    if size is not None and size > MAX_EDIT_BODY_BYTES:
+        raise body_too_large(size)
+
+
+def body_too_large(size: int | None) -> HTTPError:
+    what = "more" if size is None else f"{size:,} bytes"
+    return HTTPError(413, f"`body` must be at most {MAX_EDIT_BODY_BYTES:,} bytes (two inputs at the "
+                     f"{MAX_INPUT_BYTES:,}-byte file limit) but is {what}", type_="invalid_request_error",
+                     code="payload_too_large", param="body")
 
 
 def _stream_options(body: dict[str, Any], fmt: str) -> tuple[bool, int]:

@@ -35,18 +35,25 @@ builds its own, which finds the CPU pipelines already in memory.
 events, ``done`` carrying the usual JSON; :mod:`pixelroute.contrib._sse`), ``"previews": k`` adding
 ``k`` partial images from local pipelines.
 
-The auth hook is ``auth(request, action) -> bool`` with ``action`` one of ``generate``,
+``POST /edit`` edits an image: a multipart form (``image`` and ``mask`` files, the other fields
+as text) or JSON with base64 ``image``/``mask``; the mask is white where the image may change.
+It answers (and streams) as ``/generate`` does.
+
+The auth hook is ``auth(request, action) -> bool`` with ``action`` one of ``generate``, ``edit``,
 ``feedback``, ``trace``, ``metrics``. Without a hook every endpoint answers 401: an endpoint that
-spends money or reveals prompts is closed until the app says who may use it.
+spends money or reveals prompts is closed until the app says who may use it. A multipart form can
+be posted by a cross-site page: a hook that trusts a session cookie must check a CSRF token for
+``edit``.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings, load_settings
@@ -58,6 +65,7 @@ if TYPE_CHECKING:
     from flask import Blueprint, Flask, Request, Response
 
     from .._client import Client
+    from ..events import Event
 
 AuthHook = Callable[["Request", str], bool]
 ClientFactory = Callable[[Settings], "Client"]
@@ -243,7 +251,7 @@ def _configured_auth(config: Any) -> AuthHook | None:
 
 
 def make_blueprint() -> Blueprint:
-    """A fresh blueprint with the four endpoints (one per app, so apps never share state)."""
+    """A fresh blueprint with the five endpoints (one per app, so apps never share state)."""
     from flask import Blueprint, current_app, request
 
     bp = Blueprint("pixelroute", __name__)
@@ -263,19 +271,39 @@ def make_blueprint() -> Blueprint:
             )
         return _http.parse_json(request.get_data(cache=False))
 
-    @bp.post("/generate")
-    def generate() -> Response:
-        state = authorize("generate")
-        call = _http.parse_generate(json_body(), request.headers, request.headers.get("Accept"))
-        if call.stream:
-            return _streamed(state.get_client(), call)
-        result = state.get_client().generate(call.prompt, **call.kwargs())
+    def answer(result: Any, call: _http.GenerateCall) -> Response:
         headers = _http.result_headers(result)
         if call.response_format == "png":
             return current_app.response_class(
                 _http.png_bytes(result.images[0]), mimetype="image/png", headers=headers
             )
         return _json(_http.result_json(result), 200, headers)
+
+    @bp.post("/generate")
+    def generate() -> Response:
+        state = authorize("generate")
+        call = _http.parse_generate(json_body(), request.headers, request.headers.get("Accept"))
+        if call.stream:
+            return _streamed(state.get_client().stream(call.prompt, **call.kwargs()))
+        return answer(state.get_client().generate(call.prompt, **call.kwargs()), call)
+
+    @bp.post("/edit")
+    def edit() -> Response:
+        state = authorize("edit")
+        _http.check_body_size(request.content_length)
+        if request.mimetype == "multipart/form-data":
+            # a chunked upload has no length to check; the request's own limit is settable from Flask 3.1
+            with contextlib.suppress(AttributeError):
+                request.max_content_length = _http.MAX_EDIT_BODY_BYTES
+            body = _http.form_body(request.form.items(multi=True),
+                                   [(name, f.read()) for name, f in request.files.items(multi=True)])
+        else:
+            body = json_body()
+        call = _http.parse_edit(body, request.headers, request.headers.get("Accept"))
+        client = state.get_client()
+        if call.stream:
+            return _streamed(client.stream_edit(call.image, call.prompt, **call.kwargs()))
+        return answer(client.edit(call.image, call.prompt, **call.kwargs()), call)
 
     @bp.post("/feedback/<request_id>")
     def feedback(request_id: str) -> Response:
@@ -306,11 +334,10 @@ def make_blueprint() -> Blueprint:
     return bp
 
 
-def _streamed(client: Client, call: _http.GenerateCall) -> Response:
+def _streamed(events: Generator[Event, None, None]) -> Response:
     """``"stream": true``: server-sent events; the first is awaited so routing errors keep their status."""
     from flask import current_app
 
-    events = client.stream(call.prompt, **call.kwargs())
     first = next(events)  # a validation or routing error leaves through the blueprint's error handler
     logger = current_app.logger
 

@@ -18,7 +18,7 @@
 reports problems as ``pixelroute.E001``… (see :mod:`pixelroute.contrib.django.checks`). The endpoints
 ask ``PIXELROUTE_PERMISSION_CHECK`` (``"module:function"``, called as ``check(request, action)``)
 or, by default, Django's auth: ``request.user.has_perm("pixelroute.<action>")`` with ``action``
-one of ``generate``, ``feedback``, ``trace``, ``metrics``.
+one of ``generate``, ``edit``, ``feedback``, ``trace``, ``metrics``.
 """
 
 from __future__ import annotations

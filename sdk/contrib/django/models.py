@@ -17,6 +17,7 @@ class PixelrouteAccess(models.Model):
         verbose_name_plural = "recent requests"
         permissions = [
             ("generate", "Can generate images through pixelroute"),
+            ("edit", "Can edit images through pixelroute"),
             ("feedback", "Can record correction time"),
             ("trace", "Can read request traces"),
             ("metrics", "Can read pixelroute metrics"),

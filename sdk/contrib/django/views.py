@@ -1,13 +1,15 @@
-"""The four endpoints as async Django views; the blocking work runs in worker threads.
+"""The five endpoints as async Django views; the blocking work runs in worker threads.
 
-``POST generate/`` · ``POST feedback/<request_id>/`` · ``GET trace/<request_id>/`` · ``GET metrics/``
+``POST generate/`` · ``POST edit/`` · ``POST feedback/<request_id>/`` · ``GET trace/<request_id>/`` ·
+``GET metrics/``
 
-``POST generate/`` with ``"stream": true`` answers with server-sent events (served as they come
-under ASGI; :mod:`pixelroute.contrib._sse`).
+``POST generate/`` and ``POST edit/`` with ``"stream": true`` answer with server-sent events
+(served as they come under ASGI; :mod:`pixelroute.contrib._sse`).
 
 Bodies, SLA headers, statuses and error bodies are the Flask blueprint's (:mod:`pixelroute.contrib._http`).
 The views are CSRF-exempt API endpoints that only accept ``application/json`` bodies, which a
-cross-site HTML form cannot send; every request passes the permission check first.
+cross-site HTML form cannot send, but for multipart edits, which pass Django's CSRF check; every
+request passes the permission check first (``pixelroute.edit`` for edits).
 """
 
 from __future__ import annotations
@@ -99,8 +101,46 @@ async def generate(request: HttpRequest) -> HttpResponse:
     call = _http.parse_generate(_json_body(request), request.headers, request.headers.get("Accept"))
     client = await _in_thread(get_client)()
     if call.stream:
-        return await _streamed(client, call)
-    result = await _in_thread(client.generate)(call.prompt, **call.kwargs())
+        def run(listener: Listener, token: Any) -> Any:
+            return client.generate(call.prompt, cancel=token, on_progress=listener, **call.kwargs())
+
+        return await _streamed(run)
+    return await _answer(await _in_thread(client.generate)(call.prompt, **call.kwargs()), call)
+
+
+@csrf_exempt
+@require_POST
+@endpoint("edit")
+async def edit(request: HttpRequest) -> HttpResponse:
+    """Edit an image: multipart (``image``, ``mask`` files and text fields) or JSON with base64 inputs.
+
+    A multipart form can come from a cross-site page, so multipart requests pass Django's CSRF
+    check (JSON ones, like every other view's, cannot and are exempt).
+    """
+    call = _http.parse_edit(await _in_thread(_edit_body)(request), request.headers, request.headers.get("Accept"))
+    client = await _in_thread(get_client)()
+    if call.stream:
+        def run(listener: Listener, token: Any) -> Any:
+            return client.edit(call.image, call.prompt, cancel=token, on_progress=listener, **call.kwargs())
+
+        return await _streamed(run)
+    return await _answer(await _in_thread(client.edit)(call.image, call.prompt, **call.kwargs()), call)
+
+
+def _edit_body(request: HttpRequest) -> Any:
+    _http.check_body_size(request.headers.get("Content-Length"))
+    if request.content_type != "multipart/form-data":
+        return _json_body(request)
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    if CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {}) is not None:
+        raise _http.HTTPError(403, "CSRF verification failed: a multipart edit needs Django's CSRF token "
+                              "(or send JSON)", type_="permission_error", code="csrf_failed")
+    files = [(name, f.read()) for name, items in request.FILES.lists() for f in items]
+    return _http.form_body([(k, v) for k, values in request.POST.lists() for v in values], files)
+
+
+async def _answer(result: Any, call: _http.GenerateCall) -> HttpResponse:
     headers = _http.result_headers(result)
     if call.response_format == "png":
         png = await _in_thread(_http.png_bytes)(result.images[0])
@@ -108,12 +148,8 @@ async def generate(request: HttpRequest) -> HttpResponse:
     return JsonResponse(await _in_thread(_http.result_json)(result), headers=headers)
 
 
-async def _streamed(client: Any, call: _http.GenerateCall) -> HttpResponse:
+async def _streamed(run: Callable[[Listener, Any], Any]) -> HttpResponse:
     """Server-sent events; the first is awaited so validation and routing errors keep their status."""
-
-    def run(listener: Listener, token: Any) -> Any:
-        return client.generate(call.prompt, cancel=token, on_progress=listener, **call.kwargs())
-
     events = stream_threaded(run)
     try:
         first = await anext(events)
