@@ -90,22 +90,24 @@ def is_built(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
-def _built_by_an_older_builder(path: Path) -> bool:
-    """A folder :func:`build_tiny` made before its architecture last changed (never one it did not make)."""
+def _marker(path: Path) -> dict[str, Any] | None:
+    """The marker :func:`build_tiny` writes beside the pipeline, ``None`` when it is missing or damaged."""
     try:
         marker = json.loads((path / MARKER).read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("builder", 1) != BUILDER_VERSION
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _built_by_an_older_builder(path: Path) -> bool:
+    """A folder :func:`build_tiny` made before its architecture last changed (never one it did not make)."""
+    marker = _marker(path)
+    return marker is not None and marker.get("builder", 1) != BUILDER_VERSION
 
 
 def tiny_family(path: str | os.PathLike[str]) -> str | None:
     """The family of a tiny folder built by :func:`build_tiny`, ``None`` for any other folder."""
-    marker = Path(path) / MARKER
-    try:
-        family = json.loads(marker.read_text()).get("family")
-    except (OSError, ValueError):
-        return None
+    family = (_marker(Path(path)) or {}).get("family")
     return family if family in FAMILIES else None
 
 

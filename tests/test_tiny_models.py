@@ -93,3 +93,9 @@ def test_a_folder_an_older_builder_made_is_rebuilt_and_others_are_left_alone(tmp
     (target / "mine.txt").write_text("a user's own pipeline")
     build_tiny("sd15", target)
     assert (target / "mine.txt").exists()
+
+
+@pytest.mark.parametrize("damaged", ["[1, 2]", "{\"family\": [\"sd15\"]}", "\x00not json", "null"])
+def test_a_damaged_marker_is_no_tiny_folder(tmp_path: Path, damaged: str) -> None:
+    (tmp_path / MARKER).write_text(damaged)
+    assert tiny_family(tmp_path) is None
