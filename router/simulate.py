@@ -149,8 +149,15 @@ WINDOW_ITEMS = 100
 #: how much slower the drifting backend runs at its peaks: a GPU time-shared with a batch job, or a
 #: provider queueing at peak hours (some queue instead of refusing), is several times slower, not 10%
 DRIFT_LATENCY_MULT = 4.0
+#: the largest drift multiplier a world accepts (past it a backend is down, which ``outage`` models)
+MAX_DRIFT_MULT = 1000.0
 #: requests between an outage starting and the client's breaker and failure rate showing it
 OUTAGE_LAG_ITEMS = 20
+
+
+def drift_mult_ok(latency_mult: float) -> bool:
+    """Whether ``latency_mult`` is a drift :func:`world` accepts: finite, above 0, at most :data:`MAX_DRIFT_MULT`."""
+    return math.isfinite(latency_mult) and 0 < latency_mult <= MAX_DRIFT_MULT
 
 
 def world(name: str, backend: str | None = None, backends: Sequence[SimBackend] = DEFAULT_BACKENDS,
@@ -163,8 +170,9 @@ def world(name: str, backend: str | None = None, backends: Sequence[SimBackend] 
     names = [b.name for b in backends]
     if backend is not None and backend not in names:
         raise ValueError(f"`drift backend` must be one of {', '.join(names)} but is {backend!r}")
-    if not (math.isfinite(latency_mult) and 0 < latency_mult <= 1000):
-        raise ValueError(f"`latency_mult` must be a number above 0 and at most 1000 but is {latency_mult!r}")
+    if not drift_mult_ok(latency_mult):
+        raise ValueError(f"`latency_mult` must be a number above 0 and at most {MAX_DRIFT_MULT:g} "
+                         f"but is {latency_mult!r}")
     if name == "stationary":
         return []
     if name == "drifting":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
@@ -34,15 +33,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelroute.router.simulate import dump_backends, load_backends, load_prompts, simulate, world
+    from pixelroute.router.simulate import (
+        MAX_DRIFT_MULT,
+        drift_mult_ok,
+        dump_backends,
+        load_backends,
+        load_prompts,
+        simulate,
+        world,
+    )
 
     if args.n < 1:
         raise ValidationError(f"`--n` must be at least 1 but is {args.n}", field="n", value=args.n)
     if not 0 <= args.epsilon <= 1:
         raise ValidationError(f"`--epsilon` must be between 0 and 1 but is {args.epsilon}", field="epsilon",
                               value=args.epsilon)
-    if args.drift_mult is not None and not (math.isfinite(args.drift_mult) and 0 < args.drift_mult <= 1000):
-        raise ValidationError(f"`--drift-mult` must be above 0 and at most 1000 but is {args.drift_mult}",
+    if args.drift_mult is not None and not drift_mult_ok(args.drift_mult):
+        raise ValidationError(f"`--drift-mult` must be above 0 and at most {MAX_DRIFT_MULT:g} but is {args.drift_mult}",
                               field="drift_mult", value=args.drift_mult)
     try:
         backends = load_backends(args.profiles)
